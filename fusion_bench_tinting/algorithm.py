@@ -1,0 +1,384 @@
+"""Model Tinting and Model Tinting++ as FusionBench algorithms.
+
+Model Tinting (arXiv 2412.19098) merges K fine-tuned encoders with layer-wise coefficients and gives
+each task one trainable layer of its own (by default its classification head); coefficients and
+tinted layers are trained together on the unlabelled test inputs against the fine-tuned models'
+predictions. Model Tinting++ drops the samples where the merged model disagrees with the teacher
+and is more confident than it. See ALGORITHM.md in the project for the specification.
+
+This module knows nothing of a particular model family: ``families`` adapts each kind of model pool.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Dict, List, Optional, Union
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
+from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
+
+from .adaptation import AdaptationOptions, AdaptationStats, TaskState, TintingTrainer
+from .data import TensorInputs
+from .errors import TintingConfigError
+from .families import PRETRAINED, ModelFamily, family_for
+from .losses import check_loss_name
+from .merging import LayerWiseMerger, check_same_parameters
+from .suites import ensure_task_aware_taskpool
+from .tinted_model import TintedModel, TintModulator
+from .weights_io import WEIGHTS_FILE, check_matches, load_tinting, resolve_weights_path, save_tinting
+
+log = logging.getLogger(__name__)
+
+SPARSITY_THRESHOLD = 1e-5
+_INPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@auto_register_config
+class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
+    """Model Tinting. Every option of ALGORITHM.md is a constructor argument with the reference default.
+
+    Args:
+        max_steps: adaptation iterations; each makes one optimizer step per task (``update=sequential``).
+            ``auto``: the family's reference value (500 for vision).
+        lr: Adam learning rate. ``auto``: 1e-2 when the tinted layer trains, 1e-3 for coefficients only.
+        batch_size: unlabelled test samples per task step.
+        init_values: initial merging coefficient. ``auto``: 0.3 up to 8 tasks, 0.1 above.
+        clamp_weights: clamp coefficients to [0, 1] in the merge.
+        tie_weights, strict: passed to ``torch.func.functional_call`` (as FusionBench's AdaMerging).
+        tinted_layer: ``head`` (each task's classification head) or the index of a transformer block.
+        train_coefficients, train_tinted_layer: what adapts (both: Model Tinting).
+        loss: ``ce`` (teacher hard labels), ``soft_ce``, ``kl``, ``js``, ``entropy``, ``l1``,
+            ``smooth_l1``, ``l2``, ``cosine``. Regression heads use the squared error.
+        tie_qkv: one coefficient for a layer's q/k/v projections (parity with open_clip's fused qkv).
+        update: ``sequential`` (one step per task, random task order) or ``joint`` (summed losses).
+        confidence_filter: Model Tinting++'s filter (on in :class:`ModelTintingPlusPlus`).
+        seed: seeds the task order and batch sampling.
+        weights: a ``model_tinting.safetensors`` (or the log folder of a run) to load; skips adaptation.
+        save_weights: write coefficients, tinted layers and the resolved config to the log folder.
+        input_dtype: dtype of the cached preprocessed inputs (float16 is exact to well below the
+            quantisation of 8-bit images and halves the memory).
+        inputs_on_device: keep the cached inputs on the accelerator (``auto``: when they take less
+            than a quarter of its free memory).
+        preprocess_batch_size, num_workers: data loading for the one preprocessing and teacher pass.
+        log_every: iterations between progress-bar/logger updates (each costs one host sync).
+    """
+
+    def __init__(
+        self,
+        max_steps: Union[int, str] = "auto",
+        lr: Union[float, str] = "auto",
+        batch_size: int = 32,
+        init_values: Union[float, str] = "auto",
+        clamp_weights: bool = True,
+        tie_weights: bool = True,
+        strict: bool = False,
+        tinted_layer: Union[str, int] = "head",
+        train_coefficients: bool = True,
+        train_tinted_layer: bool = True,
+        loss: str = "ce",
+        tie_qkv: bool = False,
+        update: str = "sequential",
+        confidence_filter: bool = False,
+        seed: int = 42,
+        weights: Optional[str] = None,
+        save_weights: bool = True,
+        input_dtype: str = "float16",
+        inputs_on_device: Union[bool, str] = "auto",
+        preprocess_batch_size: int = 128,
+        num_workers: int = 0,
+        log_every: int = 10,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+
+    # ----- options -----------------------------------------------------------------------------
+    @property
+    def method_name(self) -> str:
+        return "model_tinting_plusplus" if self.confidence_filter else "model_tinting"
+
+    def _check_options(self) -> None:
+        check_loss_name(self.loss)
+        if self.update not in ("sequential", "joint"):
+            raise TintingConfigError(f"update={self.update!r}: choose 'sequential' (reference) or 'joint'.")
+        if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
+            raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
+        if self.input_dtype not in _INPUT_DTYPES:
+            raise TintingConfigError(f"input_dtype={self.input_dtype!r}: choose one of {sorted(_INPUT_DTYPES)}.")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise TintingConfigError(f"batch_size={self.batch_size!r}: must be a positive integer.")
+        self._tinted_block_index()  # validates the form; the range is checked once the encoder is loaded
+
+    def _tinted_block_index(self) -> Optional[int]:
+        if self.tinted_layer == "head":
+            return None
+        try:
+            index = int(self.tinted_layer)
+        except (TypeError, ValueError):
+            raise TintingConfigError(
+                f"tinted_layer={self.tinted_layer!r}: use 'head' or the index of a transformer block."
+            ) from None
+        if isinstance(self.tinted_layer, bool) or index < 0:
+            raise TintingConfigError(f"tinted_layer={self.tinted_layer!r}: a block index is a non-negative integer.")
+        return index
+
+    def _resolved(self, family: ModelFamily, num_tasks: int):
+        lr = family.default_lr(self.train_tinted_layer) if self.lr == "auto" else float(self.lr)
+        steps = family.default_max_steps if self.max_steps == "auto" else int(self.max_steps)
+        init = (0.3 if num_tasks <= 8 else 0.1) if self.init_values == "auto" else float(self.init_values)
+        if self.is_debug_mode:
+            steps = min(steps, 1)
+        return lr, steps, init
+
+    # ----- run ---------------------------------------------------------------------------------
+    def run(self, modelpool: BaseModelPool) -> TintedModel:
+        self._check_options()
+        family = family_for(modelpool, self.fabric)
+        family.functional_call_kwargs = {"tie_weights": self.tie_weights, "strict": self.strict}
+        device = torch.device(self.fabric.device)
+        tasks = family.task_names()
+        for task in tasks:
+            family.validate_task(task)
+        lr, max_steps, init_value = self._resolved(family, len(tasks))
+        saved = load_tinting(self.weights) if self.weights else None
+
+        with self.profile("load pretrained"):
+            pretrained = family.load_encoder(PRETRAINED)
+        block_names = self._block_parameter_names(family, pretrained)
+        merged_names = family.merged_parameter_names(pretrained)
+        pretrained_params = dict(pretrained.named_parameters())
+        merger = LayerWiseMerger(
+            {n: pretrained_params[n] for n in merged_names},
+            len(tasks),
+            init_value=init_value,
+            clamp=self.clamp_weights,
+            coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
+        ).to(device)
+        pretrained.to(device)
+        heads = {task: family.load_head(task) for task in tasks}
+        if saved is not None:  # refuse a mismatched file before the expensive part
+            check_matches(
+                saved,
+                task_names=tasks,
+                coefficient_groups=merger.group_names,
+                tinted_layer=str(self.tinted_layer),
+                tinted_shapes=self._tinted_shapes(heads, pretrained_params, block_names),
+            )
+
+        inputs: Dict[str, TensorInputs] = {}
+        teachers: Dict[str, Tensor] = {}
+        for index, task in enumerate(tqdm(tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
+            with self.profile("load fine-tuned"):
+                finetuned = family.load_encoder(task)
+            check_same_parameters(pretrained_params, dict(finetuned.named_parameters()), task)
+            merger.set_task_vector(index, dict(finetuned.named_parameters()))
+            if saved is None:
+                with self.profile("preprocess inputs"):
+                    inputs[task] = self._place(
+                        family.adaptation_inputs(
+                            task,
+                            batch_size=self.preprocess_batch_size,
+                            num_workers=self.num_workers,
+                            dtype=_INPUT_DTYPES[self.input_dtype],
+                        ),
+                        device,
+                    )
+                with self.profile("teacher outputs"):
+                    teachers[task] = self._teacher_outputs(family, finetuned.to(device), heads[task], inputs[task], device)
+            del finetuned  # the fine-tuned encoders never stay on the device
+        merger.check_complete()
+
+        states = self._task_states(tasks, heads, merger, block_names, inputs, teachers)
+        if saved is not None:
+            self._load_saved(saved, merger, states)
+            stats = None
+        else:
+            trainer = TintingTrainer(
+                merger,
+                lambda params, x: family.encode(pretrained, x, params),
+                states,
+                AdaptationOptions(
+                    max_steps=max_steps,
+                    lr=lr,
+                    batch_size=self.batch_size,
+                    loss=self.loss,
+                    update=self.update,
+                    confidence_filter=self.confidence_filter,
+                    train_coefficients=self.train_coefficients,
+                    train_tinted_layer=self.train_tinted_layer,
+                    log_every=self.log_every,
+                ),
+                device=device,
+                generator=torch.Generator().manual_seed(int(self.seed)),
+                input_dtype=torch.float32,
+                autocast=self.fabric.autocast,
+                log_metrics=self._log_metrics,
+            )
+            with self.profile("adaptation"):
+                stats = trainer.run()
+        self.print_profile_summary()
+
+        model = self._result_model(pretrained, merger, states, block_names, stats, lr, max_steps, init_value)
+        if saved is None:
+            self._save(merger, states, tasks)
+        ensure_task_aware_taskpool(self._program)
+        return model
+
+    # ----- pieces ------------------------------------------------------------------------------
+    def _block_parameter_names(self, family: ModelFamily, encoder: nn.Module) -> List[str]:
+        index = self._tinted_block_index()
+        if index is None:
+            return []
+        prefixes = family.block_prefixes(encoder)
+        if index >= len(prefixes):
+            raise TintingConfigError(
+                f"tinted_layer={index} is out of range: the encoder has {len(prefixes)} transformer blocks "
+                f"(indices 0..{len(prefixes) - 1})."
+            )
+        return [n for n, _ in encoder.named_parameters() if n.startswith(prefixes[index])]
+
+    def _tinted_shapes(self, heads, pretrained_params, block_names):
+        if block_names:
+            return {task: {n: pretrained_params[n].shape for n in block_names} for task in heads}
+        return {task: {k: v.shape for k, v in head.state_dict().items()} for task, head in heads.items()}
+
+    def _place(self, inputs: TensorInputs, device: torch.device) -> TensorInputs:
+        on_device = self.inputs_on_device
+        if on_device == "auto":
+            on_device = device.type == "cpu" or (
+                device.type == "cuda" and inputs.nbytes < torch.cuda.mem_get_info(device)[0] // 4
+            )
+        return inputs.to(device) if on_device else inputs.to(torch.device("cpu"))
+
+    @torch.no_grad()
+    def _teacher_outputs(self, family, encoder, head, inputs: TensorInputs, device) -> Tensor:
+        outputs = []
+        for batch in inputs.batches(self.preprocess_batch_size, device, torch.float32):
+            with self.fabric.autocast():
+                outputs.append(head(family.encode(encoder, batch)).float())
+        return torch.cat(outputs)
+
+    def _task_states(self, tasks, heads, merger, block_names, inputs, teachers) -> List[TaskState]:
+        initial = None
+        if block_names:
+            with torch.no_grad():
+                merged = merger()
+                initial = {n: merged[n].detach().clone() for n in block_names}
+        states = []
+        for task in tasks:
+            if block_names:  # the task's own copy of the block, from the merged weights at init
+                head = heads[task]
+                block = {n: nn.Parameter(v.clone()) for n, v in initial.items()}
+            else:  # the task's head becomes trainable; the teacher keeps the original
+                head = copy.deepcopy(heads[task])
+                block = {}
+            states.append(
+                TaskState(
+                    name=task,
+                    inputs=inputs.get(task, TensorInputs(torch.empty(0))),
+                    teacher=teachers.get(task, torch.empty(0, 1)),
+                    head=head,
+                    block=block,
+                )
+            )
+        return states
+
+    @staticmethod
+    def _tinted_state(state: TaskState) -> Dict[str, Tensor]:
+        if state.block:
+            return {n: p.detach() for n, p in state.block.items()}
+        return {k: v.detach() for k, v in state.head.state_dict().items()}
+
+    @torch.no_grad()
+    def _load_saved(self, saved, merger: LayerWiseMerger, states: List[TaskState]) -> None:
+        row = {task: i for i, task in enumerate(saved.task_names)}
+        order = [row[s.name] for s in states]
+        merger.coefficients.copy_(saved.coefficients[order].to(merger.coefficients))
+        for state in states:
+            tensors = saved.tinted[state.name]
+            if state.block:
+                for name, param in state.block.items():
+                    param.copy_(tensors[name].to(param))
+            else:
+                state.head.load_state_dict({k: v.to(state.head.weight.device) for k, v in tensors.items()})
+        log.info("Loaded merging coefficients and tinted layers from %s; adaptation skipped.", saved.path)
+
+    def _sparsity(self, merger: LayerWiseMerger, block_names: List[str]) -> float:
+        unused = set(merger.groups_of(block_names)) if block_names else set()
+        used = [g for g in range(len(merger.group_names)) if g not in unused]
+        coefficients = merger.effective_coefficients().detach()[:, used]
+        return float((coefficients.abs() < SPARSITY_THRESHOLD).float().mean()) if used else 0.0
+
+    def _result_model(self, pretrained, merger, states, block_names, stats: Optional[AdaptationStats], lr, max_steps, init):
+        merger.load_into(pretrained)
+        modulators = {}
+        for state in states:
+            if block_names:
+                modulators[state.name] = TintModulator(block=self._tinted_state(state))
+            else:
+                head = state.head.eval().requires_grad_(False)
+                modulators[state.name] = TintModulator(head=head)
+        coefficients = merger.effective_coefficients().detach()
+        report = {
+            "method": self.method_name,
+            "tinted_layer": str(self.tinted_layer),
+            "coefficients_below_1e-5": self._sparsity(merger, block_names),
+            "mean_coefficient_per_task": {s.name: float(c) for s, c in zip(states, coefficients.mean(dim=1))},
+            "seed": int(self.seed),
+        }
+        if stats is None:
+            report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))
+        else:
+            report.update(
+                {
+                    "adaptation_time_s": round(stats.seconds, 3),
+                    "optimizer_steps": stats.optimizer_steps,
+                    "skipped_steps": stats.skipped_steps,
+                    "iterations": max_steps,
+                    "lr": lr,
+                    "init_values": init,
+                    "final_loss_per_task": stats.final_loss,
+                }
+            )
+            if self.confidence_filter:
+                report["filter_dropped_fraction"] = stats.dropped_fraction()
+        return TintedModel(pretrained.eval(), modulators, report)
+
+    def _save(self, merger: LayerWiseMerger, states: List[TaskState], tasks: List[str]) -> None:
+        if not self.save_weights:
+            return
+        log_dir = self.log_dir
+        if log_dir is None:
+            log.warning("No log folder (no Fabric logger): merging coefficients and tinted layers are not saved.")
+            return
+        if not self.fabric.is_global_zero:
+            return
+        path = os.path.join(log_dir, WEIGHTS_FILE)
+        save_tinting(
+            path,
+            task_names=tasks,
+            coefficient_groups=merger.group_names,
+            coefficients=merger.coefficients.detach(),
+            tinted={s.name: self._tinted_state(s) for s in states},
+            tinted_layer=str(self.tinted_layer),
+        )
+        OmegaConf.save(self.config, os.path.join(log_dir, "model_tinting_config.yaml"))
+        log.info("Saved merging coefficients and tinted layers to %s", path)
+
+    def _log_metrics(self, metrics: Dict[str, float], step: int) -> None:
+        if self.fabric.loggers:
+            self.fabric.log_dict(metrics, step=step)
+
+
+@auto_register_config
+class ModelTintingPlusPlus(ModelTintingAlgorithm):
+    """Model Tinting++: Model Tinting with the confidence filter on (see :mod:`.losses`)."""
+
+    def __init__(self, confidence_filter: bool = True, **kwargs):
+        super().__init__(confidence_filter=confidence_filter, **kwargs)

@@ -1,0 +1,36 @@
+"""Model families: how the family-agnostic tinting algorithm talks to each kind of model pool."""
+
+from __future__ import annotations
+
+import torch
+from lightning import Fabric
+
+from fusion_bench import BaseModelPool
+
+from ..compat import ensure_typing_override
+from ..errors import TintingConfigError
+from .base import PRETRAINED, ModelFamily
+
+
+def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
+    """The family adapter for ``modelpool``; a clear error for pools we do not support."""
+    ensure_typing_override()
+    from fusion_bench.modelpool import CLIPVisionModelPool, OpenCLIPVisionModelPool
+
+    device = torch.device(fabric.device)
+    if isinstance(modelpool, OpenCLIPVisionModelPool):
+        from .open_clip import OpenCLIPVisionFamily
+
+        return OpenCLIPVisionFamily(modelpool, device)
+    if isinstance(modelpool, CLIPVisionModelPool):
+        from .hf_clip import HFCLIPVisionFamily
+
+        return HFCLIPVisionFamily(modelpool, device, fabric)
+    raise TintingConfigError(
+        f"Model Tinting does not support model pools of type {type(modelpool).__name__}; supported: "
+        "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8) and OpenCLIPVisionModelPool "
+        "(e.g. modelpool=OpenCLIPVisionModelPool/ViT-B-32_TA8)."
+    )
+
+
+__all__ = ["ModelFamily", "PRETRAINED", "family_for"]

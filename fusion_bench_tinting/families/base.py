@@ -1,0 +1,106 @@
+"""What the tinting algorithm needs to know about a kind of model pool.
+
+The algorithm (merge, teacher pass, adaptation loop, result model) is written against this
+interface only; each family (HF CLIP, OpenCLIP, sequence classification, ...) implements it in its
+own module. A family works on *encoders* (the merged part) and *heads* (one per task, mapping the
+encoder's features to the task's logits).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from fusion_bench import BaseModelPool
+
+from ..data import TensorInputs
+from ..errors import TintingConfigError
+
+PRETRAINED = "_pretrained_"
+_QKV = re.compile(r"\.(q_proj|k_proj|v_proj|query|key|value)\.")
+
+
+class ModelFamily(ABC):
+    """Adapter between one FusionBench model pool type and the family-agnostic algorithm."""
+
+    #: reference learning rates and iteration count for this family (ALGORITHM.md)
+    default_lr_tinted_layer: float = 1e-2
+    default_lr_coefficients_only: float = 1e-3
+    default_max_steps: int = 500
+
+    def __init__(self, modelpool: BaseModelPool, device: torch.device):
+        self.modelpool = modelpool
+        self.device = device
+        #: extra keyword arguments of ``torch.func.functional_call`` (``tie_weights``, ``strict``)
+        self.functional_call_kwargs: Dict[str, Any] = {}
+
+    # ----- tasks -------------------------------------------------------------------------------
+    def task_names(self) -> List[str]:
+        names = list(self.modelpool.model_names)
+        if not names:
+            raise TintingConfigError(
+                "The model pool has no fine-tuned models: Model Tinting merges at least one fine-tuned "
+                "model into the `_pretrained_` one."
+            )
+        if not self.modelpool.has_pretrained:
+            raise TintingConfigError("The model pool has no `_pretrained_` model to take task vectors against.")
+        return names
+
+    def validate_task(self, task: str) -> None:
+        """Raise :class:`TintingConfigError` if ``task`` cannot be adapted (no data, no head, ...)."""
+        if task not in self.modelpool.test_dataset_names:
+            raise TintingConfigError(
+                f"Task {task!r} of the model pool has no test dataset (test datasets: "
+                f"{self.modelpool.test_dataset_names}). Model Tinting adapts on each task's unlabelled "
+                "test inputs; add it under `modelpool.test_datasets`."
+            )
+
+    # ----- models ------------------------------------------------------------------------------
+    @abstractmethod
+    def load_encoder(self, name: str) -> nn.Module:
+        """The encoder (merged part) of model ``name`` (``_pretrained_`` or a task)."""
+
+    @abstractmethod
+    def load_head(self, task: str) -> nn.Module:
+        """The task's original head: encoder features -> logits (the teacher's and the default tinted layer)."""
+
+    @abstractmethod
+    def features(self, encoder_output: Any) -> Tensor:
+        """The features a head consumes, from the encoder's forward output."""
+
+    def encoder_inputs(self, inputs: Any) -> tuple:
+        """Positional arguments of the encoder's forward for one batch."""
+        return (inputs,)
+
+    def merged_parameter_names(self, encoder: nn.Module) -> List[str]:
+        """Parameters that are merged (the encoder's, by default all of them)."""
+        return [name for name, _ in encoder.named_parameters()]
+
+    @abstractmethod
+    def block_prefixes(self, encoder: nn.Module) -> List[str]:
+        """Parameter-name prefix of each transformer block, in depth order."""
+
+    def coefficient_group(self, parameter_name: str, tie_qkv: bool) -> str:
+        """Name of the coefficient a tensor uses; q/k/v projections of a layer share one if asked."""
+        return _QKV.sub(".qkv.", parameter_name) if tie_qkv else parameter_name
+
+    def encode(self, encoder: nn.Module, inputs: Any, params: Optional[Mapping[str, Tensor]] = None) -> Tensor:
+        """Features of a batch, with ``params`` (e.g. merged weights) replacing the encoder's own."""
+        args = self.encoder_inputs(inputs)
+        if params is None:
+            return self.features(encoder(*args))
+        return self.features(functional_call(encoder, dict(params), args, **self.functional_call_kwargs))
+
+    # ----- data --------------------------------------------------------------------------------
+    @abstractmethod
+    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
+        """The task's unlabelled test inputs, preprocessed once."""
+
+    # ----- defaults ----------------------------------------------------------------------------
+    def default_lr(self, train_tinted_layer: bool) -> float:
+        return self.default_lr_tinted_layer if train_tinted_layer else self.default_lr_coefficients_only

@@ -1,0 +1,101 @@
+"""OpenCLIP image encoders of the task_vectors checkpoints (FusionBench's ``OpenCLIPVisionModelPool``),
+the checkpoints the Model Tinting paper uses.
+
+Encoder: FusionBench's ``ImageEncoder`` (its forward returns projected image features). Head of task
+k: the pool's ``ClassificationHead`` (normalises its input, weight ``logit_scale.exp() * T_k``, bias).
+Only the visual tower is merged: the text-side leftovers of the checkpoint are never used on images.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, List
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from ..compat import ensure_typing_override
+from ..data import TensorInputs, cache_inputs
+from ..errors import TintingConfigError
+from .base import ModelFamily
+
+ensure_typing_override()
+
+from fusion_bench.dataset import CLIPDataset  # noqa: E402
+from fusion_bench.modelpool import OpenCLIPVisionModelPool  # noqa: E402
+from fusion_bench.modelpool.openclip_vision.modelpool import (  # noqa: E402
+    _check_and_redirect_open_clip_modeling,
+)
+
+
+def load_pickled_encoder(modelpool: OpenCLIPVisionModelPool, name: str) -> nn.Module:
+    """Load an encoder of the pool, reading the task_vectors pickles with ``weights_only=False``.
+
+    FusionBench 0.2.33 loads those pickles with ``torch.load(weights_only=True)`` and falls back to
+    ``pickle.load`` only on ``RuntimeError``; since torch 2.6 the first raises ``UnpicklingError`` and the
+    second cannot read torch's zip format, so the pool cannot load them. The checkpoints are whole pickled
+    ``ImageEncoder`` objects: load them only from sources you trust. Other config forms go to the pool.
+    """
+    config = modelpool._models[name] if name in modelpool._models else name
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if isinstance(config, str):
+        path, model_name = config, None
+    elif isinstance(config, dict) and set(config) == {"model_name", "pickle_path"}:
+        path, model_name = config["pickle_path"], config["model_name"]
+    else:
+        return modelpool.load_model(name)
+    _check_and_redirect_open_clip_modeling()
+    encoder = torch.load(path, map_location="cpu", weights_only=False)
+    if model_name is not None:
+        # As FusionBench does: rebuild the encoder with the installed open_clip/torchvision and copy
+        # the weights, so pickled preprocessing transforms from older versions are not used.
+        from fusion_bench.models.open_clip import ImageEncoder
+
+        rebuilt = ImageEncoder(model_name)
+        rebuilt.load_state_dict(encoder.state_dict())
+        encoder = rebuilt
+    # keep the pool's processors in step, as its own `load_model` would
+    if modelpool._train_processor is None and hasattr(encoder, "train_preprocess"):
+        modelpool._train_processor = encoder.train_preprocess
+    if modelpool._test_processor is None and hasattr(encoder, "val_preprocess"):
+        modelpool._test_processor = encoder.val_preprocess
+    return encoder
+
+
+class OpenCLIPVisionFamily(ModelFamily):
+    modelpool: OpenCLIPVisionModelPool
+
+    def validate_task(self, task: str) -> None:
+        super().validate_task(task)
+        heads = self.modelpool._classification_heads
+        if heads is None or task not in heads:
+            raise TintingConfigError(
+                f"Task {task!r} has no classification head in the OpenCLIP model pool "
+                f"(`modelpool.classification_heads` has {list(heads or {})})."
+            )
+
+    def load_encoder(self, name: str) -> nn.Module:
+        return load_pickled_encoder(self.modelpool, name).eval().requires_grad_(False)
+
+    def load_head(self, task: str) -> nn.Module:
+        head = copy.deepcopy(self.modelpool.load_classification_head(task))
+        return head.float().to(self.device).requires_grad_(False)
+
+    def features(self, encoder_output: Any) -> Tensor:
+        return encoder_output
+
+    def merged_parameter_names(self, encoder: nn.Module) -> List[str]:
+        return [name for name, _ in encoder.named_parameters() if name.startswith("model.visual.")]
+
+    def block_prefixes(self, encoder: nn.Module) -> List[str]:
+        blocks = encoder.model.visual.transformer.resblocks
+        return [f"model.visual.transformer.resblocks.{i}." for i in range(len(blocks))]
+
+    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
+        processor = self.modelpool.test_processor
+        dataset = CLIPDataset(self.modelpool.load_test_dataset(task), processor)
+        return cache_inputs(
+            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
+        )

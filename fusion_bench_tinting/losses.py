@@ -1,0 +1,104 @@
+"""Per-sample objectives between the merged model (student) and a fine-tuned model (teacher).
+
+Every objective returns one loss per sample so that Model Tinting++'s confidence filter can drop
+samples before the batch mean. The default, ``ce``, is the reference code's cross-entropy against
+the teacher's hard argmax label. Regression tasks (one output) use the squared error.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PerSampleLoss = Callable[[Tensor, Tensor], Tensor]
+
+
+def _hard_label_ce(student: Tensor, teacher: Tensor) -> Tensor:
+    return F.cross_entropy(student, teacher.argmax(dim=-1), reduction="none")
+
+
+def _soft_label_ce(student: Tensor, teacher: Tensor) -> Tensor:
+    return -(teacher.softmax(dim=-1) * student.log_softmax(dim=-1)).sum(dim=-1)
+
+
+def _kl(student: Tensor, teacher: Tensor) -> Tensor:
+    # KL(p_teacher || p_student)
+    log_p_t = teacher.log_softmax(dim=-1)
+    return (log_p_t.exp() * (log_p_t - student.log_softmax(dim=-1))).sum(dim=-1)
+
+
+def _js(student: Tensor, teacher: Tensor) -> Tensor:
+    log_p_s = student.log_softmax(dim=-1)
+    log_p_t = teacher.log_softmax(dim=-1)
+    log_m = torch.logsumexp(torch.stack([log_p_s, log_p_t]), dim=0) - torch.log(
+        torch.tensor(2.0, dtype=log_p_s.dtype, device=log_p_s.device)
+    )
+    kl_s = (log_p_s.exp() * (log_p_s - log_m)).sum(dim=-1)
+    kl_t = (log_p_t.exp() * (log_p_t - log_m)).sum(dim=-1)
+    return 0.5 * (kl_s + kl_t)
+
+
+def _entropy(student: Tensor, teacher: Tensor) -> Tensor:
+    # AdaMerging's objective: the teacher is ignored.
+    log_p = student.log_softmax(dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def _l1(student: Tensor, teacher: Tensor) -> Tensor:
+    return (student - teacher).abs().mean(dim=-1)
+
+
+def _smooth_l1(student: Tensor, teacher: Tensor) -> Tensor:
+    return F.smooth_l1_loss(student, teacher, reduction="none").mean(dim=-1)
+
+
+def _l2(student: Tensor, teacher: Tensor) -> Tensor:
+    return (student - teacher).pow(2).mean(dim=-1)
+
+
+def _cosine(student: Tensor, teacher: Tensor) -> Tensor:
+    return 1.0 - F.cosine_similarity(student, teacher, dim=-1)
+
+
+CLASSIFICATION_LOSSES: Dict[str, PerSampleLoss] = {
+    "ce": _hard_label_ce,
+    "soft_ce": _soft_label_ce,
+    "kl": _kl,
+    "js": _js,
+    "entropy": _entropy,
+    "l1": _l1,
+    "smooth_l1": _smooth_l1,
+    "l2": _l2,
+    "cosine": _cosine,
+}
+# Losses that compare outputs value by value also make sense for a regression head.
+REGRESSION_LOSSES: Dict[str, PerSampleLoss] = {"l1": _l1, "smooth_l1": _smooth_l1, "l2": _l2}
+
+
+def check_loss_name(name: str) -> None:
+    if name not in CLASSIFICATION_LOSSES:
+        raise ValueError(
+            f"Unknown loss {name!r}; choose one of {sorted(CLASSIFICATION_LOSSES)} "
+            "(`ce` is the teacher-label cross-entropy of the paper)."
+        )
+
+
+def per_sample_loss(name: str, student: Tensor, teacher: Tensor) -> Tensor:
+    """Loss of each sample, computed in fp32 whatever the autocast dtype of the logits."""
+    student, teacher = student.float(), teacher.float()
+    if student.shape[-1] == 1:  # regression head: squared error unless a distance loss is asked for
+        return REGRESSION_LOSSES.get(name, _l2)(student, teacher)
+    return CLASSIFICATION_LOSSES[name](student, teacher)
+
+
+def confidence_filter(student: Tensor, teacher: Tensor) -> Tensor:
+    """Model Tinting++: keep a sample unless the merged model disagrees with the teacher and is
+    more confident than it. Returns a boolean mask of kept samples."""
+    p_student = student.detach().float().softmax(dim=-1)
+    p_teacher = teacher.float().softmax(dim=-1)
+    conf_s, pred_s = p_student.max(dim=-1)
+    conf_t, pred_t = p_teacher.max(dim=-1)
+    return ~((pred_s != pred_t) & (conf_s > conf_t))

@@ -1,0 +1,134 @@
+"""Layer-wise merging of task vectors (AdaMerging's parameterisation) on one flat buffer.
+
+``theta(lambda)[p] = theta_pre[p] + sum_k c(lambda[k, g(p)]) * tau_k[p]`` for every merged tensor p,
+where ``g(p)`` maps a tensor to its coefficient (one per tensor, or one shared by tensors tied
+together, e.g. q/k/v) and ``c`` is the clamp to [0, 1] (optional).
+
+All task vectors live in one (K, N) buffer without grad, so a merge is a handful of fused kernels
+with no host synchronisation, whatever the number of tensors; ``torch.split`` gives each tensor back
+as a view, and the backward into the coefficients is one reduction.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class ArchitectureMismatchError(ValueError):
+    """A fine-tuned model's parameters do not match the pretrained model's."""
+
+
+def check_same_parameters(
+    reference: Mapping[str, Tensor], other: Mapping[str, Tensor], other_name: str
+) -> None:
+    """Raise a readable error when two parameter sets differ in names or shapes."""
+    missing = [n for n in reference if n not in other]
+    unexpected = [n for n in other if n not in reference]
+    wrong_shape = [
+        f"{n}: {tuple(other[n].shape)} vs {tuple(t.shape)}"
+        for n, t in reference.items()
+        if n in other and other[n].shape != t.shape
+    ]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"missing {len(missing)} parameter(s), e.g. {missing[:3]}")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected parameter(s), e.g. {unexpected[:3]}")
+        if wrong_shape:
+            details.append(f"{len(wrong_shape)} shape mismatch(es) (model vs pretrained), e.g. {wrong_shape[:3]}")
+        raise ArchitectureMismatchError(
+            f"The fine-tuned model {other_name!r} does not have the pretrained model's architecture: "
+            + "; ".join(details)
+            + ". Task vectors need every fine-tuned model to share the pretrained model's parameters."
+        )
+
+
+class LayerWiseMerger(nn.Module):
+    """Holds theta_pre and the K task vectors; ``forward()`` returns the merged tensors by name."""
+
+    def __init__(
+        self,
+        pretrained: Mapping[str, Tensor],
+        num_tasks: int,
+        *,
+        init_value: float,
+        clamp: bool = True,
+        coefficient_groups: Optional[Sequence[str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ):
+        super().__init__()
+        if num_tasks < 1:
+            raise ValueError("Merging needs at least one fine-tuned model.")
+        self.names: List[str] = list(pretrained)
+        self.shapes = [tuple(pretrained[n].shape) for n in self.names]
+        self.numels = [pretrained[n].numel() for n in self.names]
+        self.total = sum(self.numels)
+        dtype = dtype or next(iter(pretrained.values())).dtype
+        base = torch.cat([pretrained[n].detach().reshape(-1).to(dtype) for n in self.names])
+        self.register_buffer("base", base, persistent=False)
+        self.register_buffer("task_vectors", torch.zeros(num_tasks, self.total, dtype=dtype), persistent=False)
+        self._filled = [False] * num_tasks
+
+        group_names = list(coefficient_groups) if coefficient_groups is not None else list(self.names)
+        if len(group_names) != len(self.names):
+            raise ValueError("coefficient_groups needs one entry per merged tensor")
+        self.group_names: List[str] = list(dict.fromkeys(group_names))
+        group_index = {g: i for i, g in enumerate(self.group_names)}
+        self.register_buffer(
+            "group_of_tensor", torch.tensor([group_index[g] for g in group_names], dtype=torch.long), persistent=False
+        )
+        self.register_buffer("numels_tensor", torch.tensor(self.numels, dtype=torch.long), persistent=False)
+        self.clamp = clamp
+        self.coefficients = nn.Parameter(torch.full((num_tasks, len(self.group_names)), float(init_value)))
+
+    @property
+    def num_tasks(self) -> int:
+        return self.coefficients.shape[0]
+
+    def set_task_vector(self, task_index: int, finetuned: Mapping[str, Tensor]) -> None:
+        """Store ``finetuned - pretrained`` as row ``task_index`` (names must match, see
+        :func:`check_same_parameters`)."""
+        flat = torch.cat([finetuned[n].detach().reshape(-1).to(self.base.dtype) for n in self.names])
+        self.task_vectors[task_index].copy_(flat.to(self.base.device) - self.base)
+        self._filled[task_index] = True
+
+    def check_complete(self) -> None:
+        missing = [i for i, filled in enumerate(self._filled) if not filled]
+        if missing:
+            raise RuntimeError(f"task vectors {missing} were never set")
+
+    def effective_coefficients(self) -> Tensor:
+        """The coefficients as applied, (K, groups): clamped to [0, 1] when clamping is on."""
+        return self.coefficients.clamp(0.0, 1.0) if self.clamp else self.coefficients
+
+    def merged_flat(self) -> Tensor:
+        per_tensor = self.effective_coefficients().index_select(1, self.group_of_tensor)
+        per_element = per_tensor.to(self.task_vectors.dtype).repeat_interleave(
+            self.numels_tensor, dim=1, output_size=self.total
+        )
+        return self.base + (per_element * self.task_vectors).sum(dim=0)
+
+    def forward(self) -> Dict[str, Tensor]:
+        flat = self.merged_flat()
+        return {
+            name: piece.view(shape)
+            for name, piece, shape in zip(self.names, flat.split(self.numels), self.shapes)
+        }
+
+    @torch.no_grad()
+    def load_into(self, module: nn.Module) -> nn.Module:
+        """Write the current merged weights into ``module``'s parameters (in place)."""
+        merged = self.forward()
+        params = dict(module.named_parameters())
+        for name, value in merged.items():
+            params[name].data.copy_(value.to(params[name].dtype))
+        return module
+
+    def groups_of(self, tensor_names: Sequence[str]) -> List[int]:
+        """Indices of the coefficient groups used by the given tensors."""
+        position = {n: i for i, n in enumerate(self.names)}
+        return sorted({int(self.group_of_tensor[position[n]]) for n in tensor_names})

@@ -1,0 +1,106 @@
+"""Give a run the task pool that matches its suite.
+
+Hydra's defaults lists cannot let a model-pool config choose the task pool (FusionBench's root config
+lists ``modelpool`` before ``taskpool``, and a non-primary config can only override groups that come
+before it). So the suite aliases come in pairs: ``modelpool/<suite>.yaml`` and ``taskpool/<suite>.yaml``,
+and our methods, at the end of ``run``, complete the program's task pool:
+
+- no task pool was chosen (FusionBench's default ``dummy``) and the user did not pass ``taskpool=``:
+  use the task pool named like the model pool choice (or its last path component), when one exists;
+- a stock CLIP/OpenCLIP task pool was chosen: replace it by its task-aware subclass, built from the
+  same config, so that each task is evaluated with its own tinted layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .compat import ensure_typing_override
+
+log = logging.getLogger(__name__)
+
+
+def _stock_to_task_aware():
+    ensure_typing_override()
+    from fusion_bench.taskpool import CLIPVisionModelTaskPool
+    from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
+
+    from .taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
+
+    return {
+        CLIPVisionModelTaskPool: TaskAwareCLIPVisionModelTaskPool,
+        OpenCLIPVisionModelTaskPool: TaskAwareOpenCLIPVisionModelTaskPool,
+    }
+
+
+def _hydra_run() -> Optional[Any]:
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not GlobalHydra.instance().is_initialized() or not HydraConfig.initialized():
+        return None
+    return HydraConfig.get()
+
+
+def _taskpool_chosen_explicitly(hydra_cfg) -> bool:
+    for override in hydra_cfg.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "taskpool":
+            return True
+    return False
+
+
+def suite_taskpool_config(hydra_cfg) -> Optional[DictConfig]:
+    """The ``taskpool/<suite>`` config matching the model pool choice of this run, or None."""
+    from hydra import compose
+    from hydra.errors import HydraException
+
+    choice = hydra_cfg.runtime.choices.get("modelpool")
+    if not choice:
+        return None
+    for name in dict.fromkeys([choice, choice.rsplit("/", 1)[-1]]):
+        try:
+            cfg = compose(config_name=hydra_cfg.job.config_name, overrides=[f"taskpool={name}"])
+        except HydraException:
+            continue
+        return OmegaConf.create(OmegaConf.to_container(cfg.taskpool, resolve=True))
+    return None
+
+
+def ensure_task_aware_taskpool(program) -> None:
+    """Complete or upgrade ``program.taskpool`` as described in the module docstring."""
+    if program is None or not hasattr(program, "_instantiate_and_setup"):
+        return
+    from fusion_bench.taskpool import DummyTaskPool
+
+    taskpool = getattr(program, "taskpool", None)
+    upgrades = _stock_to_task_aware()
+    if type(taskpool) in upgrades:
+        config = OmegaConf.create(OmegaConf.to_container(program._taskpool, resolve=True))
+        with open_dict(config):
+            config._target_ = f"{upgrades[type(taskpool)].__module__}.{upgrades[type(taskpool)].__name__}"
+        log.info("Evaluating with %s so that each task uses its own tinted layer.", config._target_)
+        program.taskpool = program._instantiate_and_setup(config)
+        return
+    if taskpool is not None and not isinstance(taskpool, DummyTaskPool):
+        return
+    hydra_cfg = _hydra_run()
+    if hydra_cfg is None:
+        return
+    if _taskpool_chosen_explicitly(hydra_cfg):
+        log.info("taskpool was set on the command line: keeping it (no evaluation with `dummy`).")
+        return
+    config = suite_taskpool_config(hydra_cfg)
+    if config is None:
+        log.warning(
+            "No task pool selected and none matches modelpool=%s: results will not be evaluated. "
+            "Use a suite name (e.g. modelpool=clip-vit-base-patch32_TA8) or pass taskpool=...",
+            hydra_cfg.runtime.choices.get("modelpool"),
+        )
+        return
+    log.info("Evaluating with the suite's task pool %s.", config.get("_target_"))
+    program._taskpool = config
+    program.taskpool = program._instantiate_and_setup(config)

@@ -1,0 +1,98 @@
+"""The result of Model Tinting: one merged encoder plus one tinted layer per task.
+
+Built on FusionBench's ``ModulatedModel``/``TaskModulator`` (the abstraction EMR-Merging uses):
+``set_task(name)`` switches the per-task part in, and a task-aware task pool asks ``task_head(name)``
+for the head to evaluate the task with.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from fusion_bench.models.modulator.base import ModulatedModel, TaskModulator
+
+from .weights_io import TINTED_LAYERS_FILE, save_tensors
+
+
+def _buffer_name(parameter_name: str) -> str:
+    return parameter_name.replace(".", "__")
+
+
+class TintModulator(TaskModulator):
+    """A task's tinted layer: its trained head, or its own copy of one transformer block."""
+
+    def __init__(self, head: Optional[nn.Module] = None, block: Optional[Mapping[str, Tensor]] = None):
+        super().__init__()
+        self.head = head
+        self.block_names = list(block or {})
+        for name, value in (block or {}).items():
+            self.register_buffer(_buffer_name(name), value.detach().clone())
+        self._saved: Dict[str, Tensor] = {}
+
+    def block_state(self) -> Dict[str, Tensor]:
+        return {name: getattr(self, _buffer_name(name)) for name in self.block_names}
+
+    @torch.no_grad()
+    def apply(self, modulated_model: "TintedModel") -> None:
+        params = dict(modulated_model.backbone.named_parameters())
+        for name, value in self.block_state().items():
+            self._saved[name] = params[name].detach().clone()
+            params[name].copy_(value.to(params[name].dtype))
+
+    @torch.no_grad()
+    def remove(self, modulated_model: "TintedModel") -> None:
+        params = dict(modulated_model.backbone.named_parameters())
+        for name, value in self._saved.items():
+            params[name].copy_(value)
+        self._saved.clear()
+        modulated_model._current_task = None
+
+    def tinted_state(self) -> Dict[str, Tensor]:
+        """The tensors that make this task's tinted layer (what gets saved)."""
+        if self.head is not None:
+            return {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        return {f"block.{k}": v for k, v in self.block_state().items()}
+
+
+class TintedModel(ModulatedModel):
+    """Merged encoder + per-task tinted layers. ``forward`` is the encoder's, for the current task."""
+
+    def __init__(self, backbone: nn.Module, modulators: Mapping[str, TintModulator], report: Dict[str, Any]):
+        super().__init__(backbone, dict(modulators))
+        #: figures of the adaptation, copied into the evaluation report by the task-aware task pools
+        self.report_extras = report
+
+    @property
+    def task_names(self):
+        return list(self.modulators.keys())
+
+    def task_head(self, task_name: str) -> Optional[nn.Module]:
+        """The tinted head of ``task_name``; None when the tinted layer is an inner block (the task
+        pool's own head is then the right one)."""
+        return self.modulators[task_name].head
+
+    def save_pretrained(self, path: str, **kwargs) -> None:
+        """Save the merged encoder (``save_pretrained`` of the backbone when it has one, else the pickled
+        module) and the tinted layers (``tinted_layers.safetensors``) in folder ``path``."""
+        os.makedirs(path, exist_ok=True)
+        current = self._current_task
+        if current is not None:
+            self.modulators[current].remove(self)  # save the shared merged weights, not a task's block
+        try:
+            if hasattr(self.backbone, "save_pretrained"):
+                self.backbone.save_pretrained(path, **kwargs)
+            else:
+                torch.save(self.backbone, os.path.join(path, "image_encoder.pt"))
+        finally:
+            if current is not None:
+                self.set_task(current)
+        tensors = {
+            f"{task}.{name}": value
+            for task, modulator in self.modulators.items()
+            for name, value in modulator.tinted_state().items()
+        }
+        save_tensors(os.path.join(path, TINTED_LAYERS_FILE), tensors, {"tasks": ",".join(self.task_names)})
