@@ -66,6 +66,16 @@ class TintedModel(ModulatedModel):
         #: figures of the adaptation, copied into the evaluation report by the task-aware task pools
         self.report_extras = report
 
+    def __getattr__(self, name: str):
+        # Behave like the encoder for attributes task pools read from it (e.g. OpenCLIP's
+        # `val_preprocess`, HF's `config`).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("backbone", "modulators") or "backbone" not in self._modules:
+                raise
+            return getattr(self._modules["backbone"], name)
+
     @property
     def task_names(self):
         return list(self.modulators.keys())

@@ -223,9 +223,10 @@ def _build_open_clip(spec: TinySuiteSpec, root: Path, images) -> Tuple[Dict[str,
     torch.save(pretrained, root / "zeroshot.pt")
     models, heads = {"_pretrained_": str(root / "zeroshot.pt")}, {}
     generator = torch.Generator().manual_seed(spec.seed)
+    scale = pretrained.model.logit_scale.exp().item()  # heads are logit_scale.exp() * text embeddings
     for index, task in enumerate(spec.tasks):
         text = F.normalize(torch.randn(NUM_CLASSES, 16, generator=generator), dim=-1)
-        head = ClassificationHead(normalize=True, weights=100.0 * text)
+        head = ClassificationHead(normalize=True, weights=scale * text)
         torch.save(head, root / f"head_{task}.pt")
         heads[task] = str(root / f"head_{task}.pt")
         train_images, train_labels = images[task]["train"]
