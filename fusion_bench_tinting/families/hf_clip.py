@@ -14,7 +14,7 @@ from typing import Any, List
 import torch
 from torch import Tensor, nn
 
-from fusion_bench.dataset import CLIPDataset
+from fusion_bench.dataset.image_dataset import ImageClassificationDataset
 from fusion_bench.mixins import CLIPClassificationMixin
 from fusion_bench.modelpool import CLIPVisionModelPool
 from fusion_bench.tasks.clip_classification import CLIPTemplateFactory
@@ -71,19 +71,16 @@ class HFCLIPVisionFamily(ModelFamily):
         return head.to(self.device)
 
     def features(self, encoder_output: Any) -> Tensor:
+        self._setup_heads()
         pooled = encoder_output[1]
         embeddings = self._heads.visual_projection(pooled.to(self._heads.visual_projection.weight.dtype))
         return embeddings / embeddings.norm(p=2, dim=-1, keepdim=True)
-
-    def encode(self, encoder, inputs, params=None) -> Tensor:
-        self._setup_heads()
-        return super().encode(encoder, inputs, params)
 
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         return [f"vision_model.encoder.layers.{i}." for i in range(len(encoder.vision_model.encoder.layers))]
 
     def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
-        dataset = CLIPDataset(self.modelpool.load_test_dataset(task), self._heads.clip_processor)
+        dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), self._heads.clip_processor)
         return cache_inputs(
             dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
         )

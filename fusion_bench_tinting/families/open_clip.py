@@ -22,7 +22,7 @@ from .base import ModelFamily
 
 ensure_typing_override()
 
-from fusion_bench.dataset import CLIPDataset  # noqa: E402
+from fusion_bench.dataset.image_dataset import ImageClassificationDataset  # noqa: E402
 from fusion_bench.modelpool import OpenCLIPVisionModelPool  # noqa: E402
 from fusion_bench.modelpool.openclip_vision.modelpool import (  # noqa: E402
     _check_and_redirect_open_clip_modeling,
@@ -95,7 +95,7 @@ class OpenCLIPVisionFamily(ModelFamily):
 
     def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
         processor = self.modelpool.test_processor
-        dataset = CLIPDataset(self.modelpool.load_test_dataset(task), processor)
+        dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), processor)
         return cache_inputs(
             dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
         )

@@ -1,0 +1,92 @@
+"""Shared fixtures: offline settings, a temp folder per test, the tiny suites built once per session,
+and helpers to run the real ``fusion_bench`` CLI in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _own_temp_folder(tmp_path, monkeypatch):
+    """Each test runs in its own folder (FusionBench writes ./outputs) with its own joblib cache
+    (FusionBench caches zero-shot heads by task and model path, not by class names)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FUSION_BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    from fusion_bench.constants import RuntimeConstants
+
+    RuntimeConstants.cache_dir = str(tmp_path / "cache")
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_suites(tmp_path_factory) -> Path:
+    """Folder with the tiny HF CLIP and OpenCLIP suites (models really fine-tuned), read-only for tests."""
+    from fusion_bench_tinting.testing.tiny_suites import build_tiny_suites
+
+    root = tmp_path_factory.mktemp("tiny_suites")
+    build_tiny_suites(root)
+    return root
+
+
+def load_pool(tiny_suites: Path, suite: str):
+    from omegaconf import OmegaConf
+
+    from fusion_bench.utils import instantiate
+
+    import fusion_bench_tinting  # noqa: F401  (typing shim before the OpenCLIP pool import)
+
+    config = OmegaConf.load(tiny_suites / "config" / "modelpool" / f"{suite}.yaml")
+    return instantiate(config, _recursive_=False)
+
+
+def cpu_fabric():
+    import lightning as L
+
+    return L.Fabric(accelerator="cpu", devices=1)
+
+
+def run_cli(args: List[str], log_dir: Path) -> Dict:
+    """Run ``fusion_bench`` in-process (about 3x cheaper than a subprocess) and return its report."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fusion_bench.scripts import cli
+
+    GlobalHydra.instance().clear()
+    argv = sys.argv
+    sys.argv = ["fusion_bench", *args, "fabric.accelerator=cpu", "print_config=false", f"path.log_dir={log_dir}"]
+    try:
+        cli._hydra_main()
+    except SystemExit as error:  # Hydra reports errors and exits
+        raise AssertionError(f"fusion_bench exited with {error.code}: {args}") from error
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return json.loads((log_dir / "program_report.json").read_text())
+
+
+def run_cli_subprocess(args: List[str], log_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the installed ``fusion_bench`` console script exactly as a user would."""
+    command = ["fusion_bench", *args, "fabric.accelerator=cpu", "print_config=false", f"path.log_dir={log_dir}"]
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def task_accuracies(report: Dict) -> Dict[str, float]:
+    return {k: v["accuracy"] for k, v in report.items() if isinstance(v, dict) and "accuracy" in v and k != "average"}

@@ -1,0 +1,150 @@
+"""The adaptation loop on a toy model: what moves at each optimizer step."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from fusion_bench_tinting.adaptation import AdaptationOptions, TaskState, TintingTrainer
+from fusion_bench_tinting.data import TensorInputs
+from fusion_bench_tinting.merging import LayerWiseMerger
+
+K = 3
+
+
+def _toy(seed=0, teacher_fn=None):
+    torch.manual_seed(seed)
+    encoder = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 6)).requires_grad_(False)
+    pre = {n: p.detach().clone() for n, p in encoder.named_parameters()}
+    merger = LayerWiseMerger(pre, K, init_value=0.3)
+    states = []
+    for k in range(K):
+        ft = copy.deepcopy(encoder)
+        with torch.no_grad():
+            for p in ft.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        merger.set_task_vector(k, dict(ft.named_parameters()))
+        head = nn.Linear(6, 3)
+        x = torch.randn(20, 4)
+        with torch.no_grad():
+            teacher = head(ft(x)) if teacher_fn is None else teacher_fn(x)
+        states.append(TaskState(name=f"task{k}", inputs=TensorInputs(x), teacher=teacher, head=head))
+    encode = lambda params, x: functional_call(encoder, dict(params), (x,))  # noqa: E731
+    return merger, encode, states
+
+
+def _trainer(merger, encode, states, **options):
+    defaults = dict(max_steps=2, lr=0.05, batch_size=8)
+    defaults.update(options)
+    return TintingTrainer(
+        merger, encode, states, AdaptationOptions(**defaults),
+        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+    )
+
+
+def _snapshot(merger, states):
+    return merger.coefficients.detach().clone(), [s.head.weight.detach().clone() for s in states]
+
+
+def test_a_sequential_step_moves_coefficients_and_only_the_current_tasks_head():
+    merger, encode, states = _toy()
+    trainer = _trainer(merger, encode, states)
+    trainer.run()  # every head now has Adam state (momentum) of its own
+    before_coefficients, before_heads = _snapshot(merger, states)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.task_loss(1, trainer.merged()).backward()
+    trainer.optimizer.step()
+    after_coefficients, after_heads = _snapshot(merger, states)
+    assert not torch.equal(before_coefficients, after_coefficients)
+    assert not torch.equal(before_heads[1], after_heads[1])
+    assert torch.equal(before_heads[0], after_heads[0])
+    assert torch.equal(before_heads[2], after_heads[2])
+
+
+def test_sequential_makes_one_step_per_task_per_iteration_and_joint_one_per_iteration():
+    merger, encode, states = _toy()
+    stats = _trainer(merger, encode, states, max_steps=4).run()
+    assert stats.optimizer_steps == 4 * K and stats.skipped_steps == 0
+    assert stats.samples_seen == {f"task{k}": 4 * 8 for k in range(K)}
+
+    merger, encode, states = _toy()
+    _, heads_before = _snapshot(merger, states)
+    stats = _trainer(merger, encode, states, max_steps=4, update="joint").run()
+    assert stats.optimizer_steps == 4
+    _, heads_after = _snapshot(merger, states)
+    assert all(not torch.equal(b, a) for b, a in zip(heads_before, heads_after))
+
+
+def test_joint_step_is_the_gradient_of_the_summed_losses():
+    merger, encode, states = _toy()
+    trainer = _trainer(merger, encode, states, update="joint", max_steps=1, batch_size=20)
+    # batch = whole task, so the order of samples does not matter: compute the expected gradient
+    reference = copy.deepcopy(merger)
+    total = 0
+    for state in states:
+        logits = state.head(encode(reference(), state.inputs.tensor))
+        total = total + torch.nn.functional.cross_entropy(logits, state.teacher.argmax(-1))
+    total.backward()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    merged = trainer.merged()
+    torch.stack([trainer.task_loss(i, merged) for i in range(K)]).sum().backward()
+    assert torch.allclose(merger.coefficients.grad, reference.coefficients.grad, atol=1e-6)
+
+
+def test_frozen_parts_stay_frozen():
+    merger, encode, states = _toy()
+    before_coefficients, before_heads = _snapshot(merger, states)
+    _trainer(merger, encode, states, train_coefficients=False).run()
+    after_coefficients, after_heads = _snapshot(merger, states)
+    assert torch.equal(before_coefficients, after_coefficients)
+    assert not torch.equal(before_heads[0], after_heads[0])
+
+    merger, encode, states = _toy()
+    before_coefficients, before_heads = _snapshot(merger, states)
+    _trainer(merger, encode, states, train_tinted_layer=False).run()
+    after_coefficients, after_heads = _snapshot(merger, states)
+    assert not torch.equal(before_coefficients, after_coefficients)
+    assert all(torch.equal(b, a) for b, a in zip(before_heads, after_heads))
+
+
+def test_plusplus_batch_with_every_sample_filtered_is_skipped_not_nan():
+    # the teacher is unsure (p ~ 0.34 for class 0); the student head is sure of class 1 -> all dropped
+    merger, encode, states = _toy(teacher_fn=lambda x: torch.tensor([[0.02, 0.0, 0.0]]).expand(x.shape[0], 3))
+    with torch.no_grad():
+        for s in states:
+            s.head.weight.zero_()
+            s.head.bias.copy_(torch.tensor([0.0, 10.0, 0.0]))
+    before_coefficients, before_heads = _snapshot(merger, states)
+    stats = _trainer(merger, encode, states, confidence_filter=True, max_steps=3).run()
+    assert stats.optimizer_steps == 0 and stats.skipped_steps == 3 * K
+    assert stats.dropped_fraction() == {f"task{k}": 1.0 for k in range(K)}
+    after_coefficients, after_heads = _snapshot(merger, states)
+    assert torch.equal(before_coefficients, after_coefficients)
+    assert all(torch.isfinite(h).all() for h in after_heads)
+
+
+def test_plusplus_counts_dropped_samples_and_still_learns():
+    merger, encode, states = _toy()
+    stats = _trainer(merger, encode, states, confidence_filter=True, max_steps=5).run()
+    fractions = stats.dropped_fraction()
+    assert set(fractions) == {"task0", "task1", "task2"}
+    assert all(0.0 <= f < 1.0 for f in fractions.values())
+    assert stats.optimizer_steps + stats.skipped_steps == 5 * K
+
+
+def test_same_seed_gives_identical_results():
+    results = []
+    for _ in range(2):
+        merger, encode, states = _toy()
+        _trainer(merger, encode, states, max_steps=3).run()
+        results.append(_snapshot(merger, states))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_nothing_to_train_is_refused():
+    merger, encode, states = _toy()
+    with pytest.raises(ValueError, match="Nothing to train"):
+        _trainer(merger, encode, states, train_coefficients=False, train_tinted_layer=False)

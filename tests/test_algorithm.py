@@ -1,0 +1,221 @@
+"""The methods through their Python API on the tiny suites (real FusionBench pools, real models)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import cpu_fabric, load_pool
+from lightning.fabric.loggers import TensorBoardLogger
+from safetensors.torch import load_file
+
+from fusion_bench_tinting import ModelTintingAlgorithm, ModelTintingPlusPlus, TintedModel
+from fusion_bench_tinting.errors import TintingConfigError
+from fusion_bench_tinting.families import family_for
+from fusion_bench_tinting.merging import ArchitectureMismatchError
+from fusion_bench_tinting.weights_io import TINTED_LAYERS_FILE, WEIGHTS_FILE
+
+
+def _run(pool, fabric=None, **options) -> TintedModel:
+    options.setdefault("max_steps", 5)
+    algorithm = ModelTintingAlgorithm(**options)
+    algorithm.fabric = fabric or cpu_fabric()
+    return algorithm.run(pool)
+
+
+def _logging_fabric(folder):
+    import lightning as L
+
+    return L.Fabric(accelerator="cpu", devices=1, loggers=TensorBoardLogger(root_dir=str(folder), name="", version=""))
+
+
+@torch.no_grad()
+def _predictions(model: TintedModel, pool) -> dict:
+    family = family_for(pool, cpu_fabric())
+    outputs = {}
+    for task in model.task_names:
+        inputs = family.adaptation_inputs(task, batch_size=64, num_workers=0, dtype=torch.float32)
+        model.set_task(task)
+        head = model.task_head(task) or family.load_head(task)
+        outputs[task] = head(family.features(model(inputs.tensor)))
+    return outputs
+
+
+def test_block_tinting_changes_only_that_block_per_task(tiny_suites):
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    model = _run(pool, tinted_layer=1, max_steps=3)
+    prefix = "vision_model.encoder.layers.1."
+    per_task = {}
+    for task in model.task_names:
+        model.set_task(task)
+        assert model.task_head(task) is None  # the head stays the frozen zero-shot head
+        per_task[task] = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    first, *others = list(per_task.values())
+    for other in others:
+        for name, value in first.items():
+            if name.startswith(prefix):
+                continue
+            assert torch.equal(value, other[name]), name
+        assert any(not torch.equal(first[n], other[n]) for n in first if n.startswith(prefix))
+    assert model.report_extras["tinted_layer"] == "1"
+
+
+def test_block_tinting_on_open_clip(tiny_suites):
+    pool = load_pool(tiny_suites, "tiny-openclip_TA4")
+    model = _run(pool, tinted_layer=0, max_steps=2)
+    names = list(model.modulators["stl10"].block_names)
+    assert names and all(n.startswith("model.visual.transformer.resblocks.0.") for n in names)
+
+
+def test_save_then_load_gives_the_same_predictions(tiny_suites, tmp_path):
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    adapted = _run(pool, fabric=_logging_fabric(tmp_path / "run"), max_steps=8)
+    saved = tmp_path / "run" / WEIGHTS_FILE
+    assert saved.exists() and (tmp_path / "run" / "model_tinting_config.yaml").exists()
+    tensors = load_file(str(saved))
+    assert tensors["coefficients"].shape[0] == 4
+    assert {"tinted.eurosat.weight", "tinted.eurosat.bias"} <= set(tensors)
+
+    loaded = _run(load_pool(tiny_suites, "tiny-clip_TA4"), weights=str(tmp_path / "run"), max_steps=8)
+    assert "weights_loaded_from" in loaded.report_extras and "optimizer_steps" not in loaded.report_extras
+    expected, actual = _predictions(adapted, pool), _predictions(loaded, pool)
+    for task in expected:
+        assert torch.allclose(expected[task], actual[task], atol=1e-5), task
+
+
+def test_block_tinting_save_and_load_round_trip(tiny_suites, tmp_path):
+    pool = load_pool(tiny_suites, "tiny-openclip_TA4")
+    adapted = _run(pool, fabric=_logging_fabric(tmp_path / "run"), tinted_layer=1, max_steps=3)
+    loaded = _run(load_pool(tiny_suites, "tiny-openclip_TA4"), weights=str(tmp_path / "run"), tinted_layer=1)
+    expected, actual = _predictions(adapted, pool), _predictions(loaded, pool)
+    for task in expected:
+        assert torch.allclose(expected[task], actual[task], atol=1e-5), task
+
+
+def test_save_pretrained_writes_encoder_and_tinted_layers(tiny_suites, tmp_path):
+    from transformers import CLIPVisionModel
+
+    model = _run(load_pool(tiny_suites, "tiny-clip_TA4"), max_steps=2)
+    model.set_task("stl10")
+    model.save_pretrained(str(tmp_path / "merged"))
+    reloaded = CLIPVisionModel.from_pretrained(str(tmp_path / "merged"))
+    for (name, a), (_, b) in zip(model.backbone.named_parameters(), reloaded.named_parameters()):
+        assert torch.equal(a, b), name
+    layers = load_file(str(tmp_path / "merged" / TINTED_LAYERS_FILE))
+    assert torch.equal(layers["cifar10.head.weight"], model.task_head("cifar10").weight)
+
+
+def test_plusplus_reports_dropped_fraction_and_sparsity(tiny_suites):
+    algorithm = ModelTintingPlusPlus(max_steps=10)
+    algorithm.fabric = cpu_fabric()
+    model = algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
+    report = model.report_extras
+    assert report["method"] == "model_tinting_plusplus"
+    assert set(report["filter_dropped_fraction"]) == {"eurosat", "stl10", "fashion_mnist", "cifar10"}
+    assert all(0.0 <= v <= 1.0 for v in report["filter_dropped_fraction"].values())
+    assert 0.0 <= report["coefficients_below_1e-5"] <= 1.0
+    assert report["optimizer_steps"] + report["skipped_steps"] == 40
+    assert report["adaptation_time_s"] > 0
+
+
+def test_init_values_auto_and_explicit(tiny_suites):
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    assert _run(pool, max_steps=0).report_extras["init_values"] == 0.3
+    model = _run(pool, max_steps=0, init_values=0.5, clamp_weights=False)
+    assert model.report_extras["mean_coefficient_per_task"]["stl10"] == pytest.approx(0.5)
+
+
+# ----- bad input ------------------------------------------------------------------------------
+def test_task_without_test_dataset_is_refused(tiny_suites):
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    del pool._test_datasets["stl10"]
+    with pytest.raises(TintingConfigError, match="Task 'stl10' of the model pool has no test dataset"):
+        _run(pool)
+
+
+def test_task_unknown_to_the_clip_registry_is_refused(tiny_suites):
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    pool._models["my_pets"] = pool._models.pop("stl10")
+    pool._test_datasets["my_pets"] = pool._test_datasets.pop("stl10")
+    with pytest.raises(TintingConfigError, match="Task 'my_pets' has no class names and templates"):
+        _run(pool)
+
+
+def test_open_clip_task_without_head_is_refused(tiny_suites):
+    pool = load_pool(tiny_suites, "tiny-openclip_TA4")
+    del pool._classification_heads["cifar10"]
+    with pytest.raises(TintingConfigError, match="Task 'cifar10' has no classification head"):
+        _run(pool)
+
+
+def test_finetuned_model_with_another_architecture_is_refused(tiny_suites, tmp_path):
+    from fusion_bench_tinting.testing.tiny_suites import tiny_hf_clip
+
+    clip, _ = tiny_hf_clip(seed=1)
+    config = copy.deepcopy(clip.config.vision_config)
+    config.intermediate_size = 48
+    from transformers import CLIPVisionModel
+
+    CLIPVisionModel(config).save_pretrained(tmp_path / "other")
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    pool._models["fashion_mnist"] = str(tmp_path / "other")
+    with pytest.raises(ArchitectureMismatchError, match="'fashion_mnist' does not have the pretrained model's architecture.*shape mismatch"):
+        _run(pool)
+
+
+def test_tinted_block_out_of_range_is_refused(tiny_suites):
+    with pytest.raises(TintingConfigError, match="tinted_layer=2 is out of range: the encoder has 2 transformer blocks"):
+        _run(load_pool(tiny_suites, "tiny-clip_TA4"), tinted_layer=2)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"loss": "hinge"}, "Unknown loss 'hinge'"),
+        ({"update": "parallel"}, "update='parallel'"),
+        ({"tinted_layer": "neck"}, "tinted_layer='neck'"),
+        ({"tinted_layer": -1}, "non-negative"),
+        ({"train_coefficients": False, "train_tinted_layer": False}, "nothing to adapt"),
+        ({"input_dtype": "int8"}, "input_dtype='int8'"),
+        ({"batch_size": 0}, "batch_size=0"),
+    ],
+)
+def test_bad_options_are_refused_before_any_loading(options, message):
+    algorithm = ModelTintingAlgorithm(**options)
+    algorithm.fabric = cpu_fabric()
+    with pytest.raises(ValueError, match=message):
+        algorithm.run(None)  # the options are checked before the pool is touched
+
+
+def test_unsupported_model_pool_is_refused():
+    from fusion_bench import BaseModelPool
+
+    with pytest.raises(TintingConfigError, match="does not support model pools of type BaseModelPool"):
+        _run(BaseModelPool({"_pretrained_": "x", "a": "y"}))
+
+
+def test_saved_weights_that_do_not_match_the_pool_are_refused(tiny_suites, tmp_path):
+    _run(load_pool(tiny_suites, "tiny-clip_TA4"), fabric=_logging_fabric(tmp_path / "run"), max_steps=1)
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    del pool._models["cifar10"]
+    with pytest.raises(TintingConfigError, match="do not match this model pool: tasks differ"):
+        _run(pool, weights=str(tmp_path / "run"))
+    with pytest.raises(TintingConfigError, match="merging coefficients differ.*tie_qkv"):
+        _run(load_pool(tiny_suites, "tiny-clip_TA4"), weights=str(tmp_path / "run"), tie_qkv=True)
+    with pytest.raises(TintingConfigError, match="tinted layer differs: saved 'head', configured '1'"):
+        _run(load_pool(tiny_suites, "tiny-clip_TA4"), weights=str(tmp_path / "run"), tinted_layer=1)
+    with pytest.raises(TintingConfigError, match="no such file"):
+        _run(load_pool(tiny_suites, "tiny-clip_TA4"), weights=str(tmp_path / "nowhere"))
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(TintingConfigError, match="not a readable safetensors file"):
+        _run(load_pool(tiny_suites, "tiny-clip_TA4"), weights=str(tmp_path / "broken.safetensors"))
+
+
+def test_tie_qkv_shares_coefficients_of_q_k_v(tiny_suites):
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    family = family_for(pool, cpu_fabric())
+    encoder = family.load_encoder("_pretrained_")
+    names = family.merged_parameter_names(encoder)
+    groups = {family.coefficient_group(n, tie_qkv=True) for n in names}
+    assert len(groups) == len(names) - 2 * 2 * 2  # 2 layers x (q,k,v -> 1) x (weight, bias)

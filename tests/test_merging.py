@@ -1,0 +1,99 @@
+import pytest
+import torch
+from torch import nn
+
+from fusion_bench_tinting.merging import ArchitectureMismatchError, LayerWiseMerger, check_same_parameters
+
+
+def _params(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "layer.q_proj.weight": torch.randn(4, 4, generator=g),
+        "layer.k_proj.weight": torch.randn(4, 4, generator=g),
+        "layer.v_proj.weight": torch.randn(4, 4, generator=g),
+        "layer.fc.bias": torch.randn(3, generator=g),
+        "scalar": torch.randn((), generator=g),
+    }
+
+
+def _merger(coefficients, clamp=True, groups=None):
+    pre = _params(0)
+    fts = [_params(1), _params(2)]
+    merger = LayerWiseMerger(pre, 2, init_value=0.3, clamp=clamp, coefficient_groups=groups)
+    for k, ft in enumerate(fts):
+        merger.set_task_vector(k, ft)
+    with torch.no_grad():
+        merger.coefficients.copy_(coefficients)
+    return merger, pre, fts
+
+
+def test_merge_equals_plain_per_tensor_computation():
+    coefficients = torch.tensor([[0.1, 0.5, 0.9, 0.2, 0.7], [0.3, 0.0, 1.0, 0.4, 0.6]])
+    merger, pre, fts = _merger(coefficients)
+    merged = merger()
+    for p, name in enumerate(pre):
+        expected = pre[name] + sum(coefficients[k, p] * (fts[k][name] - pre[name]) for k in range(2))
+        assert torch.allclose(merged[name], expected, atol=1e-6), name
+
+
+def test_clamp_limits_coefficients_to_unit_interval_and_can_be_turned_off():
+    coefficients = torch.tensor([[1.7, -0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    clamped, pre, fts = _merger(coefficients, clamp=True)
+    tau = fts[0]["layer.q_proj.weight"] - pre["layer.q_proj.weight"]
+    assert torch.allclose(clamped()["layer.q_proj.weight"], pre["layer.q_proj.weight"] + tau, atol=1e-6)
+    assert torch.allclose(clamped()["layer.k_proj.weight"], pre["layer.k_proj.weight"], atol=1e-6)
+    raw, _, _ = _merger(coefficients, clamp=False)
+    assert torch.allclose(raw()["layer.q_proj.weight"], pre["layer.q_proj.weight"] + 1.7 * tau, atol=1e-5)
+    # a clamped coefficient outside [0, 1] gets no gradient, as with torch.clamp
+    clamped()["layer.q_proj.weight"].sum().backward()
+    assert clamped.coefficients.grad[0, 0] == 0
+
+
+def test_gradient_reaches_each_coefficient():
+    merger, _, _ = _merger(torch.full((2, 5), 0.5))
+    sum(t.sum() for t in merger().values()).backward()
+    assert merger.coefficients.grad.shape == (2, 5)
+    assert (merger.coefficients.grad != 0).all()
+
+
+def test_tied_groups_share_one_coefficient():
+    groups = ["layer.qkv.weight"] * 3 + ["layer.fc.bias", "scalar"]
+    merger, pre, fts = _merger(torch.tensor([[0.2, 0.4, 0.6], [0.1, 0.3, 0.5]]), groups=groups)
+    assert merger.coefficients.shape == (2, 3)
+    merged = merger()
+    for name in ["layer.q_proj.weight", "layer.k_proj.weight", "layer.v_proj.weight"]:
+        expected = pre[name] + 0.2 * (fts[0][name] - pre[name]) + 0.1 * (fts[1][name] - pre[name])
+        assert torch.allclose(merged[name], expected, atol=1e-6)
+
+
+def test_load_into_writes_merged_weights():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for name, value in _params(0).items():
+                self.register_parameter(name.replace(".", "_"), nn.Parameter(value.clone()))
+
+    merger, pre, fts = _merger(torch.full((2, 5), 0.25))
+    module = M()
+    renamed = LayerWiseMerger({n.replace(".", "_"): v for n, v in pre.items()}, 2, init_value=0.25)
+    for k, ft in enumerate(fts):
+        renamed.set_task_vector(k, {n.replace(".", "_"): v for n, v in ft.items()})
+    renamed.load_into(module)
+    assert torch.allclose(module.layer_fc_bias, merger()["layer.fc.bias"], atol=1e-6)
+
+
+def test_architecture_mismatch_names_the_difference():
+    pre = _params(0)
+    other = dict(_params(1))
+    other["layer.fc.bias"] = torch.zeros(5)
+    del other["scalar"]
+    other["extra"] = torch.zeros(1)
+    with pytest.raises(ArchitectureMismatchError, match="'svhn'.*missing 1 parameter.*scalar.*unexpected.*extra.*layer.fc.bias: \\(5,\\) vs \\(3,\\)"):
+        check_same_parameters(pre, other, "svhn")
+
+
+def test_missing_task_vector_is_detected():
+    merger = LayerWiseMerger(_params(0), 2, init_value=0.3)
+    merger.set_task_vector(0, _params(1))
+    with pytest.raises(RuntimeError, match=r"\[1\]"):
+        merger.check_complete()
