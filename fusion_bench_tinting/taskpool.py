@@ -62,7 +62,7 @@ def print_report_table(report: Dict[str, Any]) -> None:
     from rich.table import Table
 
     method = report.get("adaptation", {}).get("method", "merged model")
-    table = Table(title=f"{method}: accuracy per task (%)")
+    table = Table(title=f"{method}: accuracy per task (%)", min_width=48)
     table.add_column("task")
     table.add_column("accuracy", justify="right")
     for task, result in report.items():

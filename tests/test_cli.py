@@ -1,0 +1,122 @@
+"""End to end through the ``fusion_bench`` CLI on the tiny suites."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, run_cli_subprocess, task_accuracies
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TASKS = {"eurosat", "stl10", "fashion_mnist", "cifar10"}
+
+
+def _check_tinting_report(report, method):
+    assert set(task_accuracies(report)) == TASKS
+    assert report["average"]["accuracy"] == pytest.approx(sum(task_accuracies(report).values()) / 4)
+    extras = report["adaptation"]
+    assert extras["method"] == method
+    for key in ("adaptation_time_s", "optimizer_steps", "coefficients_below_1e-5"):
+        assert key in extras
+    if method == "model_tinting_plusplus":
+        assert set(extras["filter_dropped_fraction"]) == TASKS
+
+
+@pytest.mark.slow
+def test_model_tinting_subprocess_from_the_repository_root(tiny_suites, tmp_path, monkeypatch):
+    """The exact user command, run from this repository's root (which has a ./config folder that
+    FusionBench's CLI would otherwise take as its primary config folder)."""
+    monkeypatch.chdir(REPO_ROOT)
+    log_dir = tmp_path / "log"
+    result = run_cli_subprocess(
+        ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "method.max_steps=10"],
+        log_dir,
+    )
+    report = json.loads((log_dir / "program_report.json").read_text())
+    _check_tinting_report(report, "model_tinting")
+    assert (log_dir / "model_tinting.safetensors").exists()
+    assert (log_dir / "model_tinting_config.yaml").exists()
+    assert "accuracy per task (%)" in result.stdout  # the printed table
+    assert "Model Tinting adaptation" in result.stderr  # the progress bar
+
+
+@pytest.mark.slow
+def test_model_tinting_plusplus_subprocess_on_open_clip(tiny_suites, tmp_path):
+    """OpenCLIP pools (the task_vectors checkpoint format) through FusionBench's own
+    OpenCLIPVisionModelPool: needs the Python 3.11 typing shim and the pickle loader."""
+    log_dir = tmp_path / "log"
+    run_cli_subprocess(
+        [
+            "--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus",
+            "modelpool=tiny-openclip_TA4", "method.max_steps=10",
+        ],
+        log_dir,
+    )
+    _check_tinting_report(json.loads((log_dir / "program_report.json").read_text()), "model_tinting_plusplus")
+
+
+def test_plusplus_on_hf_clip_and_tinting_on_open_clip_in_process(tiny_suites, tmp_path):
+    config = ["--config-dir", str(tiny_suites / "config")]
+    report = run_cli([*config, "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4", "method.max_steps=5"], tmp_path / "a")
+    _check_tinting_report(report, "model_tinting_plusplus")
+    report = run_cli([*config, "method=model_tinting", "modelpool=tiny-openclip_TA4", "method.max_steps=5"], tmp_path / "b")
+    _check_tinting_report(report, "model_tinting")
+
+
+def test_stock_task_pool_is_upgraded_to_the_task_aware_one(tiny_suites, tmp_path):
+    """With FusionBench's own CLIPVisionModelTaskPool selected, each task still uses its tinted head:
+    the numbers equal those of the task-aware pool (same seed, CPU)."""
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "method.max_steps=5"]
+    aware = run_cli([*config, "taskpool=tiny-clip_TA4"], tmp_path / "aware")
+    stock = run_cli(
+        [*config, "taskpool=tiny-clip_TA4", "taskpool._target_=fusion_bench.taskpool.CLIPVisionModelTaskPool"],
+        tmp_path / "stock",
+    )
+    assert task_accuracies(stock) == task_accuracies(aware)
+    assert "adaptation" in stock
+
+
+def test_explicit_dummy_task_pool_is_respected(tiny_suites, tmp_path):
+    report = run_cli(
+        ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
+         "method.max_steps=1", "taskpool=dummy"],
+        tmp_path / "log",
+    )
+    assert "average" not in report and "model_info" in report
+
+
+def test_emr_merging_is_evaluated_per_task_by_the_task_aware_pool(tiny_suites, tmp_path):
+    config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4"]
+    emr = run_cli([*config, "method=emr_merging/emr_merging"], tmp_path / "emr")
+    task_arithmetic = run_cli([*config, "method=task_arithmetic"], tmp_path / "ta")
+    assert set(task_accuracies(emr)) == TASKS
+    # EMR's per-task masks and rescalers only act once `set_task` is called for each task
+    assert emr["average"]["accuracy"] > task_arithmetic["average"]["accuracy"]
+
+
+def test_merged_model_is_saved_with_save_pretrained(tiny_suites, tmp_path):
+    run_cli(
+        ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
+         "method.max_steps=1", f"merged_model_save_path={tmp_path / 'merged'}"],
+        tmp_path / "log",
+    )
+    assert (tmp_path / "merged" / "config.json").exists()
+    assert (tmp_path / "merged" / "tinted_layers.safetensors").exists()
+
+
+def test_weights_option_skips_adaptation_and_reproduces_the_report(tiny_suites, tmp_path):
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4"]
+    first = run_cli([*config, "method.max_steps=5"], tmp_path / "first")
+    second = run_cli([*config, f"method.weights={tmp_path / 'first'}"], tmp_path / "second")
+    assert task_accuracies(first) == task_accuracies(second)
+    assert "weights_loaded_from" in second["adaptation"]
+
+
+@pytest.mark.slow
+def test_unknown_suite_name_is_a_clear_error(tmp_path):
+    result = run_cli_subprocess(["method=model_tinting", "modelpool=clip-vit-base-patch32_TA9"], tmp_path / "log", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Could not find 'modelpool/clip-vit-base-patch32_TA9'" in output
+    assert "clip-vit-base-patch32_TA8" in output  # the available suites are listed
