@@ -226,7 +226,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
 
         model = self._result_model(pretrained, merger, states, block_names, stats, lr, max_steps, init_value)
         if saved is None:
-            self._save(merger, states, tasks)
+            self._save(merger, states, tasks, resolved={"lr": lr, "max_steps": max_steps, "init_values": init_value})
         ensure_task_aware_taskpool(self._program)
         return model
 
@@ -350,7 +350,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 report["filter_dropped_fraction"] = stats.dropped_fraction()
         return TintedModel(pretrained.eval(), modulators, report)
 
-    def _save(self, merger: LayerWiseMerger, states: List[TaskState], tasks: List[str]) -> None:
+    def _save(self, merger: LayerWiseMerger, states: List[TaskState], tasks: List[str], resolved: Dict) -> None:
         if not self.save_weights:
             return
         log_dir = self.log_dir
@@ -368,7 +368,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             tinted={s.name: self._tinted_state(s) for s in states},
             tinted_layer=str(self.tinted_layer),
         )
-        OmegaConf.save(self.config, os.path.join(log_dir, "model_tinting_config.yaml"))
+        config = self.config
+        config.update(resolved)  # the values `auto` stood for, so that the file reproduces the run
+        OmegaConf.save(config, os.path.join(log_dir, "model_tinting_config.yaml"))
         log.info("Saved merging coefficients and tinted layers to %s", path)
 
     def _log_metrics(self, metrics: Dict[str, float], step: int) -> None:

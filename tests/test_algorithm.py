@@ -72,7 +72,11 @@ def test_save_then_load_gives_the_same_predictions(tiny_suites, tmp_path):
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
     adapted = _run(pool, fabric=_logging_fabric(tmp_path / "run"), max_steps=8)
     saved = tmp_path / "run" / WEIGHTS_FILE
-    assert saved.exists() and (tmp_path / "run" / "model_tinting_config.yaml").exists()
+    assert saved.exists()
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(tmp_path / "run" / "model_tinting_config.yaml")
+    assert (config.lr, config.max_steps, config.init_values, config.loss) == (0.01, 8, 0.3, "ce")  # `auto` resolved
     tensors = load_file(str(saved))
     assert tensors["coefficients"].shape[0] == 4
     assert {"tinted.eurosat.weight", "tinted.eurosat.bias"} <= set(tensors)
