@@ -171,57 +171,16 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 tinted_shapes=self._tinted_shapes(heads, pretrained_params, block_names),
             )
 
-        inputs: Dict[str, TensorInputs] = {}
-        teachers: Dict[str, Tensor] = {}
-        for index, task in enumerate(tqdm(tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
-            with self.profile("load fine-tuned"):
-                finetuned = family.load_encoder(task)
-            check_same_parameters(pretrained_params, dict(finetuned.named_parameters()), task)
-            merger.set_task_vector(index, dict(finetuned.named_parameters()))
-            if saved is None:
-                with self.profile("preprocess inputs"):
-                    inputs[task] = self._place(
-                        family.adaptation_inputs(
-                            task,
-                            batch_size=self.preprocess_batch_size,
-                            num_workers=self.num_workers,
-                            dtype=_INPUT_DTYPES[self.input_dtype],
-                        ),
-                        device,
-                    )
-                with self.profile("teacher outputs"):
-                    teachers[task] = self._teacher_outputs(family, finetuned.to(device), heads[task], inputs[task], device)
-            del finetuned  # the fine-tuned encoders never stay on the device
-        merger.check_complete()
-
+        inputs, teachers = self._task_vectors_and_teachers(
+            family, tasks, merger, pretrained_params, heads, device, teachers=saved is None
+        )
         states = self._task_states(tasks, heads, merger, block_names, inputs, teachers)
         if saved is not None:
             self._load_saved(saved, merger, states)
             stats = None
         else:
-            trainer = TintingTrainer(
-                merger,
-                lambda params, x: family.encode(pretrained, x, params),
-                states,
-                AdaptationOptions(
-                    max_steps=max_steps,
-                    lr=lr,
-                    batch_size=self.batch_size,
-                    loss=self.loss,
-                    update=self.update,
-                    confidence_filter=self.confidence_filter,
-                    train_coefficients=self.train_coefficients,
-                    train_tinted_layer=self.train_tinted_layer,
-                    log_every=self.log_every,
-                ),
-                device=device,
-                generator=torch.Generator().manual_seed(int(self.seed)),
-                input_dtype=torch.float32,
-                autocast=self.fabric.autocast,
-                log_metrics=self._log_metrics,
-            )
             with self.profile("adaptation"):
-                stats = trainer.run()
+                stats = self._adapt(family, pretrained, merger, states, device, lr, max_steps)
         self.print_profile_summary()
 
         model = self._result_model(pretrained, merger, states, block_names, stats, lr, max_steps, init_value)
@@ -231,6 +190,55 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return model
 
     # ----- pieces ------------------------------------------------------------------------------
+    def _task_vectors_and_teachers(self, family, tasks, merger, pretrained_params, heads, device, teachers: bool):
+        """Load each fine-tuned encoder once: store its task vector and, unless adaptation is skipped,
+        the task's preprocessed inputs and the teacher's outputs on them. Then let it go."""
+        inputs: Dict[str, TensorInputs] = {}
+        outputs: Dict[str, Tensor] = {}
+        for index, task in enumerate(tqdm(tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
+            with self.profile("load fine-tuned"):
+                finetuned = family.load_encoder(task)
+            check_same_parameters(pretrained_params, dict(finetuned.named_parameters()), task)
+            merger.set_task_vector(index, dict(finetuned.named_parameters()))
+            if teachers:
+                with self.profile("preprocess inputs"):
+                    cached = family.adaptation_inputs(
+                        task,
+                        batch_size=self.preprocess_batch_size,
+                        num_workers=self.num_workers,
+                        dtype=_INPUT_DTYPES[self.input_dtype],
+                    )
+                    inputs[task] = self._place(cached, device)
+                with self.profile("teacher outputs"):
+                    outputs[task] = self._teacher_outputs(family, finetuned.to(device), heads[task], inputs[task], device)
+            del finetuned  # the fine-tuned encoders never stay on the device
+        merger.check_complete()
+        return inputs, outputs
+
+    def _adapt(self, family, pretrained, merger, states, device, lr, max_steps) -> AdaptationStats:
+        trainer = TintingTrainer(
+            merger,
+            lambda params, x: family.encode(pretrained, x, params),
+            states,
+            AdaptationOptions(
+                max_steps=max_steps,
+                lr=lr,
+                batch_size=self.batch_size,
+                loss=self.loss,
+                update=self.update,
+                confidence_filter=self.confidence_filter,
+                train_coefficients=self.train_coefficients,
+                train_tinted_layer=self.train_tinted_layer,
+                log_every=self.log_every,
+            ),
+            device=device,
+            generator=torch.Generator().manual_seed(int(self.seed)),
+            input_dtype=torch.float32,
+            autocast=self.fabric.autocast,
+            log_metrics=self._log_metrics,
+        )
+        return trainer.run()
+
     def _block_parameter_names(self, family: ModelFamily, encoder: nn.Module) -> List[str]:
         index = self._tinted_block_index()
         if index is None:
@@ -259,7 +267,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     @torch.no_grad()
     def _teacher_outputs(self, family, encoder, head, inputs: TensorInputs, device) -> Tensor:
         outputs = []
-        for batch in inputs.batches(self.preprocess_batch_size, device, torch.float32):
+        batches = inputs.batches(self.preprocess_batch_size, device, torch.float32)
+        total = -(-len(inputs) // self.preprocess_batch_size)
+        for batch in tqdm(batches, total=total, desc="Teacher outputs", leave=False, dynamic_ncols=True):
             with self.fabric.autocast():
                 outputs.append(head(family.encode(encoder, batch)).float())
         return torch.cat(outputs)
