@@ -64,17 +64,21 @@ def test_plusplus_on_hf_clip_and_tinting_on_open_clip_in_process(tiny_suites, tm
     _check_tinting_report(report, "model_tinting")
 
 
-def test_stock_task_pool_is_upgraded_to_the_task_aware_one(tiny_suites, tmp_path):
-    """With FusionBench's own CLIPVisionModelTaskPool selected, each task still uses its tinted head:
-    the numbers equal those of the task-aware pool (same seed, CPU)."""
-    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "method.max_steps=5"]
-    aware = run_cli([*config, "taskpool=tiny-clip_TA4"], tmp_path / "aware")
-    stock = run_cli(
-        [*config, "taskpool=tiny-clip_TA4", "taskpool._target_=fusion_bench.taskpool.CLIPVisionModelTaskPool"],
-        tmp_path / "stock",
-    )
-    assert task_accuracies(stock) == task_accuracies(aware)
-    assert "adaptation" in stock
+@pytest.mark.parametrize(
+    "suite, stock",
+    [
+        ("tiny-clip_TA4", "fusion_bench.taskpool.CLIPVisionModelTaskPool"),
+        ("tiny-openclip_TA4", "fusion_bench.taskpool.OpenCLIPVisionModelTaskPool"),
+    ],
+)
+def test_stock_task_pool_is_upgraded_to_the_task_aware_one(tiny_suites, tmp_path, suite, stock):
+    """With FusionBench's own task pool selected, each task still uses its tinted head: the numbers
+    equal those of the task-aware pool (same seed, CPU)."""
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", f"modelpool={suite}", "method.max_steps=5"]
+    aware = run_cli([*config, f"taskpool={suite}"], tmp_path / "aware")
+    stock_report = run_cli([*config, f"taskpool={suite}", f"taskpool._target_={stock}"], tmp_path / "stock")
+    assert task_accuracies(stock_report) == task_accuracies(aware)
+    assert "adaptation" in stock_report
 
 
 def test_explicit_dummy_task_pool_is_respected(tiny_suites, tmp_path):
