@@ -13,16 +13,18 @@ from .compat import ensure_typing_override
 ensure_typing_override()
 
 __version__ = "0.1.0"
-__all__ = ["ModelTintingAlgorithm", "ModelTintingPlusPlus", "TintedModel"]
+__all__ = ["ModelTintingAlgorithm", "ModelTintingPlusPlus", "TintedModel", "IndividualModels"]
 
 _LAZY = {
     "ModelTintingAlgorithm": ".algorithm",
     "ModelTintingPlusPlus": ".algorithm",
     "TintedModel": ".tinted_model",
+    "IndividualModels": ".individual",
 }
 
 if TYPE_CHECKING:
     from .algorithm import ModelTintingAlgorithm, ModelTintingPlusPlus
+    from .individual import IndividualModels
     from .tinted_model import TintedModel
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import EpochSampler, TensorInputs
+from .data import AdaptationInputs, EpochSampler
 from .losses import confidence_filter, per_sample_loss
 from .merging import LayerWiseMerger
 
@@ -35,7 +35,7 @@ class TaskState:
     """One task during adaptation."""
 
     name: str
-    inputs: TensorInputs
+    inputs: AdaptationInputs
     teacher: Tensor  # (num_samples, num_outputs), fp32, on the device
     head: nn.Module  # maps features to logits; trainable when the head is the tinted layer
     block: Dict[str, nn.Parameter] = field(default_factory=dict)  # the task's own copy of a block

@@ -25,10 +25,10 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
 from .adaptation import AdaptationOptions, AdaptationStats, TaskState, TintingTrainer
-from .data import TensorInputs
+from .data import AdaptationInputs, TensorInputs
 from .errors import TintingConfigError
 from .families import PRETRAINED, ModelFamily, family_for
-from .losses import check_loss_name
+from .losses import check_loss_for_regression, check_loss_name
 from .merging import LayerWiseMerger, check_same_parameters
 from .suites import ensure_task_aware_taskpool
 from .tinted_model import TintedModel, TintModulator
@@ -145,6 +145,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         tasks = family.task_names()
         for task in tasks:
             family.validate_task(task)
+        check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1])
         lr, max_steps, init_value = self._resolved(family, len(tasks))
         saved = load_tinting(self.weights) if self.weights else None
 
@@ -161,8 +162,13 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
         ).to(device)
         pretrained.to(device)
-        heads = {task: family.load_head(task) for task in tasks}
-        if saved is not None:  # refuse a mismatched file before the expensive part
+
+        heads, inputs, teachers = self._task_vectors_and_teachers(
+            family, tasks, merger, pretrained_params, device, teachers=saved is None
+        )
+        check_loss_for_regression(self.loss, [t for t, head in heads.items() if family.is_regression(head)])
+        states = self._task_states(tasks, heads, merger, block_names, inputs, teachers)
+        if saved is not None:
             check_matches(
                 saved,
                 task_names=tasks,
@@ -170,12 +176,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 tinted_layer=str(self.tinted_layer),
                 tinted_shapes=self._tinted_shapes(heads, pretrained_params, block_names),
             )
-
-        inputs, teachers = self._task_vectors_and_teachers(
-            family, tasks, merger, pretrained_params, heads, device, teachers=saved is None
-        )
-        states = self._task_states(tasks, heads, merger, block_names, inputs, teachers)
-        if saved is not None:
             self._load_saved(saved, merger, states)
             stats = None
         else:
@@ -190,14 +190,16 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return model
 
     # ----- pieces ------------------------------------------------------------------------------
-    def _task_vectors_and_teachers(self, family, tasks, merger, pretrained_params, heads, device, teachers: bool):
-        """Load each fine-tuned encoder once: store its task vector and, unless adaptation is skipped,
-        the task's preprocessed inputs and the teacher's outputs on them. Then let it go."""
-        inputs: Dict[str, TensorInputs] = {}
+    def _task_vectors_and_teachers(self, family, tasks, merger, pretrained_params, device, teachers: bool):
+        """Load each fine-tuned model once: keep its head, store its task vector and, unless adaptation
+        is skipped, the task's preprocessed inputs and the teacher's outputs on them. Then let it go."""
+        heads: Dict[str, nn.Module] = {}
+        inputs: Dict[str, AdaptationInputs] = {}
         outputs: Dict[str, Tensor] = {}
         for index, task in enumerate(tqdm(tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
             with self.profile("load fine-tuned"):
                 finetuned = family.load_encoder(task)
+                heads[task] = family.load_head(task)
             check_same_parameters(pretrained_params, dict(finetuned.named_parameters()), task)
             merger.set_task_vector(index, dict(finetuned.named_parameters()))
             if teachers:
@@ -213,7 +215,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                     outputs[task] = self._teacher_outputs(family, finetuned.to(device), heads[task], inputs[task], device)
             del finetuned  # the fine-tuned encoders never stay on the device
         merger.check_complete()
-        return inputs, outputs
+        return heads, inputs, outputs
 
     def _adapt(self, family, pretrained, merger, states, device, lr, max_steps) -> AdaptationStats:
         trainer = TintingTrainer(
@@ -256,7 +258,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             return {task: {n: pretrained_params[n].shape for n in block_names} for task in heads}
         return {task: {k: v.shape for k, v in head.state_dict().items()} for task, head in heads.items()}
 
-    def _place(self, inputs: TensorInputs, device: torch.device) -> TensorInputs:
+    def _place(self, inputs: AdaptationInputs, device: torch.device) -> AdaptationInputs:
         on_device = self.inputs_on_device
         if on_device == "auto":
             on_device = device.type == "cpu" or (
@@ -265,7 +267,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return inputs.to(device) if on_device else inputs.to(torch.device("cpu"))
 
     @torch.no_grad()
-    def _teacher_outputs(self, family, encoder, head, inputs: TensorInputs, device) -> Tensor:
+    def _teacher_outputs(self, family, encoder, head, inputs: AdaptationInputs, device) -> Tensor:
         outputs = []
         batches = inputs.batches(self.preprocess_batch_size, device, torch.float32)
         total = -(-len(inputs) // self.preprocess_batch_size)

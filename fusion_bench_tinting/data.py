@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+
+class AdaptationInputs(Protocol):
+    """What the adaptation loop needs of a task's cached inputs."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def to(self, device: torch.device) -> "AdaptationInputs": ...
+
+    def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Any: ...
+
+    def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Any]: ...
+
+
+def _pin_if_useful(tensor: Tensor) -> Tensor:
+    return tensor.pin_memory() if tensor.device.type == "cpu" and torch.cuda.is_available() else tensor
 
 
 class TensorInputs:
@@ -25,10 +44,7 @@ class TensorInputs:
         return self.tensor.numel() * self.tensor.element_size()
 
     def to(self, device: torch.device) -> "TensorInputs":
-        tensor = self.tensor.to(device)
-        if tensor.device.type == "cpu" and torch.cuda.is_available():
-            tensor = tensor.pin_memory()
-        return TensorInputs(tensor)
+        return TensorInputs(_pin_if_useful(self.tensor.to(device)))
 
     def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Tensor:
         """Rows ``index`` on ``device`` (as ``dtype``); no host synchronisation."""
@@ -38,6 +54,62 @@ class TensorInputs:
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
         for start in range(0, len(self), batch_size):
             yield self.tensor[start : start + batch_size].to(device=device, dtype=dtype, non_blocking=True)
+
+
+class TokenInputs:
+    """Tokenized inputs of one task: each column (``input_ids``, ``attention_mask``, ...) in one
+    right-padded (N, max_length) tensor; every batch is cut to its own longest sequence, so padding
+    costs no more than per-batch padding would. Lengths stay on the CPU: cutting needs no host sync."""
+
+    def __init__(self, columns: Mapping[str, Tensor], lengths: Tensor):
+        self.columns = dict(columns)
+        self.lengths = lengths.cpu()
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int) -> "TokenInputs":
+        """From tokenized rows (lists of ids, possibly already padded: the attention mask says how long)."""
+        if not rows:
+            raise ValueError("no tokenized rows")
+        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in rows[0]]
+        if "input_ids" not in names:
+            raise ValueError(f"tokenized rows need `input_ids`; got columns {sorted(rows[0])}")
+        lengths = torch.tensor(
+            [int(sum(r["attention_mask"])) if "attention_mask" in r else len(r["input_ids"]) for r in rows]
+        )
+        width = int(lengths.max())
+        columns = {}
+        for name in names:
+            fill = pad_token_id if name == "input_ids" else 0
+            column = torch.full((len(rows), width), fill, dtype=torch.long)
+            for i, (row, length) in enumerate(zip(rows, lengths.tolist())):
+                column[i, :length] = torch.as_tensor(list(row[name])[:length], dtype=torch.long)
+            columns[name] = column
+        if "attention_mask" not in columns:
+            columns["attention_mask"] = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        return cls(columns, lengths)
+
+    def __len__(self) -> int:
+        return self.lengths.numel()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.numel() * c.element_size() for c in self.columns.values())
+
+    def to(self, device: torch.device) -> "TokenInputs":
+        return TokenInputs({k: _pin_if_useful(v.to(device)) for k, v in self.columns.items()}, self.lengths)
+
+    def _cut(self, rows: Union[Tensor, slice], width: int, device: torch.device) -> Dict[str, Tensor]:
+        return {k: v[rows, :width].to(device, non_blocking=True) for k, v in self.columns.items()}
+
+    def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Dict[str, Tensor]:
+        width = int(self.lengths[index.cpu()].max())  # CPU tensor: no device sync
+        rows = index.to(next(iter(self.columns.values())).device, non_blocking=True)
+        return self._cut(rows, width, device)
+
+    def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Dict[str, Tensor]]:
+        for start in range(0, len(self), batch_size):
+            rows = slice(start, start + batch_size)
+            yield self._cut(rows, int(self.lengths[rows].max()), device)
 
 
 def _inputs_only(batch):

@@ -7,11 +7,13 @@ the teacher's hard argmax label. Regression tasks (one output) use the squared e
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .errors import TintingConfigError
 
 PerSampleLoss = Callable[[Tensor, Tensor], Tensor]
 
@@ -74,15 +76,25 @@ CLASSIFICATION_LOSSES: Dict[str, PerSampleLoss] = {
     "l2": _l2,
     "cosine": _cosine,
 }
-# Losses that compare outputs value by value also make sense for a regression head.
-REGRESSION_LOSSES: Dict[str, PerSampleLoss] = {"l1": _l1, "smooth_l1": _smooth_l1, "l2": _l2}
+# Losses that compare outputs value by value also make sense for a regression head; `ce` (the
+# default "teacher label" loss) means the squared error there, as in the paper for STS-B.
+REGRESSION_LOSSES: Dict[str, PerSampleLoss] = {"ce": _l2, "l1": _l1, "smooth_l1": _smooth_l1, "l2": _l2}
 
 
 def check_loss_name(name: str) -> None:
     if name not in CLASSIFICATION_LOSSES:
-        raise ValueError(
+        raise TintingConfigError(
             f"Unknown loss {name!r}; choose one of {sorted(CLASSIFICATION_LOSSES)} "
             "(`ce` is the teacher-label cross-entropy of the paper)."
+        )
+
+
+def check_loss_for_regression(name: str, regression_tasks: List[str]) -> None:
+    """Refuse a classification-only loss when some task is a regression."""
+    if regression_tasks and name not in REGRESSION_LOSSES:
+        raise TintingConfigError(
+            f"loss={name!r} needs class probabilities, but {regression_tasks} predict a single value "
+            f"(regression). Use one of {sorted(REGRESSION_LOSSES)} (`ce` = squared error for regression)."
         )
 
 
@@ -90,7 +102,7 @@ def per_sample_loss(name: str, student: Tensor, teacher: Tensor) -> Tensor:
     """Loss of each sample, computed in fp32 whatever the autocast dtype of the logits."""
     student, teacher = student.float(), teacher.float()
     if student.shape[-1] == 1:  # regression head: squared error unless a distance loss is asked for
-        return REGRESSION_LOSSES.get(name, _l2)(student, teacher)
+        return REGRESSION_LOSSES[name](student, teacher)
     return CLASSIFICATION_LOSSES[name](student, teacher)
 
 

@@ -7,8 +7,8 @@ and our methods, at the end of ``run``, complete the program's task pool:
 
 - no task pool was chosen (FusionBench's default ``dummy``) and the user did not pass ``taskpool=``:
   use the task pool named like the model pool choice (or its last path component), when one exists;
-- a stock CLIP/OpenCLIP task pool was chosen: replace it by its task-aware subclass, built from the
-  same config, so that each task is evaluated with its own tinted layer.
+- a stock CLIP, OpenCLIP or GPT-2 GLUE task pool was chosen: replace it by its task-aware subclass,
+  built from the same config, so that each task is evaluated with its own tinted layer.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ log = logging.getLogger(__name__)
 
 def _stock_to_task_aware():
     ensure_typing_override()
-    from fusion_bench.taskpool import CLIPVisionModelTaskPool
+    from fusion_bench.taskpool import CLIPVisionModelTaskPool, GPT2TextClassificationTaskPool
     from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
     from .taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
+    from .text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
     return {
         CLIPVisionModelTaskPool: TaskAwareCLIPVisionModelTaskPool,
         OpenCLIPVisionModelTaskPool: TaskAwareOpenCLIPVisionModelTaskPool,
+        GPT2TextClassificationTaskPool: TaskAwareGPT2TextClassificationTaskPool,
     }
 
 
@@ -77,22 +79,30 @@ def ensure_task_aware_taskpool(program) -> None:
     from fusion_bench.taskpool import DummyTaskPool
 
     taskpool = getattr(program, "taskpool", None)
+    if taskpool is None or isinstance(taskpool, DummyTaskPool):
+        config = _suite_taskpool_for_this_run()
+        if config is None:
+            return
+        log.info("Evaluating with the suite's task pool %s.", config.get("_target_"))
+        program._taskpool = config
+        program.taskpool = taskpool = program._instantiate_and_setup(config)
     upgrades = _stock_to_task_aware()
     if type(taskpool) in upgrades:
         config = OmegaConf.create(OmegaConf.to_container(program._taskpool, resolve=True))
         with open_dict(config):
             config._target_ = f"{upgrades[type(taskpool)].__module__}.{upgrades[type(taskpool)].__name__}"
         log.info("Evaluating with %s so that each task uses its own tinted layer.", config._target_)
+        program._taskpool = config
         program.taskpool = program._instantiate_and_setup(config)
-        return
-    if taskpool is not None and not isinstance(taskpool, DummyTaskPool):
-        return
+
+
+def _suite_taskpool_for_this_run() -> Optional[DictConfig]:
     hydra_cfg = _hydra_run()
     if hydra_cfg is None:
-        return
+        return None
     if _taskpool_chosen_explicitly(hydra_cfg):
         log.info("taskpool was set on the command line: keeping it (no evaluation with `dummy`).")
-        return
+        return None
     config = suite_taskpool_config(hydra_cfg)
     if config is None:
         log.warning(
@@ -100,7 +110,4 @@ def ensure_task_aware_taskpool(program) -> None:
             "Use a suite name (e.g. modelpool=clip-vit-base-patch32_TA8) or pass taskpool=...",
             hydra_cfg.runtime.choices.get("modelpool"),
         )
-        return
-    log.info("Evaluating with the suite's task pool %s.", config.get("_target_"))
-    program._taskpool = config
-    program.taskpool = program._instantiate_and_setup(config)
+    return config

@@ -14,63 +14,19 @@ After evaluation they add the model's ``report_extras`` (adaptation figures) to 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
 
 from .compat import ensure_typing_override
+from .task_aware import TaskAwareEvaluation
 
 ensure_typing_override()
 
 from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-
-class _TaskAwareEvaluation:
-    _model_under_evaluation: Optional[nn.Module] = None
-
-    def _switch_to_task(self, task_name: str) -> Optional[nn.Module]:
-        """Put the model in ``task_name``'s configuration; return its own head for the task, if any."""
-        model = self._model_under_evaluation
-        if model is None:
-            return None
-        if callable(getattr(model, "set_task", None)):
-            model.set_task(task_name)
-        task_head = getattr(model, "task_head", None)
-        return task_head(task_name) if callable(task_head) else None
-
-    def _evaluate_task_aware(self, evaluate, model: nn.Module, *args, **kwargs) -> Dict[str, Any]:
-        self._model_under_evaluation = model
-        try:
-            report = evaluate(model, *args, **kwargs)
-        finally:
-            self._model_under_evaluation = None
-        extras = getattr(model, "report_extras", None)
-        if extras:
-            report["adaptation"] = extras
-        print_report_table(report)
-        return report
-
-
-@rank_zero_only
-def print_report_table(report: Dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    method = report.get("adaptation", {}).get("method", "merged model")
-    table = Table(title=f"{method}: accuracy per task (%)", min_width=48)
-    table.add_column("task")
-    table.add_column("accuracy", justify="right")
-    for task, result in report.items():
-        if isinstance(result, dict) and "accuracy" in result and task != "average":
-            table.add_row(task, f"{100 * result['accuracy']:.2f}")
-    if "accuracy" in report.get("average", {}):
-        table.add_row("[bold]average[/bold]", f"[bold]{100 * report['average']['accuracy']:.2f}[/bold]")
-    Console().print(table)
 
 
 class TaskHeadCLIPClassifier(nn.Module):
@@ -91,7 +47,7 @@ class TaskHeadCLIPClassifier(nn.Module):
         return (logits, embeddings) if return_image_embeds else logits
 
 
-class TaskAwareCLIPVisionModelTaskPool(_TaskAwareEvaluation, CLIPVisionModelTaskPool):
+class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskPool):
     """``CLIPVisionModelTaskPool`` that switches per-task models to each task (see module doc)."""
 
     def evaluate(self, model, name=None, **kwargs):
@@ -104,7 +60,7 @@ class TaskAwareCLIPVisionModelTaskPool(_TaskAwareEvaluation, CLIPVisionModelTask
         return super()._evaluate(classifier, test_loader, num_classes=num_classes, task_name=task_name)
 
 
-class TaskAwareOpenCLIPVisionModelTaskPool(_TaskAwareEvaluation, OpenCLIPVisionModelTaskPool):
+class TaskAwareOpenCLIPVisionModelTaskPool(TaskAwareEvaluation, OpenCLIPVisionModelTaskPool):
     """``OpenCLIPVisionModelTaskPool`` that switches per-task models to each task (see module doc)."""
 
     def setup(self):

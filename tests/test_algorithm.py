@@ -38,7 +38,7 @@ def _predictions(model: TintedModel, pool) -> dict:
         inputs = family.adaptation_inputs(task, batch_size=64, num_workers=0, dtype=torch.float32)
         model.set_task(task)
         head = model.task_head(task) or family.load_head(task)
-        outputs[task] = head(family.features(model(inputs.tensor)))
+        outputs[task] = head(family.encode(model, inputs.tensor))
     return outputs
 
 

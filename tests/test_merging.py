@@ -97,3 +97,25 @@ def test_missing_task_vector_is_detected():
     merger.set_task_vector(0, _params(1))
     with pytest.raises(RuntimeError, match=r"\[1\]"):
         merger.check_complete()
+
+
+def test_tensors_no_task_changed_leave_the_per_step_merge_and_results_stay_exact():
+    pre = _params(0)
+    fts = [dict(_params(1)), dict(_params(2))]
+    for ft in fts:
+        ft["layer.fc.bias"] = pre["layer.fc.bias"].clone()  # e.g. frozen during fine-tuning
+    full = LayerWiseMerger(pre, 2, init_value=0.4)
+    compact = LayerWiseMerger(pre, 2, init_value=0.4)
+    for k, ft in enumerate(fts):
+        full.set_task_vector(k, ft)
+        compact.set_task_vector(k, ft)
+    compact.check_complete()
+    assert compact.task_vectors.shape[1] == full.task_vectors.shape[1] - 3
+    assert compact.coefficients.shape == full.coefficients.shape
+    merged_full, merged_compact = full(), compact()
+    assert set(merged_full) == set(merged_compact)
+    for name in merged_full:
+        assert torch.allclose(merged_full[name], merged_compact[name], atol=1e-6), name
+    sum(t.sum() for t in merged_full.values()).backward()
+    sum(t.sum() for t in merged_compact.values()).backward()
+    assert torch.allclose(full.coefficients.grad, compact.coefficients.grad, atol=1e-5)

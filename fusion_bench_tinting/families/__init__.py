@@ -26,10 +26,18 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
         from .hf_clip import HFCLIPVisionFamily
 
         return HFCLIPVisionFamily(modelpool, device, fabric)
+    from fusion_bench.modelpool import SequenceClassificationModelPool
+    from fusion_bench.modelpool.huggingface_gpt2_classification import GPT2ForSequenceClassificationPool
+
+    if isinstance(modelpool, (SequenceClassificationModelPool, GPT2ForSequenceClassificationPool)):
+        from .sequence_classification import SequenceClassificationFamily
+
+        return SequenceClassificationFamily(modelpool, device)
     raise TintingConfigError(
         f"Model Tinting does not support model pools of type {type(modelpool).__name__}; supported: "
-        "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8) and OpenCLIPVisionModelPool "
-        "(e.g. modelpool=OpenCLIPVisionModelPool/ViT-B-32_TA8)."
+        "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8), OpenCLIPVisionModelPool "
+        "(e.g. modelpool=OpenCLIPVisionModelPool/ViT-B-32_TA8), SequenceClassificationModelPool "
+        "(e.g. modelpool=roberta-base_glue) and GPT2ForSequenceClassificationPool (modelpool=gpt-2_glue)."
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from fusion_bench import BaseModelPool
 
-from ..data import TensorInputs
+from ..data import AdaptationInputs
 from ..errors import TintingConfigError
 
 PRETRAINED = "_pretrained_"
@@ -70,12 +70,14 @@ class ModelFamily(ABC):
         """The task's original head: encoder features -> logits (the teacher's and the default tinted layer)."""
 
     @abstractmethod
-    def features(self, encoder_output: Any) -> Tensor:
-        """The features a head consumes, from the encoder's forward output."""
+    def features(self, encoder_output: Any, inputs: Any) -> Tensor:
+        """The features a head consumes, from the encoder's forward output on ``inputs``."""
 
-    def encoder_inputs(self, inputs: Any) -> tuple:
-        """Positional arguments of the encoder's forward for one batch."""
-        return (inputs,)
+    def encoder_arguments(self, inputs: Any) -> Tuple[tuple, dict]:
+        """Positional and keyword arguments of the encoder's forward for one batch."""
+        if isinstance(inputs, Mapping):
+            return (), dict(inputs)
+        return (inputs,), {}
 
     def merged_parameter_names(self, encoder: nn.Module) -> List[str]:
         """Parameters that are merged (the encoder's, by default all of them)."""
@@ -91,14 +93,24 @@ class ModelFamily(ABC):
 
     def encode(self, encoder: nn.Module, inputs: Any, params: Optional[Mapping[str, Tensor]] = None) -> Tensor:
         """Features of a batch, with ``params`` (e.g. merged weights) replacing the encoder's own."""
-        args = self.encoder_inputs(inputs)
+        args, kwargs = self.encoder_arguments(inputs)
         if params is None:
-            return self.features(encoder(*args))
-        return self.features(functional_call(encoder, dict(params), args, **self.functional_call_kwargs))
+            output = encoder(*args, **kwargs)
+        else:
+            output = functional_call(encoder, dict(params), args, kwargs, **self.functional_call_kwargs)
+        return self.features(output, inputs)
+
+    def num_outputs(self, task: str) -> Optional[int]:
+        """Outputs of the task's head if known without loading the model (1 = regression), else None."""
+        return None
+
+    def is_regression(self, head: nn.Module) -> bool:
+        """Whether a task's head has a single output (a regression task, e.g. STS-B)."""
+        return False
 
     # ----- data --------------------------------------------------------------------------------
     @abstractmethod
-    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
+    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> AdaptationInputs:
         """The task's unlabelled test inputs, preprocessed once."""
 
     # ----- defaults ----------------------------------------------------------------------------

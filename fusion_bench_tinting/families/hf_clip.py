@@ -70,7 +70,7 @@ class HFCLIPVisionFamily(ModelFamily):
             head.bias.zero_()
         return head.to(self.device)
 
-    def features(self, encoder_output: Any) -> Tensor:
+    def features(self, encoder_output: Any, inputs: Any) -> Tensor:
         self._setup_heads()
         pooled = encoder_output[1]
         embeddings = self._heads.visual_projection(pooled.to(self._heads.visual_projection.weight.dtype))

@@ -83,7 +83,7 @@ class OpenCLIPVisionFamily(ModelFamily):
         head = copy.deepcopy(self.modelpool.load_classification_head(task))
         return head.float().to(self.device).requires_grad_(False)
 
-    def features(self, encoder_output: Any) -> Tensor:
+    def features(self, encoder_output: Any, inputs: Any) -> Tensor:
         return encoder_output
 
     def merged_parameter_names(self, encoder: nn.Module) -> List[str]:

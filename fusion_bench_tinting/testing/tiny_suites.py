@@ -108,8 +108,9 @@ def finetune(
 
 
 # ----- transformers CLIP -----------------------------------------------------------------------
-def _byte_level_vocab() -> Dict[str, int]:
-    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+def byte_level_chars() -> List[str]:
+    """The 256 characters byte-level BPE tokenizers (GPT-2, RoBERTa, CLIP) use for the 256 bytes."""
+    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
     chars, extra = [], 0
     for byte in range(256):
         if byte in printable:
@@ -117,6 +118,11 @@ def _byte_level_vocab() -> Dict[str, int]:
         else:
             chars.append(chr(256 + extra))
             extra += 1
+    return chars
+
+
+def _byte_level_vocab() -> Dict[str, int]:
+    chars = byte_level_chars()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = len(vocab)

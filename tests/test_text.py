@@ -1,0 +1,226 @@
+"""Sequence classification: metrics, the encoder/head split, tokenized inputs, and the methods on tiny
+RoBERTa and GPT-2 suites built with the real transformers classes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import cpu_fabric, run_cli, run_cli_subprocess
+from omegaconf import OmegaConf
+
+from fusion_bench.utils import instantiate
+from fusion_bench_tinting import ModelTintingAlgorithm
+from fusion_bench_tinting.data import TokenInputs
+from fusion_bench_tinting.errors import TintingConfigError
+from fusion_bench_tinting.families import family_for
+from fusion_bench_tinting.metrics import average_scores, compute_metrics
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tmp_path_factory):
+    from fusion_bench_tinting.testing.tiny_text import build_tiny_text_suites
+
+    root = tmp_path_factory.mktemp("tiny_text")
+    build_tiny_text_suites(root)
+    return root
+
+
+def _pool(root, suite):
+    import fusion_bench_tinting  # noqa: F401
+
+    return instantiate(OmegaConf.load(root / "config" / "modelpool" / f"{suite}.yaml"), _recursive_=False)
+
+
+def _run(pool, **options):
+    options.setdefault("max_steps", 3)
+    algorithm = ModelTintingAlgorithm(**options)
+    algorithm.fabric = cpu_fabric()
+    return algorithm.run(pool)
+
+
+# ----- metrics --------------------------------------------------------------------------------
+def test_metrics_against_hand_computed_values():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0], [0.5, 0.0]])
+    labels = torch.tensor([0, 1, 1, 1, 0])  # predictions 0, 1, 0, 1, 0: TP=2 TN=2 FP=0 FN=1
+    mrpc = compute_metrics("mrpc", logits, labels)
+    assert mrpc["metric"] == "accuracy" and mrpc["score"] == pytest.approx(0.8)
+    assert mrpc["f1"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))
+    mcc = (2 * 2 - 0 * 1) / ((2 + 0) * (2 + 1) * (2 + 0) * (2 + 1)) ** 0.5
+    cola = compute_metrics("cola", logits, labels)
+    assert cola["metric"] == "matthews_correlation" and cola["score"] == pytest.approx(mcc, abs=1e-6)
+    assert "f1" not in cola
+
+    predictions = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    targets = torch.tensor([1.0, 3.0, 2.0, 5.0])
+    stsb = compute_metrics("stsb", predictions, targets)
+    x, y = predictions[:, 0], targets
+    pearson = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()).norm() * (y - y.mean()).norm()))
+    spearman = 1 - 6 * (0 + 1 + 1 + 0) / (4 * (16 - 1))  # rank differences 0, 1, 1, 0
+    assert stsb["pearson"] == pytest.approx(pearson, abs=1e-6)
+    assert stsb["spearman"] == pytest.approx(spearman, abs=1e-6)
+    assert stsb["score"] == pytest.approx((pearson + spearman) / 2, abs=1e-6)
+    assert average_scores({"cola": cola, "stsb": stsb}) == {
+        "score": pytest.approx((cola["score"] + stsb["score"]) / 2),
+        "accuracy": pytest.approx(cola["accuracy"]),
+    }
+
+
+# ----- inputs and the encoder/head split --------------------------------------------------------
+def test_token_inputs_cut_each_batch_to_its_longest_sequence():
+    rows = [
+        {"input_ids": [5, 6, 7, 0, 0], "attention_mask": [1, 1, 1, 0, 0]},
+        {"input_ids": [8, 0, 0, 0, 0], "attention_mask": [1, 0, 0, 0, 0]},
+        {"input_ids": [9, 9, 0, 0, 0], "attention_mask": [1, 1, 0, 0, 0]},
+    ]
+    inputs = TokenInputs.from_rows(rows, pad_token_id=0)
+    assert inputs.columns["input_ids"].shape == (3, 3)
+    batch = inputs.gather(torch.tensor([1, 2]), torch.device("cpu"))
+    assert batch["input_ids"].tolist() == [[8, 0], [9, 9]]
+    assert batch["attention_mask"].tolist() == [[1, 0], [1, 1]]
+    assert [b["input_ids"].shape[1] for b in inputs.batches(2, torch.device("cpu"))] == [3, 2]
+
+
+@pytest.mark.parametrize("suite", ["tiny-roberta_glue", "tiny-gpt2_glue"])
+def test_family_head_on_features_equals_the_classifiers_own_forward(tiny_text, suite):
+    pool = _pool(tiny_text, suite)
+    family = family_for(pool, cpu_fabric())
+    task = pool.model_names[0]
+    encoder, head = family.load_encoder(task), family.load_head(task)
+    inputs = family.adaptation_inputs(task, batch_size=32, num_workers=0, dtype=torch.float32)
+    batch = inputs.gather(torch.arange(8), torch.device("cpu"))
+    from fusion_bench_tinting.families.sequence_classification import load_classifier
+
+    classifier = load_classifier(pool, task).eval()
+    with torch.no_grad():
+        expected = classifier(**batch).logits
+        actual = head(family.encode(encoder, batch))
+    assert torch.allclose(actual, expected, atol=1e-5)
+
+
+def test_bert_layout_matches_bert_forward():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from fusion_bench_tinting.families.sequence_classification import layout_for
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=3)
+    ).eval()
+    batch = {"input_ids": torch.randint(1, 50, (4, 7)), "attention_mask": torch.ones(4, 7, dtype=torch.long)}
+    layout = layout_for("bert")
+    with torch.no_grad():
+        actual = getattr(model, layout.head_attribute)(layout.features(model.bert(**batch), batch))
+        assert torch.allclose(actual, model(**batch).logits, atol=1e-6)
+
+
+# ----- the methods ------------------------------------------------------------------------------
+def test_tinting_on_tiny_roberta_with_a_regression_task(tiny_text, tmp_path):
+    report = run_cli(
+        ["--config-dir", str(tiny_text / "config"), "method=model_tinting_plusplus", "modelpool=tiny-roberta_glue",
+         "method.max_steps=20"],
+        tmp_path / "log",
+    )
+    assert report["cola"]["metric"] == "matthews_correlation"
+    assert report["stsb"]["metric"] == "pearson_spearman" and "pearson" in report["stsb"]
+    assert report["sst2"]["metric"] == "accuracy"
+    scores = [report[t]["score"] for t in ("sst2", "cola", "stsb")]
+    assert report["average"]["score"] == pytest.approx(sum(scores) / 3)
+    extras = report["adaptation"]
+    assert extras["lr"] == 0.0005  # the NLP default
+    assert extras["filter_dropped_fraction"]["stsb"] == 0.0  # regression: plain loss on every sample
+    assert extras["optimizer_steps"] == 60
+
+
+def test_baselines_run_on_the_encoder_pool_with_per_task_heads(tiny_text, tmp_path):
+    config = ["--config-dir", str(tiny_text / "config"), "modelpool=tiny-roberta_glue", "taskpool=tiny-roberta_glue"]
+    individual = run_cli([*config, "method=individual"], tmp_path / "individual")
+    task_arithmetic = run_cli([*config, "method=task_arithmetic"], tmp_path / "ta")
+    tinting = run_cli([*config, "method=model_tinting", "method.max_steps=100", "method.lr=0.005"], tmp_path / "mt")
+    assert individual["average"]["score"] > task_arithmetic["average"]["score"]
+    assert tinting["average"]["score"] > task_arithmetic["average"]["score"]
+
+
+@pytest.mark.slow
+def test_gpt2_suite_with_fusion_bench_task_pool_subprocess(tiny_text, tmp_path):
+    """FusionBench's own GPT-2 GLUE task pool class is selected; the run upgrades it so that each task
+    is evaluated with its tinted head."""
+    log_dir = tmp_path / "log"
+    run_cli_subprocess(
+        ["--config-dir", str(tiny_text / "config"), "method=model_tinting", "modelpool=tiny-gpt2_glue",
+         "taskpool=tiny-gpt2_glue", "method.max_steps=5"],
+        log_dir,
+    )
+    report = json.loads((log_dir / "program_report.json").read_text())
+    assert {"sst2", "cola"} <= set(report) and report["adaptation"]["method"] == "model_tinting"
+
+
+def test_block_tinting_on_text(tiny_text):
+    model = _run(_pool(tiny_text, "tiny-roberta_glue"), tinted_layer=1)
+    assert all(n.startswith("encoder.layer.1.") for n in model.modulators["cola"].block_names)
+    gpt2 = _run(_pool(tiny_text, "tiny-gpt2_glue"), tinted_layer=0)
+    assert all(n.startswith("h.0.") for n in gpt2.modulators["sst2"].block_names)
+
+
+# ----- bad input --------------------------------------------------------------------------------
+def test_classification_only_loss_with_a_regression_task_is_refused(tiny_text):
+    with pytest.raises(TintingConfigError, match=r"loss='kl' needs class probabilities, but \['stsb'\]"):
+        _run(_pool(tiny_text, "tiny-roberta_glue"), loss="kl")
+
+
+def test_checkpoint_label_count_differing_from_the_data_is_refused(tiny_text, tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    three_classes = Dataset.from_dict(
+        {"input_ids": [[0, 5, 2]], "attention_mask": [[1, 1, 1]], "label": [2]},
+        features=Features({"input_ids": Sequence(Value("int64")), "attention_mask": Sequence(Value("int64")),
+                           "label": ClassLabel(num_classes=3)}),
+    )
+    three_classes.save_to_disk(str(tmp_path / "three"))
+    pool = _pool(tiny_text, "tiny-roberta_glue")
+    pool._test_datasets["cola"]["dataset_path"] = str(tmp_path / "three")
+    with pytest.raises(TintingConfigError, match="task 'cola' predicts 2 labels but the task's data has 3"):
+        _run(pool)
+
+
+def test_checkpoint_with_another_tokenizer_is_refused(tiny_text, tmp_path):
+    from fusion_bench_tinting.testing.tiny_text import tiny_tokenizer
+
+    pool = _pool(tiny_text, "tiny-roberta_glue")
+    copy = tmp_path / "sst2"
+    shutil.copytree(pool._models["sst2"]["pretrained_model_name_or_path"], copy)
+    tiny_tokenizer("gpt2").save_pretrained(copy)
+    pool._models["sst2"]["pretrained_model_name_or_path"] = str(copy)
+    with pytest.raises(TintingConfigError, match="task 'sst2' ships a tokenizer whose vocabulary differs"):
+        _run(pool)
+
+
+def test_unknown_glue_task_is_refused():
+    from fusion_bench_tinting.text_data import load_glue
+
+    with pytest.raises(TintingConfigError, match="GLUE has no task 'mnli-mm'; the tasks are"):
+        load_glue("mnli-mm", tokenizer=None)
+
+
+def test_missing_local_checkpoint_names_the_builder(tiny_text):
+    pool = _pool(tiny_text, "tiny-roberta_glue")
+    pool._models["cola"]["pretrained_model_name_or_path"] = "./nowhere/cola"
+    with pytest.raises(TintingConfigError, match="checkpoint of task 'cola' does not exist.*build_minilm_text"):
+        _run(pool)
+
+
+def test_roberta_glue_suite_configs_compose():
+    from hydra import compose, initialize_config_dir
+
+    from hydra_plugins.fusion_bench_tinting.search_path import fusion_bench_config_dir
+
+    with initialize_config_dir(config_dir=str(fusion_bench_config_dir()), version_base=None):
+        cfg = compose("fabric_model_fusion", overrides=["modelpool=roberta-base_glue", "taskpool=roberta-base_glue"])
+    modelpool = OmegaConf.to_container(cfg.modelpool, resolve=True)
+    tasks = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
+    assert list(modelpool["models"]) == ["_pretrained_", *tasks]
+    assert modelpool["models"]["mnli"]["subfolder"] == "mnli/roberta-base_lr1e-05"
+    assert {t: d["max_length"] for t, d in modelpool["test_datasets"].items()} == {t: 128 for t in tasks}
+    assert cfg.taskpool._target_ == "fusion_bench_tinting.text_taskpool.SequenceClassificationTaskPool"
