@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Mapping, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -105,6 +105,12 @@ class TintingTrainer:
         self._kept = [torch.zeros((), dtype=torch.long, device=device) for _ in tasks]
         self._seen = [0 for _ in tasks]
         self._last_loss = [torch.zeros((), device=device) for _ in tasks]
+        # where the loop is: iteration, its task order and the next position in it
+        self.iteration, self.order, self.position = 0, None, 0
+        self.visits = self.steps = self.skipped = 0
+        self.seconds = 0.0
+        self._window_loss = torch.zeros((), device=device)
+        self._window_count = 0
 
         merger.coefficients.requires_grad_(options.train_coefficients)
         params: List[nn.Parameter] = [merger.coefficients] if options.train_coefficients else []
@@ -163,55 +169,118 @@ class TintingTrainer:
         return loss
 
     # ----- loop --------------------------------------------------------------------------------
-    def run(self) -> AdaptationStats:
-        steps = skipped = 0
+    def _sequential_step(self, index: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.task_loss(index, self.merged())
+        if loss is None:
+            self.skipped += 1
+            return
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        self._window_loss += loss.detach()
+        self._window_count += 1
+
+    def _joint_step(self, order: List[int]) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        merged = self.merged()
+        losses = [loss for loss in (self.task_loss(i, merged) for i in order) if loss is not None]
+        if not losses:
+            self.skipped += 1
+            return
+        total = torch.stack(losses).sum()
+        total.backward()
+        self.optimizer.step()
+        self.steps += 1
+        self._window_loss += total.detach() / len(losses)
+        self._window_count += 1
+
+    def _log_window(self, iteration: int, progress) -> None:
+        if self._window_count:
+            mean_loss = (self._window_loss / self._window_count).item()
+            progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps)
+            if self.log_metrics is not None:
+                self.log_metrics({"train/loss": mean_loss}, iteration + 1)
+        self._window_loss = torch.zeros((), device=self.device)
+        self._window_count = 0
+
+    def run(self, on_visit: Optional[Callable[["TintingTrainer"], None]] = None) -> AdaptationStats:
+        """Adapt until ``max_steps`` iterations are done (from where :meth:`load_state_dict` left off).
+        ``on_visit`` is called after every task step (sequential) or joint step, e.g. to checkpoint."""
         start = time.perf_counter()
-        window_loss = torch.zeros((), device=self.device)
-        window_count = 0
         num_tasks = len(self.tasks)
-        progress = tqdm(range(self.options.max_steps), desc="Model Tinting adaptation", dynamic_ncols=True)
-        for iteration in progress:
-            order = torch.randperm(num_tasks, generator=self.generator).tolist()
+        progress = tqdm(
+            total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation", dynamic_ncols=True
+        )
+        while self.iteration < self.options.max_steps:
+            if self.order is None:  # a new iteration: a fresh random task order
+                self.order = torch.randperm(num_tasks, generator=self.generator).tolist()
+                self.position = 0
             if self.options.update == "sequential":
-                for index in order:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss = self.task_loss(index, self.merged())
-                    if loss is None:
-                        skipped += 1
-                        continue
-                    loss.backward()
-                    self.optimizer.step()
-                    steps += 1
-                    window_loss += loss.detach()
-                    window_count += 1
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                merged = self.merged()
-                losses = [loss for loss in (self.task_loss(i, merged) for i in order) if loss is not None]
-                if not losses:
-                    skipped += 1
-                else:
-                    total = torch.stack(losses).sum()
-                    total.backward()
-                    self.optimizer.step()
-                    steps += 1
-                    window_loss += total.detach() / len(losses)
-                    window_count += 1
-            if (iteration + 1) % self.options.log_every == 0 or iteration + 1 == self.options.max_steps:
-                if window_count:
-                    mean_loss = (window_loss / window_count).item()
-                    progress.set_postfix(loss=f"{mean_loss:.4f}", steps=steps)
-                    if self.log_metrics is not None:
-                        self.log_metrics({"train/loss": mean_loss}, iteration + 1)
-                window_loss = torch.zeros((), device=self.device)
-                window_count = 0
+                while self.position < num_tasks:
+                    self._sequential_step(self.order[self.position])
+                    self.position += 1
+                    self.visits += 1
+                    if on_visit is not None:
+                        on_visit(self)
+            elif self.position == 0:
+                self._joint_step(self.order)
+                self.position = num_tasks
+                self.visits += 1
+                if on_visit is not None:
+                    on_visit(self)
+            if (self.iteration + 1) % self.options.log_every == 0 or self.iteration + 1 == self.options.max_steps:
+                self._log_window(self.iteration, progress)
+            self.iteration += 1
+            self.order = None
+            progress.update(1)
         progress.close()
+        self.seconds += time.perf_counter() - start
         kept = [int(k) for k in self._kept]
         return AdaptationStats(
-            optimizer_steps=steps,
-            skipped_steps=skipped,
-            seconds=time.perf_counter() - start,
+            optimizer_steps=self.steps,
+            skipped_steps=self.skipped,
+            seconds=self.seconds,
             samples_seen={t.name: seen for t, seen in zip(self.tasks, self._seen)},
             samples_dropped={t.name: seen - k for t, seen, k in zip(self.tasks, self._seen, kept)},
             final_loss={t.name: float(loss) for t, loss in zip(self.tasks, self._last_loss)},
         )
+
+    # ----- state (checkpoints) -----------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to continue exactly where the loop is (between two task steps)."""
+        return {
+            "iteration": self.iteration,
+            "order": self.order,
+            "position": self.position,
+            "visits": self.visits,
+            "steps": self.steps,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+            "seen": list(self._seen),
+            "kept": [int(k) for k in self._kept],
+            "last_loss": [float(x) for x in self._last_loss],
+            "coefficients": self.merger.coefficients.detach().cpu().clone(),
+            "tinted": [[p.detach().cpu().clone() for p in t.tinted_parameters()] for t in self.tasks],
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "samplers": [s.state_dict() for s in self.samplers],
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.iteration, self.order, self.position = state["iteration"], state["order"], state["position"]
+        self.visits, self.steps, self.skipped = state["visits"], state["steps"], state["skipped"]
+        self.seconds = state["seconds"]
+        self._seen = list(state["seen"])
+        self._kept = [torch.tensor(k, device=self.device) for k in state["kept"]]
+        self._last_loss = [torch.tensor(x, device=self.device) for x in state["last_loss"]]
+        self.merger.coefficients.copy_(state["coefficients"])
+        for task, tensors in zip(self.tasks, state["tinted"]):
+            for param, value in zip(task.tinted_parameters(), tensors):
+                param.copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        for sampler, sampler_state in zip(self.samplers, state["samplers"]):
+            sampler.load_state_dict(sampler_state)
+        self._fixed_merge = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -25,6 +26,8 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
 from .adaptation import AdaptationOptions, AdaptationStats, TaskState, TintingTrainer
+from .caching import TaskCache, library_versions
+from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, check_resumable, fingerprint
 from .data import AdaptationInputs, TensorInputs
 from .errors import TintingConfigError
 from .families import PRETRAINED, ModelFamily, family_for
@@ -35,6 +38,13 @@ from .tinted_model import TintedModel, TintModulator
 from .weights_io import WEIGHTS_FILE, check_matches, load_tinting, resolve_weights_path, save_tinting
 
 log = logging.getLogger(__name__)
+
+
+def fusion_bench_cache_dir() -> str:
+    """FusionBench's cache folder: $FUSION_BENCH_CACHE_DIR, else the run's ``path.cache_dir``."""
+    from fusion_bench.constants import RuntimeConstants
+
+    return os.environ.get("FUSION_BENCH_CACHE_DIR") or str(RuntimeConstants().cache_dir)
 
 SPARSITY_THRESHOLD = 1e-5
 _INPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -68,6 +78,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             than a quarter of its free memory).
         preprocess_batch_size, num_workers: data loading for the one preprocessing and teacher pass.
         log_every: iterations between progress-bar/logger updates (each costs one host sync).
+        checkpoint_every: task steps between checkpoints in ``<log dir>/checkpoints`` (0: none).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        resume: a run's log folder (or its ``checkpoints/``) to continue from its newest readable
+            checkpoint; refused when the model pool, tasks or options differ.
+        reuse_cache: keep each task's preprocessed inputs and teacher outputs in FusionBench's cache
+            folder and reuse them while the files and configs they come from are unchanged.
     """
 
     def __init__(
@@ -94,6 +110,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         preprocess_batch_size: int = 128,
         num_workers: int = 0,
         log_every: int = 10,
+        checkpoint_every: int = 0,
+        keep_checkpoints: int = 2,
+        resume: Optional[str] = None,
+        reuse_cache: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -203,19 +223,35 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             check_same_parameters(pretrained_params, dict(finetuned.named_parameters()), task)
             merger.set_task_vector(index, dict(finetuned.named_parameters()))
             if teachers:
-                with self.profile("preprocess inputs"):
-                    cached = family.adaptation_inputs(
-                        task,
-                        batch_size=self.preprocess_batch_size,
-                        num_workers=self.num_workers,
-                        dtype=_INPUT_DTYPES[self.input_dtype],
-                    )
-                    inputs[task] = self._place(cached, device)
-                with self.profile("teacher outputs"):
-                    outputs[task] = self._teacher_outputs(family, finetuned.to(device), heads[task], inputs[task], device)
+                inputs[task], outputs[task] = self._inputs_and_teacher(family, task, finetuned, heads[task], device)
             del finetuned  # the fine-tuned encoders never stay on the device
         merger.check_complete()
         return heads, inputs, outputs
+
+    def _inputs_and_teacher(self, family, task, finetuned, head, device):
+        """The task's preprocessed inputs and the teacher's outputs on them, from the cache when the
+        files and configs they come from are unchanged."""
+        cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
+        key = None
+        if self.reuse_cache:
+            key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
+            entry = cache.load(key)
+            if entry is not None:
+                log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
+                return self._place(entry["inputs"], device), entry["teacher"].to(device)
+        with self.profile("preprocess inputs"):
+            cached = family.adaptation_inputs(
+                task, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
+                dtype=_INPUT_DTYPES[self.input_dtype],
+            )
+        with self.profile("teacher outputs"):
+            teacher = self._teacher_outputs(family, finetuned.to(device), head, cached, device)
+        if key is not None and self.fabric.is_global_zero:
+            cache.save(key, {"inputs": cached, "teacher": teacher.cpu()})
+        return self._place(cached, device), teacher
+
+    def _fingerprint(self, modelpool, tasks) -> dict:
+        return fingerprint(tasks, OmegaConf.to_container(modelpool.config, resolve=True), OmegaConf.to_container(self.config))
 
     def _adapt(self, family, pretrained, merger, states, device, lr, max_steps) -> AdaptationStats:
         trainer = TintingTrainer(
@@ -239,7 +275,30 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             autocast=self.fabric.autocast,
             log_metrics=self._log_metrics,
         )
-        return trainer.run()
+        run_fingerprint = self._fingerprint(family.modelpool, [s.name for s in states])
+        if self.resume:
+            store = CheckpointStore.for_resume(self.resume)
+            state, path = store.load_latest()
+            if state is None:
+                raise TintingConfigError(f"resume={self.resume!r}: no readable checkpoint in {store.folder}")
+            check_resumable(state["fingerprint"], run_fingerprint, str(path))
+            trainer.load_state_dict(state["trainer"])
+            log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
+        return trainer.run(on_visit=self._checkpointer(run_fingerprint))
+
+    def _checkpointer(self, run_fingerprint: dict):
+        if self.checkpoint_every <= 0:
+            return None
+        if self.log_dir is None:
+            log.warning("No log folder (no Fabric logger): checkpoints are not written.")
+            return None
+        store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints)
+
+        def save(trainer: TintingTrainer) -> None:
+            if trainer.visits % self.checkpoint_every == 0 and self.fabric.is_global_zero:
+                store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict()}, trainer.visits)
+
+        return save
 
     def _block_parameter_names(self, family: ModelFamily, encoder: nn.Module) -> List[str]:
         index = self._tinted_block_index()
@@ -343,6 +402,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             "coefficients_below_1e-5": self._sparsity(merger, block_names),
             "mean_coefficient_per_task": {s.name: float(c) for s, c in zip(states, coefficients.mean(dim=1))},
             "seed": int(self.seed),
+            "versions": library_versions(),
         }
         if stats is None:
             report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))

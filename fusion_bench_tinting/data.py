@@ -151,3 +151,9 @@ class EpochSampler:
         batch = self._order[self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
         return batch
+
+    def state_dict(self) -> dict:
+        return {"order": self._order.clone(), "cursor": self._cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._order, self._cursor = state["order"].clone(), state["cursor"]

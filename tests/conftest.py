@@ -23,13 +23,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _own_temp_folder(tmp_path, monkeypatch):
-    """Each test runs in its own folder (FusionBench writes ./outputs) with its own joblib cache
-    (FusionBench caches zero-shot heads by task and model path, not by class names)."""
+    """Each test runs in its own folder (FusionBench writes ./outputs) with its own cache folder."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FUSION_BENCH_CACHE_DIR", str(tmp_path / "cache"))
-    from fusion_bench.constants import RuntimeConstants
-
-    RuntimeConstants.cache_dir = str(tmp_path / "cache")
     yield
 
 

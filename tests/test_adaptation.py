@@ -148,3 +148,41 @@ def test_nothing_to_train_is_refused():
     merger, encode, states = _toy()
     with pytest.raises(ValueError, match="Nothing to train"):
         _trainer(merger, encode, states, train_coefficients=False, train_tinted_layer=False)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("update", ["sequential", "joint"])
+def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(update):
+    import io
+
+    merger, encode, states = _toy()
+    uninterrupted = _trainer(merger, encode, states, max_steps=4, update=update, confidence_filter=True)
+    expected_stats = uninterrupted.run()
+    expected = _snapshot(merger, states)
+
+    saved = {}
+
+    def stop_after_five(trainer):
+        if trainer.visits == (5 if update == "sequential" else 2):  # mid-iteration for sequential
+            buffer = io.BytesIO()
+            torch.save(trainer.state_dict(), buffer)
+            saved["state"] = buffer.getvalue()
+            raise _Stop
+
+    merger, encode, states = _toy()
+    with pytest.raises(_Stop):
+        _trainer(merger, encode, states, max_steps=4, update=update, confidence_filter=True).run(on_visit=stop_after_five)
+
+    merger, encode, states = _toy()  # a fresh process: same initial state, then the checkpoint
+    resumed = _trainer(merger, encode, states, max_steps=4, update=update, confidence_filter=True)
+    resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=False))
+    stats = resumed.run()
+    actual = _snapshot(merger, states)
+    assert torch.equal(expected[0], actual[0])
+    assert all(torch.equal(a, b) for a, b in zip(expected[1], actual[1]))
+    assert (stats.optimizer_steps, stats.skipped_steps, stats.samples_dropped) == (
+        expected_stats.optimizer_steps, expected_stats.skipped_steps, expected_stats.samples_dropped,
+    )

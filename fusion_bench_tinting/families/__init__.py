@@ -25,7 +25,7 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
     if isinstance(modelpool, CLIPVisionModelPool):
         from .hf_clip import HFCLIPVisionFamily
 
-        return HFCLIPVisionFamily(modelpool, device, fabric)
+        return HFCLIPVisionFamily(modelpool, device)
     from fusion_bench.modelpool import SequenceClassificationModelPool
     from fusion_bench.modelpool.huggingface_gpt2_classification import GPT2ForSequenceClassificationPool
 

@@ -13,11 +13,13 @@ from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from fusion_bench import BaseModelPool
 
+from ..caching import describe_source
 from ..data import AdaptationInputs
 from ..errors import TintingConfigError
 
@@ -107,6 +109,24 @@ class ModelFamily(ABC):
     def is_regression(self, head: nn.Module) -> bool:
         """Whether a task's head has a single output (a regression task, e.g. STS-B)."""
         return False
+
+    def cache_identity(self, task: str) -> Dict[str, Any]:
+        """What the task's preprocessed inputs and teacher outputs depend on (see :mod:`..caching`)."""
+        pool = self.modelpool
+        identity = {
+            "family": type(self).__name__,
+            "task": task,
+            "model": describe_source(pool._models[task]),
+            "pretrained": describe_source(pool._models[PRETRAINED]) if PRETRAINED in pool._models else None,
+            "dataset": describe_source(pool._test_datasets[task]),
+        }
+        for attribute in ("_processor", "_tokenizer", "_classification_heads"):
+            value = getattr(pool, attribute, None)
+            if isinstance(value, (dict, DictConfig)) and task in value:
+                value = value[task]
+            if value is not None:
+                identity[attribute.strip("_")] = describe_source(value)
+        return identity
 
     # ----- data --------------------------------------------------------------------------------
     @abstractmethod

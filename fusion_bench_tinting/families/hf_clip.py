@@ -9,37 +9,32 @@ reproduces the zero-shot logits and is what the reference code trains.
 
 from __future__ import annotations
 
-from typing import Any, List
+import copy
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from fusion_bench.dataset.image_dataset import ImageClassificationDataset
-from fusion_bench.mixins import CLIPClassificationMixin
 from fusion_bench.modelpool import CLIPVisionModelPool
-from fusion_bench.tasks.clip_classification import CLIPTemplateFactory
+from fusion_bench.models.hf_clip import HFCLIPClassifier
+from fusion_bench.tasks.clip_classification import CLIPTemplateFactory, get_classnames_and_templates
 
 from ..data import TensorInputs, cache_inputs
 from ..errors import TintingConfigError
 from .base import PRETRAINED, ModelFamily
 
 
-class _ZeroShotHeads(CLIPClassificationMixin):
-    """FusionBench's zero-shot head construction (cached with joblib), used outside an algorithm."""
-
-    def __init__(self, modelpool: CLIPVisionModelPool, fabric):
-        self.modelpool = modelpool
-        self.fabric = fabric
-        self.zeroshot_weights = {}  # the mixin's class-level dict would be shared between instances
-
-
 class HFCLIPVisionFamily(ModelFamily):
     modelpool: CLIPVisionModelPool
 
-    def __init__(self, modelpool: CLIPVisionModelPool, device: torch.device, fabric):
+    def __init__(self, modelpool: CLIPVisionModelPool, device: torch.device):
         super().__init__(modelpool, device)
-        self._heads = _ZeroShotHeads(modelpool, fabric)
-        self._heads_ready = False
+        self._text_embeddings: Dict[str, Tensor] = {}
+        self._processor = None
+        self.visual_projection: Optional[nn.Module] = None
+        self.logit_scale_exp: Optional[float] = None
 
     def validate_task(self, task: str) -> None:
         super().validate_task(task)
@@ -55,32 +50,47 @@ class HFCLIPVisionFamily(ModelFamily):
         encoder = self.modelpool.load_model(name)
         return encoder.eval().requires_grad_(False)
 
+    @property
+    def processor(self):
+        if self._processor is None:
+            self._processor = self.modelpool.load_processor()
+        return self._processor
+
+    @torch.no_grad()
     def _setup_heads(self) -> None:
-        if not self._heads_ready:
-            self._heads.setup_zero_shot_classification_head(task_names=self.task_names())
-            self._heads.visual_projection = self._heads.visual_projection.to(self.device).float()
-            self._heads_ready = True
+        """Zero-shot text embeddings of every task with FusionBench's ``HFCLIPClassifier``. Not through
+        ``CLIPClassificationMixin``: its joblib cache is keyed by task and model *path*, so a changed model
+        at the same path would get stale heads."""
+        if self.visual_projection is not None:
+            return
+        clip_model = self.modelpool.load_clip_model(PRETRAINED)
+        classifier = HFCLIPClassifier(clip_model, self.processor).to(self.device)
+        for task in tqdm(self.task_names(), desc="Zero-shot heads", leave=False):
+            classifier.set_classification_task(*get_classnames_and_templates(task))
+            self._text_embeddings[task] = classifier.zeroshot_weights.detach().float().clone()
+        self.visual_projection = copy.deepcopy(clip_model.visual_projection).float().requires_grad_(False)
+        self.logit_scale_exp = float(clip_model.logit_scale.exp())
 
     def load_head(self, task: str) -> nn.Module:
         self._setup_heads()
-        text_embeddings = self._heads.zeroshot_weights[task].float()
+        text_embeddings = self._text_embeddings[task]
         head = nn.Linear(text_embeddings.shape[1], text_embeddings.shape[0], bias=True)
         with torch.no_grad():
-            head.weight.copy_(self._heads.logit_scale_exp.float().cpu() * text_embeddings.cpu())
+            head.weight.copy_(self.logit_scale_exp * text_embeddings.cpu())
             head.bias.zero_()
         return head.to(self.device)
 
     def features(self, encoder_output: Any, inputs: Any) -> Tensor:
         self._setup_heads()
         pooled = encoder_output[1]
-        embeddings = self._heads.visual_projection(pooled.to(self._heads.visual_projection.weight.dtype))
+        embeddings = self.visual_projection(pooled.to(self.visual_projection.weight.dtype))
         return embeddings / embeddings.norm(p=2, dim=-1, keepdim=True)
 
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         return [f"vision_model.encoder.layers.{i}." for i in range(len(encoder.vision_model.encoder.layers))]
 
     def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
-        dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), self._heads.clip_processor)
+        dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), self.processor)
         return cache_inputs(
             dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
         )

@@ -55,7 +55,7 @@ class MiniLMTextSpec:
     @classmethod
     def quick(cls) -> "MiniLMTextSpec":
         """A smaller build for CI: fewer samples and fine-tuning steps."""
-        return cls(train_size=320, test_size=128, finetune_steps=60, finetune_lr=3e-4, max_length=48)
+        return cls(train_size=256, test_size=96, finetune_steps=40, finetune_lr=3e-4, batch_size=16, max_length=32)
 
 
 # ----- sources ---------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""Checkpoints of an adaptation run, written so that a killed run can resume exactly.
+
+A checkpoint holds the trainer's whole state (coefficients, tinted layers, optimizer state, random
+generator, batch samplers, the position in the task order, counters) plus a *fingerprint* of the run
+(task list, model pool config, method options that change the result). Files are written atomically
+(temporary file, then rename), so a kill during a write never leaves a corrupt ``checkpoint-*.pt``;
+a file that cannot be read anyway (a truncated copy, a full disk) is skipped for the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from .errors import TintingConfigError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FOLDER = "checkpoints"
+#: method options that do not change the adaptation's result
+NON_SEMANTIC_OPTIONS = {
+    "resume", "checkpoint_every", "keep_checkpoints", "log_every", "save_weights", "num_workers",
+    "preprocess_batch_size", "reuse_cache", "inputs_on_device", "weights",
+}
+
+
+def fingerprint(task_names, modelpool_config: Mapping, method_config: Mapping) -> Dict[str, Any]:
+    """What must be equal for a checkpoint to be resumed: JSON-able, compared key by key."""
+    method = {k: v for k, v in method_config.items() if k not in NON_SEMANTIC_OPTIONS}
+    return json.loads(json.dumps({"tasks": list(task_names), "modelpool": modelpool_config, "method": method}, default=str))
+
+
+def _differences(saved: Any, current: Any, path: str = "") -> List[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(set(saved) | set(current), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in saved:
+                found.append(f"{where} is new ({current[key]!r})")
+            elif key not in current:
+                found.append(f"{where} was {saved[key]!r}, now absent")
+            else:
+                found.extend(_differences(saved[key], current[key], where))
+        return found
+    return [] if saved == current else [f"{path}: checkpoint {saved!r}, now {current!r}"]
+
+
+def check_resumable(saved: Mapping, current: Mapping, source: str) -> None:
+    differences = _differences(saved, current)
+    if differences:
+        shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+        raise TintingConfigError(
+            f"Refusing to resume from {source}: the run differs from the checkpointed one ({shown}). "
+            "Resume with the same model pool, task list and method options, or start a new run."
+        )
+
+
+class CheckpointStore:
+    """``checkpoint-<visits>.pt`` files in one folder; keeps the newest ``keep``."""
+
+    def __init__(self, folder: os.PathLike, keep: int = 2):
+        self.folder = Path(folder)
+        self.keep = max(1, keep)
+
+    @classmethod
+    def for_resume(cls, path: os.PathLike, keep: int = 2) -> "CheckpointStore":
+        """Accept a checkpoint folder or the log folder of the run that wrote it."""
+        path = Path(path)
+        if (path / CHECKPOINT_FOLDER).is_dir():
+            path = path / CHECKPOINT_FOLDER
+        if not path.is_dir():
+            raise TintingConfigError(f"resume={str(path)!r}: no such folder (give a run's log folder or its checkpoints/)")
+        return cls(path, keep)
+
+    def files(self) -> List[Path]:
+        found = [(int(p.stem.split("-")[1]), p) for p in self.folder.glob("checkpoint-*.pt") if p.stem.split("-")[1].isdigit()]
+        return [p for _, p in sorted(found)]
+
+    def save(self, state: Mapping[str, Any], visits: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"checkpoint-{visits}.pt"
+        temporary = path.with_suffix(".pt.tmp")
+        with open(temporary, "wb") as handle:
+            torch.save(dict(state), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        for old in self.files()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self) -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
+        """The newest readable checkpoint (skipping unreadable ones with a warning), or (None, None)."""
+        for path in reversed(self.files()):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False), path
+            except Exception as error:  # truncated or otherwise unreadable file
+                log.warning("Checkpoint %s cannot be read (%s); trying the previous one.", path, error)
+        return None, None

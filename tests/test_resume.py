@@ -1,0 +1,122 @@
+"""Runs that survive interruption and reproduce exactly (CPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import cpu_fabric, load_pool, run_cli
+from safetensors.torch import load_file
+
+from fusion_bench_tinting import ModelTintingAlgorithm
+from fusion_bench_tinting.checkpointing import CheckpointStore
+from fusion_bench_tinting.errors import TintingConfigError
+
+
+def _without_timing(report):
+    report = dict(report)
+    report["adaptation"] = {k: v for k, v in report["adaptation"].items() if k != "adaptation_time_s"}
+    return report
+
+
+def test_same_seed_same_config_gives_identical_reports(tiny_suites, tmp_path):
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4",
+              "method.max_steps=15"]
+    first = run_cli(config, tmp_path / "first")
+    second = run_cli(config, tmp_path / "second")  # the second one also reads the teacher cache
+    assert _without_timing(first) == _without_timing(second)
+    assert first["adaptation"]["seed"] == 42
+    assert {"python", "torch", "transformers", "fusion-bench"} <= set(first["adaptation"]["versions"])
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_suites, tmp_path):
+    common = [
+        "fusion_bench", "--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
+        "taskpool=dummy", "method.max_steps=300", "method.checkpoint_every=40", "fabric.accelerator=cpu",
+        "print_config=false",
+    ]
+    subprocess.run([*common, f"path.log_dir={tmp_path / 'reference'}"], check=True, capture_output=True)
+
+    killed = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'killed'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("checkpoint-*.pt")) and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "model_tinting.safetensors").exists()
+
+    subprocess.run(
+        [*common, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={tmp_path / 'killed'}"],
+        check=True, capture_output=True,
+    )
+    expected = load_file(str(tmp_path / "reference" / "model_tinting.safetensors"))
+    actual = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key  # bitwise on the CPU
+
+
+def test_truncated_checkpoint_is_skipped_for_the_previous_one(tmp_path, caplog):
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save({"value": torch.tensor([1.0])}, 10)
+    newest = store.save({"value": torch.tensor([2.0])}, 20)
+    newest.write_bytes(newest.read_bytes()[:40])  # e.g. a copy cut short
+    state, path = store.load_latest()
+    assert path.name == "checkpoint-10.pt" and state["value"].item() == 1.0
+    assert "cannot be read" in caplog.text
+    store.save({"value": torch.tensor([3.0])}, 30)
+    store.save({"value": torch.tensor([4.0])}, 40)
+    assert [p.name for p in store.files()] == ["checkpoint-20.pt", "checkpoint-30.pt", "checkpoint-40.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_with_another_configuration_is_refused(tiny_suites, tmp_path):
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "taskpool=dummy"]
+    run_cli([*config, "method.max_steps=3", "method.checkpoint_every=4"], tmp_path / "run")
+    algorithm = ModelTintingAlgorithm(max_steps=3, lr=0.02, resume=str(tmp_path / "run"))
+    algorithm.fabric = cpu_fabric()
+    with pytest.raises(TintingConfigError, match=r"Refusing to resume .*method\.lr: checkpoint 'auto', now 0\.02"):
+        algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    del pool._models["cifar10"]
+    algorithm = ModelTintingAlgorithm(max_steps=3, resume=str(tmp_path / "run"))
+    algorithm.fabric = cpu_fabric()
+    with pytest.raises(TintingConfigError, match="Refusing to resume .*tasks"):
+        algorithm.run(pool)
+
+
+def test_changed_model_file_invalidates_the_cached_teacher_outputs(tiny_suites, tmp_path):
+    import shutil
+
+    from transformers import CLIPVisionModel
+
+    suite = tmp_path / "suite"
+    shutil.copytree(tiny_suites / "hf_clip", suite)
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    for task in pool.model_names:
+        pool._models[task] = str(suite / task)
+    cache = tmp_path / "cache" / "model_tinting"
+
+    def run():
+        algorithm = ModelTintingAlgorithm(max_steps=0)
+        algorithm.fabric = cpu_fabric()
+        algorithm.run(pool)
+        return sorted(p.name for p in cache.glob("*.pt"))
+
+    first = run()
+    assert len(first) == 4
+    assert run() == first  # unchanged inputs: every entry reused, none added
+    model = CLIPVisionModel.from_pretrained(suite / "stl10")
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    time.sleep(0.01)
+    model.save_pretrained(suite / "stl10")
+    after = run()
+    assert len(after) == 5 and set(first) < set(after)  # a new entry for the changed task only
