@@ -8,14 +8,26 @@ task's head when the model provides one. After evaluation it adds the model's ``
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import os
+from typing import Any, Dict, Iterable, List, Optional
 
+import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from torch import nn
+from torch import Tensor, nn
 
 
 class TaskAwareEvaluation:
     _model_under_evaluation: Optional[nn.Module] = None
+    #: also write each task's logits and labels to ``<log dir>/predictions/<task>.pt`` (for analyses)
+    save_predictions: bool = False
+
+    def _save_task_predictions(self, task_name: str, logits: Tensor, labels: Tensor) -> None:
+        log_dir = getattr(self, "log_dir", None)
+        if not self.save_predictions or log_dir is None or not self.fabric.is_global_zero:
+            return
+        folder = os.path.join(log_dir, "predictions")
+        os.makedirs(folder, exist_ok=True)
+        torch.save({"logits": logits.detach().float().cpu(), "labels": labels.detach().cpu()}, os.path.join(folder, f"{task_name}.pt"))
 
     def _switch_to_task(self, task_name: str) -> Optional[nn.Module]:
         """Put the model in ``task_name``'s configuration; return its own head for the task, if any."""
@@ -60,3 +72,34 @@ def print_report_table(report: Dict[str, Any]) -> None:
     Console().print(table)
 
 
+
+
+class PredictionRecorder:
+    """Wraps a task pool's classifier and test loader to keep the logits and labels they see."""
+
+    def __init__(self):
+        self.logits: List[Tensor] = []
+        self.labels: List[Tensor] = []
+
+    def loader(self, loader: Iterable):
+        for batch in loader:
+            self.labels.append(batch[1].detach().cpu())
+            yield batch
+
+    def classifier(self, classifier: nn.Module, logits_of=lambda output: output):
+        recorder = self
+
+        class Recording(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = classifier
+
+            def forward(self, *args, **kwargs):
+                output = self.inner(*args, **kwargs)
+                recorder.logits.append(logits_of(output).detach().float().cpu())
+                return output
+
+        return Recording()
+
+    def result(self):
+        return torch.cat(self.logits), torch.cat(self.labels)

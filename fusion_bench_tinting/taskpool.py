@@ -20,7 +20,7 @@ from torch import nn
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
 
 from .compat import ensure_typing_override
-from .task_aware import TaskAwareEvaluation
+from .task_aware import PredictionRecorder, TaskAwareEvaluation
 
 ensure_typing_override()
 
@@ -47,8 +47,22 @@ class TaskHeadCLIPClassifier(nn.Module):
         return (logits, embeddings) if return_image_embeds else logits
 
 
+def _recorded_evaluation(pool, evaluate, classifier, test_loader, task_name, logits_of, **kwargs):
+    """Run the stock per-task evaluation, keeping its logits and labels when predictions are saved."""
+    if not pool.save_predictions:
+        return evaluate(classifier, test_loader, task_name=task_name, **kwargs)
+    recorder = PredictionRecorder()
+    result = evaluate(recorder.classifier(classifier, logits_of), recorder.loader(test_loader), task_name=task_name, **kwargs)
+    pool._save_task_predictions(task_name, *recorder.result())
+    return result
+
+
 class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskPool):
     """``CLIPVisionModelTaskPool`` that switches per-task models to each task (see module doc)."""
+
+    def __init__(self, *args, save_predictions: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.save_predictions = save_predictions
 
     def evaluate(self, model, name=None, **kwargs):
         return self._evaluate_task_aware(super().evaluate, model, name=name, **kwargs)
@@ -57,7 +71,9 @@ class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskP
         head = self._switch_to_task(task_name)
         if head is not None:
             classifier = TaskHeadCLIPClassifier(classifier, head)
-        return super()._evaluate(classifier, test_loader, num_classes=num_classes, task_name=task_name)
+        return _recorded_evaluation(
+            self, super()._evaluate, classifier, test_loader, task_name, lambda out: out["logits"], num_classes=num_classes
+        )
 
 
 class TaskAwareOpenCLIPVisionModelTaskPool(TaskAwareEvaluation, OpenCLIPVisionModelTaskPool):
@@ -74,6 +90,10 @@ class TaskAwareOpenCLIPVisionModelTaskPool(TaskAwareEvaluation, OpenCLIPVisionMo
             load_pickled_encoder(modelpool, "_pretrained_" if modelpool.has_pretrained else modelpool.model_names[0])
         super().setup()
 
+    def __init__(self, *args, save_predictions: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.save_predictions = save_predictions
+
     def evaluate(self, model, **kwargs):
         return self._evaluate_task_aware(super().evaluate, model, **kwargs)
 
@@ -81,4 +101,6 @@ class TaskAwareOpenCLIPVisionModelTaskPool(TaskAwareEvaluation, OpenCLIPVisionMo
         head = self._switch_to_task(task_name)
         if head is not None:
             classifier.classification_head = head
-        return super()._evaluate(classifier, test_loader, num_classes=num_classes, task_name=task_name)
+        return _recorded_evaluation(
+            self, super()._evaluate, classifier, test_loader, task_name, lambda out: out, num_classes=num_classes
+        )

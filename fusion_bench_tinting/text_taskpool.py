@@ -53,6 +53,7 @@ class SequenceClassificationTaskPool(TaskAwareEvaluation, LightningFabricMixin, 
         test_datasets: DictConfig,
         tokenizer: DictConfig,
         dataloader_kwargs: Optional[DictConfig] = None,
+        save_predictions: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +80,7 @@ class SequenceClassificationTaskPool(TaskAwareEvaluation, LightningFabricMixin, 
                 batch = {k: v.to(self.fabric.device) for k, v in batch.items()}
                 logits.append(classifier(**batch).logits.float().cpu())
             logits, labels = torch.cat(logits), torch.cat(labels)
+            self._save_task_predictions(task, logits, labels)
             report[task] = {**compute_metrics(task, logits, labels), "loss": float(loss_of(logits, labels))}
         report["average"] = average_scores(report)
         return report

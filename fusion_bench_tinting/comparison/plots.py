@@ -1,0 +1,71 @@
+"""Charts of a comparison (PNG, matplotlib without a display)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def radar_chart(tasks: List[str], rows: List[dict], path: Path, title: str) -> None:
+    """One polygon per finished method over the per-task scores."""
+    angles = np.linspace(0, 2 * math.pi, len(tasks), endpoint=False).tolist()
+    figure, axes = plt.subplots(figsize=(7, 7), subplot_kw={"polar": True})
+    for row in rows:
+        if row["status"] != "finished" or any(row.get(t) is None for t in tasks):
+            continue
+        values = [row[t] for t in tasks]
+        axes.plot(angles + angles[:1], values + values[:1], linewidth=1.5, label=row["label"])
+    axes.set_xticks(angles)
+    axes.set_xticklabels(tasks, fontsize=8)
+    axes.set_title(title)
+    axes.legend(loc="upper right", bbox_to_anchor=(1.35, 1.1), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def bar_chart(rows: List[dict], path: Path, title: str) -> None:
+    """Average score per finished method; failed or unavailable methods are listed as such."""
+    finished = [r for r in rows if r["status"] == "finished" and r.get("average") is not None]
+    figure, axes = plt.subplots(figsize=(8, 0.45 * max(len(finished), 1) + 1.5))
+    labels = [r["label"] for r in finished]
+    values = [r["average"] for r in finished]
+    bars = axes.barh(labels, values, color=["tab:orange" if r["method"].startswith("model_tinting") else "tab:blue" for r in finished])
+    for bar, value in zip(bars, values):
+        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.1f}", va="center", fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("average score (%)")
+    missing = [f"{r['label']}: {r['status'].replace('_', ' ')}" for r in rows if r not in finished]
+    axes.set_title(title + ("\n(" + "; ".join(missing) + ")" if missing else ""), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def coefficient_heatmap(coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], path: Path, title: str) -> None:
+    """Learned coefficients, tasks x coefficient groups (in parameter order), with block boundaries."""
+    figure, axes = plt.subplots(figsize=(12, 0.4 * len(tasks) + 1.8))
+    image = axes.imshow(coefficients, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-6, float(coefficients.max())))
+    axes.set_yticks(range(len(tasks)))
+    axes.set_yticklabels(tasks, fontsize=8)
+    ticks, labels, previous = [], [], object()
+    for index, layer in enumerate(layer_of_group):
+        if layer != previous and layer is not None:
+            ticks.append(index)
+            labels.append(str(layer))
+        previous = layer
+    axes.set_xticks(ticks)
+    axes.set_xticklabels(labels, fontsize=7)
+    axes.set_xlabel("transformer block (coefficients in parameter order)")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, fraction=0.02)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

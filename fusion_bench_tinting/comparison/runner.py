@@ -1,0 +1,106 @@
+"""Running each method of a comparison through the ``fusion_bench`` CLI, resumably.
+
+Every method runs in its own subprocess with its own log folder ``<out>/runs/<method>``. A run whose
+``program_report.json`` exists is finished and skipped on the next call; a run that fails leaves
+``status.json`` with the reason (the last line of its error) and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+from .methods import METHODS, not_available_reason
+
+
+@dataclass
+class Suite:
+    modelpool: str
+    taskpool: str
+    config_dirs: List[str] = field(default_factory=list)
+
+    def command(self, overrides: List[str]) -> List[str]:
+        """``fusion_bench`` with this suite's config folders (options first, as Hydra's parser needs)."""
+        folders = [argument for folder in self.config_dirs for argument in ("--config-dir", folder)]
+        return ["fusion_bench", *folders, *overrides, f"modelpool={self.modelpool}", f"taskpool={self.taskpool}"]
+
+
+@dataclass
+class RunResult:
+    name: str
+    status: str  # finished | failed | not_available
+    reason: str = ""
+    report: Optional[dict] = None
+    seconds: Optional[float] = None
+    log_dir: Optional[str] = None
+    command: Optional[List[str]] = None
+
+
+def composed_config(suite: Suite) -> dict:
+    """The run's composed config (``fusion_bench --cfg job``): tells the model pool's class."""
+    result = subprocess.run(
+        [*suite.command([]), "--cfg", "job"], capture_output=True, text=True, env=dict(os.environ)
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"fusion_bench cannot compose the suite: {_last_error_line(result.stderr + result.stdout)}")
+    return yaml.safe_load(result.stdout)
+
+
+def _last_error_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line or line.startswith("Could not"):
+            return line[:500]
+    return (lines[-1] if lines else "no output")[:500]
+
+
+def run_method(
+    name: str,
+    family: str,
+    suite: Suite,
+    out: Path,
+    extra: List[str],
+    method_overrides: List[str],
+    timeout: Optional[float] = None,
+) -> RunResult:
+    reason = not_available_reason(name, family)
+    if reason is not None:
+        return RunResult(name, "not_available", reason)
+    log_dir = out / "runs" / name
+    report_path, status_path = log_dir / "program_report.json", log_dir / "status.json"
+    if report_path.exists():  # finished by an earlier call
+        status = json.loads(status_path.read_text()) if status_path.exists() else {}
+        return RunResult(
+            name, "finished", report=json.loads(report_path.read_text()), seconds=status.get("seconds"),
+            log_dir=str(log_dir), command=status.get("command"),
+        )
+    command = suite.command(
+        [*METHODS[name].overrides_for(family), f"path.log_dir={log_dir}", "print_config=false", *extra, *method_overrides]
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_dir / "console.log", "w") as console:
+        try:
+            completed = subprocess.run(
+                command, stdout=console, stderr=subprocess.STDOUT, env=dict(os.environ), timeout=timeout
+            )
+            returncode = completed.returncode
+        except subprocess.TimeoutExpired:
+            returncode = None
+    seconds = round(time.perf_counter() - start, 2)
+    output = (log_dir / "console.log").read_text(errors="replace")
+    if returncode == 0 and report_path.exists():
+        status = {"status": "finished", "seconds": seconds, "command": command}
+        status_path.write_text(json.dumps(status, indent=2))
+        return RunResult(name, "finished", report=json.loads(report_path.read_text()), seconds=seconds,
+                         log_dir=str(log_dir), command=command)
+    reason = "timed out" if returncode is None else _last_error_line(output)
+    status_path.write_text(json.dumps({"status": "failed", "reason": reason, "seconds": seconds, "command": command}, indent=2))
+    return RunResult(name, "failed", reason, seconds=seconds, log_dir=str(log_dir), command=command)

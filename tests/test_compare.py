@@ -1,0 +1,89 @@
+"""The comparison command on the tiny suites: outputs, values, failures and resumption."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from fusion_bench_tinting.comparison.cli import compare, parse_arguments
+from fusion_bench_tinting.comparison.methods import METHODS
+from fusion_bench_tinting.comparison.tables import build_rows, markdown_table
+from fusion_bench_tinting.comparison.runner import RunResult
+
+
+def _arguments(tiny_suites, out, *extra):
+    return parse_arguments([
+        "--suite", "tiny-clip_TA4", "--config-dir", str(tiny_suites / "config"), "--out", str(out),
+        "--methods", "individual,task_arithmetic,model_tinting,model_tinting_plusplus", "--analyses", "all",
+        "--set", "model_tinting:method.max_steps=20",
+        "--set", "model_tinting_plusplus:method.loss=hinge",  # a configuration error: this method fails
+        *extra, "--", "fabric.accelerator=cpu",
+    ])
+
+
+@pytest.mark.slow
+def test_compare_writes_tables_charts_and_json_and_resumes(tiny_suites, tmp_path):
+    out = tmp_path / "comparison"
+    result = compare(_arguments(tiny_suites, out))
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "radar.png", "bars.png", "coefficients_model_tinting.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    runs = result["runs"]
+    assert [runs[m]["status"] for m in ("individual", "task_arithmetic", "model_tinting")] == ["finished"] * 3
+    assert runs["model_tinting_plusplus"]["status"] == "failed"
+    assert "Unknown loss 'hinge'" in runs["model_tinting_plusplus"]["reason"]
+
+    # the table's numbers are the reports' numbers
+    rows = {row["method"]: row for row in csv.DictReader((out / "comparison.csv").open())}
+    for method in ("individual", "task_arithmetic", "model_tinting"):
+        report = json.loads((out / "runs" / method / "program_report.json").read_text())
+        assert float(rows[method]["average"]) == pytest.approx(100 * report["average"]["accuracy"], abs=1e-3)
+        assert float(rows[method]["stl10"]) == pytest.approx(100 * report["stl10"]["accuracy"], abs=1e-3)
+    markdown = (out / "comparison.md").read_text()
+    assert "failed: " in markdown and "points over the best baseline" in markdown
+    analyses = json.loads((out / "comparison.json").read_text())["analyses"]
+    assert 0.0 <= analyses["sparsity"]["model_tinting"]["fraction_below_1e-5"] <= 1.0
+    assert set(analyses["discrepancy"]["model_tinting"]) == {"eurosat", "stl10", "fashion_mnist", "cifar10"}
+    assert set(analyses["loss_correlation"]["stl10"]) == {"before (task arithmetic)", "after (model tinting)"}
+
+    # a second call skips the finished runs (their logs are untouched) and retries the failed one
+    finished_log = out / "runs" / "model_tinting" / "console.log"
+    before = finished_log.stat().st_mtime_ns
+    again = compare(_arguments(tiny_suites, out))
+    assert finished_log.stat().st_mtime_ns == before
+    assert again["runs"]["model_tinting"]["report"] == runs["model_tinting"]["report"]
+    assert again["runs"]["model_tinting_plusplus"]["status"] == "failed"
+
+
+def test_methods_fusion_bench_lacks_for_a_family_are_marked_not_available(tmp_path):
+    from fusion_bench_tinting.comparison.runner import Suite, run_method
+
+    result = run_method("adamerging_surgery", "seq_cls", Suite("x", "y"), tmp_path, [], [])
+    assert result.status == "not_available"
+    assert "no AdaMerging + Surgery for this model family (seq_cls)" in result.reason
+    assert METHODS["adamerging"].overrides_for("gpt2") == ["method=adamerging/layer_wise_gpt2"]
+
+
+def test_markdown_marks_the_best_merged_result_and_our_gain():
+    reports = {
+        "individual": {"a": {"accuracy": 0.9}, "average": {"accuracy": 0.9}},
+        "task_arithmetic": {"a": {"accuracy": 0.5}, "average": {"accuracy": 0.5}},
+        "model_tinting": {"a": {"accuracy": 0.8}, "average": {"accuracy": 0.8}},
+    }
+    results = [RunResult(name, "finished", report=report) for name, report in reports.items()]
+    tasks, rows = build_rows(results)
+    table = markdown_table(tasks, rows, {"model_tinting": (89.6, "paper")})
+    assert "| Model Tinting | **80.0** | **80.0** | 89.6 (paper) |" in table
+    assert "| Individual fine-tuned | 90.0 | 90.0 |" in table  # reference rows are never bold
+    assert "Model Tinting: +30.0 points over the best baseline (50.0)" in table
+
+
+def test_bad_arguments_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_arguments(["--out", "x"])
+    assert "give --suite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_arguments(["--suite", "s", "--out", "x", "--methods", "model_tinting,magic"])
+    assert "unknown methods ['magic']" in capsys.readouterr().err
