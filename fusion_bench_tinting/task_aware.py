@@ -72,8 +72,6 @@ def print_report_table(report: Dict[str, Any]) -> None:
     Console().print(table)
 
 
-
-
 class PredictionRecorder:
     """Wraps a task pool's classifier and test loader to keep the logits and labels they see."""
 

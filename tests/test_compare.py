@@ -42,7 +42,7 @@ def test_compare_writes_tables_charts_and_json_and_resumes(tiny_suites, tmp_path
         assert float(rows[method]["average"]) == pytest.approx(100 * report["average"]["accuracy"], abs=1e-3)
         assert float(rows[method]["stl10"]) == pytest.approx(100 * report["stl10"]["accuracy"], abs=1e-3)
     markdown = (out / "comparison.md").read_text()
-    assert "failed: " in markdown and "points over the best baseline" in markdown
+    assert "failed: " in markdown and "points against the best baseline" in markdown
     analyses = json.loads((out / "comparison.json").read_text())["analyses"]
     assert 0.0 <= analyses["sparsity"]["model_tinting"]["fraction_below_1e-5"] <= 1.0
     assert set(analyses["discrepancy"]["model_tinting"]) == {"eurosat", "stl10", "fashion_mnist", "cifar10"}
@@ -77,7 +77,7 @@ def test_markdown_marks_the_best_merged_result_and_our_gain():
     table = markdown_table(tasks, rows, {"model_tinting": (89.6, "paper")})
     assert "| Model Tinting | **80.0** | **80.0** | 89.6 (paper) |" in table
     assert "| Individual fine-tuned | 90.0 | 90.0 |" in table  # reference rows are never bold
-    assert "Model Tinting: +30.0 points over the best baseline (50.0)" in table
+    assert "Model Tinting: +30.0 points against the best baseline (Task Arithmetic, 50.0)" in table
 
 
 def test_bad_arguments_are_refused(capsys):

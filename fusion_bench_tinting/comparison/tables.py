@@ -77,6 +77,7 @@ def build_rows(results: List[RunResult]) -> Tuple[List[str], List[dict]]:
 
 
 def best_baseline(rows: List[dict], column: str) -> Optional[float]:
+    """The best value of a FusionBench baseline (neither ours nor a reference row) in ``column``."""
     values = [
         r[column] for r in rows
         if r.get(column) is not None and not METHODS[r["method"]].ours and not METHODS[r["method"]].reference
@@ -107,9 +108,10 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {anchor_cell} |")
     gains = []
     baseline = best_baseline(rows, "average")
+    leader = next((r["label"] for r in rows if r.get("average") == baseline and not METHODS[r["method"]].ours), None)
     for row in rows:
         if METHODS[row["method"]].ours and row.get("average") is not None and baseline is not None:
-            gains.append(f"{row['label']}: {row['average'] - baseline:+.1f} points over the best baseline ({baseline:.1f})")
+            gains.append(f"{row['label']}: {row['average'] - baseline:+.1f} points against the best baseline ({leader}, {baseline:.1f})")
     note = "Bold: best merged result per column (reference rows excluded). Scores in %."
     return "\n".join(lines) + "\n\n" + note + ("\n\n" + "\n".join(f"- {g}" for g in gains) if gains else "") + "\n"
 
