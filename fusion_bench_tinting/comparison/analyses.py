@@ -116,6 +116,12 @@ def loss_correlation(results: Dict[str, RunResult]) -> Dict[str, Dict[str, dict]
     return table
 
 
+def _table(title: str, columns: List[str], rows: List[List[str]]) -> List[str]:
+    """A Markdown section with a table whose first two columns are labels and the rest numbers."""
+    rule = "|---|---|" + "---:|" * (len(columns) - 2)
+    return [f"### {title}\n", "| " + " | ".join(columns) + " |", rule, *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
 def markdown(analyses: Dict[str, dict]) -> str:
     parts = []
     if analyses.get("sparsity"):
@@ -125,17 +131,17 @@ def markdown(analyses: Dict[str, dict]) -> str:
                          f"(heat map: `{values['heatmap']}`)")
         parts.append("")
     if analyses.get("discrepancy"):
-        parts.append("### Prediction discrepancy against the individual models (% of test samples)\n")
-        parts.append("| method | task | individual right, merged wrong | merged right, individual wrong |\n|---|---|---:|---:|")
-        for name, per_task in analyses["discrepancy"].items():
-            for task, v in per_task.items():
-                parts.append(f"| {name} | {task} | {100 * v['individual_right_merged_wrong']:.1f} | {100 * v['merged_right_individual_wrong']:.1f} |")
-        parts.append("")
+        rows = [
+            [name, task, f"{100 * v['individual_right_merged_wrong']:.1f}", f"{100 * v['merged_right_individual_wrong']:.1f}"]
+            for name, per_task in analyses["discrepancy"].items() for task, v in per_task.items()
+        ]
+        parts += _table("Prediction discrepancy against the individual models (% of test samples)",
+                        ["method", "task", "individual right, merged wrong", "merged right, individual wrong"], rows)
     if analyses.get("loss_correlation"):
-        parts.append("### Spearman correlation with the ground-truth loss\n")
-        parts.append("| task | merged model | teacher-label CE (ours) | entropy (AdaMerging) |\n|---|---|---:|---:|")
-        for task, stages in analyses["loss_correlation"].items():
-            for stage, v in stages.items():
-                parts.append(f"| {task} | {stage} | {v['teacher_ce']:.3f} | {v['entropy']:.3f} |")
-        parts.append("")
+        rows = [
+            [task, stage, f"{v['teacher_ce']:.3f}", f"{v['entropy']:.3f}"]
+            for task, stages in analyses["loss_correlation"].items() for stage, v in stages.items()
+        ]
+        parts += _table("Spearman correlation with the ground-truth loss",
+                        ["task", "merged model", "teacher-label CE (ours)", "entropy (AdaMerging)"], rows)
     return "\n".join(parts)
