@@ -13,18 +13,20 @@ from .compat import ensure_typing_override
 ensure_typing_override()
 
 __version__ = "0.1.0"
-__all__ = ["ModelTintingAlgorithm", "ModelTintingPlusPlus", "TintedModel", "IndividualModels"]
+__all__ = ["ModelTintingAlgorithm", "ModelTintingPlusPlus", "TintedModel", "IndividualModels", "LOTMergingAlgorithm"]
 
 _LAZY = {
     "ModelTintingAlgorithm": ".algorithm",
     "ModelTintingPlusPlus": ".algorithm",
     "TintedModel": ".tinted_model",
     "IndividualModels": ".individual",
+    "LOTMergingAlgorithm": ".lot.algorithm",
 }
 
 if TYPE_CHECKING:
     from .algorithm import ModelTintingAlgorithm, ModelTintingPlusPlus
     from .individual import IndividualModels
+    from .lot.algorithm import LOTMergingAlgorithm
     from .tinted_model import TintedModel
 
 

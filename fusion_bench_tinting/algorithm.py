@@ -31,6 +31,8 @@ from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, check_resumable, 
 from .data import AdaptationInputs, TensorInputs
 from .errors import TintingConfigError
 from .families import PRETRAINED, ModelFamily, family_for
+from .lot.algorithm import check_lot_options, make_solver
+from .lot.expert_pass import check_num_samples, observe_expert
 from .losses import check_loss_for_regression, check_loss_name
 from .merging import LayerWiseMerger, check_same_parameters
 from .suites import ensure_task_aware_taskpool
@@ -47,6 +49,7 @@ def fusion_bench_cache_dir() -> str:
     return os.environ.get("FUSION_BENCH_CACHE_DIR") or str(RuntimeConstants().cache_dir)
 
 SPARSITY_THRESHOLD = 1e-5
+INIT_FROM = ("task_arithmetic", "lot")
 _INPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -84,6 +87,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             checkpoint; refused when the model pool, tasks or options differ.
         reuse_cache: keep each task's preprocessed inputs and teacher outputs in FusionBench's cache
             folder and reuse them while the files and configs they come from are unchanged.
+        init_from: ``task_arithmetic`` (the reference: ``theta_pre + sum_k lambda_k tau_k``) or ``lot``:
+            the merge starts at the LOT-merged encoder, ``theta_lot + sum_k lambda_k (theta_k - theta_lot)``,
+            with coefficients initialised to 0 (``init_values=auto``) and clamped to [-1, 1].
+        lot_num_samples, lot_ridge: LOT Merging's ``num_samples`` and ``ridge`` for ``init_from=lot``.
     """
 
     def __init__(
@@ -114,6 +121,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         keep_checkpoints: int = 2,
         resume: Optional[str] = None,
         reuse_cache: bool = True,
+        init_from: str = "task_arithmetic",
+        lot_num_samples: int = 64,
+        lot_ridge: float = 1e-4,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -134,6 +144,11 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise TintingConfigError(f"batch_size={self.batch_size!r}: must be a positive integer.")
         self._tinted_block_index()  # validates the form; the range is checked once the encoder is loaded
+        if self.init_from not in INIT_FROM:
+            raise TintingConfigError(f"init_from={self.init_from!r}: choose one of {list(INIT_FROM)}.")
+        if self.init_from == "lot":
+            check_num_samples(self.lot_num_samples)
+            check_lot_options(self.lot_ridge, "auto", "float64")
 
     def _tinted_block_index(self) -> Optional[int]:
         if self.tinted_layer == "head":
@@ -151,7 +166,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     def _resolved(self, family: ModelFamily, num_tasks: int):
         lr = family.default_lr(self.train_tinted_layer) if self.lr == "auto" else float(self.lr)
         steps = family.default_max_steps if self.max_steps == "auto" else int(self.max_steps)
-        init = (0.3 if num_tasks <= 8 else 0.1) if self.init_values == "auto" else float(self.init_values)
+        if self.init_values != "auto":
+            init = float(self.init_values)
+        elif self.init_from == "lot":
+            init = 0.0  # start exactly at the LOT-merged encoder
+        else:
+            init = 0.3 if num_tasks <= 8 else 0.1
         if self.is_debug_mode:
             steps = min(steps, 1)
         return lr, steps, init
@@ -179,12 +199,19 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             len(tasks),
             init_value=init_value,
             clamp=self.clamp_weights,
+            # from LOT, a negative coefficient (away from expert k) is a real direction; a clamp at 0
+            # would also freeze every coefficient that starts at 0 and takes one step below it
+            clamp_range=(-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0),
             coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
         ).to(device)
         pretrained.to(device)
 
+        lot = None
+        if self.init_from == "lot":
+            lot = make_solver(pretrained, merged_names, ridge=self.lot_ridge, fallback_scale="auto",
+                              statistics_dtype="float64", device=device)
         heads, inputs, teachers = self._task_vectors_and_teachers(
-            family, tasks, merger, pretrained_params, device, teachers=saved is None
+            family, tasks, merger, pretrained_params, device, teachers=saved is None, lot=lot
         )
         check_loss_for_regression(self.loss, [t for t, head in heads.items() if family.is_regression(head)])
         states = self._task_states(tasks, heads, merger, block_names, inputs, teachers)
@@ -195,6 +222,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 coefficient_groups=merger.group_names,
                 tinted_layer=str(self.tinted_layer),
                 tinted_shapes=self._tinted_shapes(heads, pretrained_params, block_names),
+                origin=self._origin(),
             )
             self._load_saved(saved, merger, states)
             stats = None
@@ -210,9 +238,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return model
 
     # ----- pieces ------------------------------------------------------------------------------
-    def _task_vectors_and_teachers(self, family, tasks, merger, pretrained_params, device, teachers: bool):
-        """Load each fine-tuned model once: keep its head, store its task vector and, unless adaptation
-        is skipped, the task's preprocessed inputs and the teacher's outputs on them. Then let it go."""
+    def _task_vectors_and_teachers(self, family, tasks, merger, pretrained_params, device, teachers: bool, lot=None):
+        """Load each fine-tuned model once: keep its head, store its task vector, feed LOT's statistics
+        (``init_from=lot``) and, unless adaptation is skipped, keep the task's preprocessed inputs and
+        the teacher's outputs on them. Then let it go."""
         heads: Dict[str, nn.Module] = {}
         inputs: Dict[str, AdaptationInputs] = {}
         outputs: Dict[str, Tensor] = {}
@@ -222,9 +251,19 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 heads[task] = family.load_head(task)
             check_same_parameters(pretrained_params, dict(finetuned.named_parameters()), task)
             merger.set_task_vector(index, dict(finetuned.named_parameters()))
+            if lot is not None:
+                with self.profile("LOT statistics"):
+                    observe_expert(
+                        lot, family, task, pretrained_params, finetuned, num_samples=self.lot_num_samples,
+                        seed=self.seed, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
+                        device=device,
+                    )
             if teachers:
                 inputs[task], outputs[task] = self._inputs_and_teacher(family, task, finetuned, heads[task], device)
             del finetuned  # the fine-tuned encoders never stay on the device
+        if lot is not None:
+            with self.profile("LOT solve"):
+                merger.rebase(lot.task_vector())
         merger.check_complete()
         return heads, inputs, outputs
 
@@ -401,6 +440,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             "tinted_layer": str(self.tinted_layer),
             "coefficients_below_1e-5": self._sparsity(merger, block_names),
             "mean_coefficient_per_task": {s.name: float(c) for s, c in zip(states, coefficients.mean(dim=1))},
+            "init_from": self._origin(),
             "seed": int(self.seed),
             "versions": library_versions(),
         }
@@ -439,11 +479,18 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             coefficients=merger.coefficients.detach(),
             tinted={s.name: self._tinted_state(s) for s in states},
             tinted_layer=str(self.tinted_layer),
+            extra_metadata={"origin": self._origin()},
         )
         config = self.config
         config.update(resolved)  # the values `auto` stood for, so that the file reproduces the run
         OmegaConf.save(config, os.path.join(log_dir, "model_tinting_config.yaml"))
         log.info("Saved merging coefficients and tinted layers to %s", path)
+
+    def _origin(self) -> str:
+        """What the coefficients are relative to (saved with the weights, checked when loading them)."""
+        if self.init_from == "lot":
+            return f"lot(num_samples={self.lot_num_samples}, ridge={float(self.lot_ridge)}, seed={self.seed})"
+        return "task_arithmetic"
 
     def _log_metrics(self, metrics: Dict[str, float], step: int) -> None:
         if self.fabric.loggers:

@@ -12,7 +12,7 @@ the size of the task vectors.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +58,7 @@ class LayerWiseMerger(nn.Module):
         *,
         init_value: float,
         clamp: bool = True,
+        clamp_range: Tuple[float, float] = (0.0, 1.0),
         coefficient_groups: Optional[Sequence[str]] = None,
         dtype: Optional[torch.dtype] = None,
     ):
@@ -88,6 +89,7 @@ class LayerWiseMerger(nn.Module):
             "group_of_tensor", torch.tensor([group_index[g] for g in group_names], dtype=torch.long), persistent=False
         )
         self.clamp = clamp
+        self.clamp_range = (float(clamp_range[0]), float(clamp_range[1]))
         self.coefficients = nn.Parameter(torch.full((num_tasks, len(self.group_names)), float(init_value)))
 
     @property
@@ -100,6 +102,17 @@ class LayerWiseMerger(nn.Module):
         flat = torch.cat([finetuned[n].detach().reshape(-1).to(self.base.dtype) for n in self.names])
         self.task_vectors[task_index].copy_(flat.to(self.base.device) - self.base)
         self._filled[task_index] = True
+
+    @torch.no_grad()
+    def rebase(self, offset: Mapping[str, Tensor]) -> None:
+        """Move the origin of the merge by ``offset`` (e.g. to a LOT-merged encoder): the base gains it
+        and every task vector loses it, so coefficient 1 for task k still gives fine-tuned model k and
+        all-zero coefficients give ``base + offset``. Call before :meth:`check_complete`."""
+        if self._unchanged_names:
+            raise RuntimeError("rebase() must come before check_complete()")
+        flat = torch.cat([offset[n].detach().reshape(-1).to(self.base) for n in self.names])
+        self.base.add_(flat)
+        self.task_vectors.sub_(flat)
 
     def check_complete(self) -> None:
         """Verify every task vector was set, then drop from the per-step computation the tensors that
@@ -127,8 +140,8 @@ class LayerWiseMerger(nn.Module):
         self.group_of_tensor = self.group_of_tensor[keep_index]
 
     def effective_coefficients(self) -> Tensor:
-        """The coefficients as applied, (K, groups): clamped to [0, 1] when clamping is on."""
-        return self.coefficients.clamp(0.0, 1.0) if self.clamp else self.coefficients
+        """The coefficients as applied, (K, groups): clamped to ``clamp_range`` ([0, 1]) when clamping is on."""
+        return self.coefficients.clamp(*self.clamp_range) if self.clamp else self.coefficients
 
     def forward(self) -> Dict[str, Tensor]:
         """Merged tensors by name: ``theta_pre[p] + tau[:, p]^T c(lambda)[:, g(p)]`` for each tensor p.

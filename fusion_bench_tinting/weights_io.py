@@ -46,6 +46,7 @@ class SavedTinting:
     coefficients: Tensor
     tinted: Dict[str, Dict[str, Tensor]]
     path: str
+    origin: str = "task_arithmetic"
 
 
 def save_tinting(
@@ -110,6 +111,7 @@ def load_tinting(path: str) -> SavedTinting:
         coefficients=tensors["coefficients"],
         tinted=tinted,
         path=path,
+        origin=metadata.get("origin", "task_arithmetic"),
     )
 
 
@@ -120,6 +122,7 @@ def check_matches(
     coefficient_groups: List[str],
     tinted_layer: str,
     tinted_shapes: Mapping[str, Mapping[str, torch.Size]],
+    origin: str = "task_arithmetic",
 ) -> None:
     """Refuse saved weights that were made for another pool or configuration, saying what differs."""
     problems = []
@@ -134,6 +137,8 @@ def check_matches(
         )
     if saved.tinted_layer != tinted_layer:
         problems.append(f"tinted layer differs: saved {saved.tinted_layer!r}, configured {tinted_layer!r}")
+    if saved.origin != origin:
+        problems.append(f"the coefficients start from another merge: saved {saved.origin!r}, configured {origin!r} (init_from)")
     if not problems:
         for task, shapes in tinted_shapes.items():
             saved_shapes = {k: v.shape for k, v in saved.tinted[task].items()}

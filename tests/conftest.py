@@ -39,6 +39,16 @@ def tiny_suites(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_text(tmp_path_factory) -> Path:
+    """Folder with the tiny RoBERTa and GPT-2 GLUE-style suites (models really fine-tuned), read-only for tests."""
+    from fusion_bench_tinting.testing.tiny_text import build_tiny_text_suites
+
+    root = tmp_path_factory.mktemp("tiny_text")
+    build_tiny_text_suites(root)
+    return root
+
+
 def load_pool(tiny_suites: Path, suite: str):
     from omegaconf import OmegaConf
 

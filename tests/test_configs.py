@@ -67,14 +67,20 @@ def test_method_configs_compose_with_reference_defaults():
     assert plusplus["confidence_filter"] is True and plusplus["loss"] == "ce"
 
 
-def test_method_config_keys_are_the_constructor_arguments():
+@pytest.mark.parametrize("method, cls", [("model_tinting", "ModelTintingAlgorithm"), ("lot_merging", "LOTMergingAlgorithm")])
+def test_method_config_keys_are_the_constructor_arguments(method, cls):
     import inspect
 
-    from fusion_bench_tinting import ModelTintingAlgorithm
+    import fusion_bench_tinting
 
-    keys = set(_compose(["method=model_tinting"])["method"]) - {"_target_"}
-    parameters = set(inspect.signature(ModelTintingAlgorithm.__init__).parameters) - {"self", "kwargs"}
-    assert keys == parameters
+    config = _compose([f"method={method}"])["method"]
+    assert config["_target_"] == f"fusion_bench_tinting.{cls}"
+    parameters = inspect.signature(getattr(fusion_bench_tinting, cls).__init__).parameters
+    assert set(config) - {"_target_"} == set(parameters) - {"self", "kwargs"}
+    # the config's values are the constructor's defaults (one source of truth for the reference values)
+    for name, value in config.items():
+        if name != "_target_":
+            assert parameters[name].default == value, name
 
 
 @pytest.mark.slow

@@ -119,3 +119,21 @@ def test_tensors_no_task_changed_leave_the_per_step_merge_and_results_stay_exact
     sum(t.sum() for t in merged_full.values()).backward()
     sum(t.sum() for t in merged_compact.values()).backward()
     assert torch.allclose(full.coefficients.grad, compact.coefficients.grad, atol=1e-5)
+
+
+def test_rebase_moves_the_origin_and_keeps_the_fine_tuned_models_at_coefficient_one():
+    merger, pre, fts = _merger(torch.zeros(2, 5), clamp=False)
+    offset = {name: torch.full_like(value, 0.25) for name, value in pre.items()}
+    merger.rebase(offset)
+    merger.check_complete()
+    for name in pre:
+        assert torch.allclose(merger()[name], pre[name] + 0.25, atol=1e-6), name
+    with torch.no_grad():
+        merger.coefficients.copy_(torch.tensor([[1.0] * 5, [0.0] * 5]))
+    for name in pre:
+        assert torch.allclose(merger()[name], fts[0][name], atol=1e-6), name
+    with pytest.raises(RuntimeError, match="before check_complete"):
+        dropped, _, _ = _merger(torch.zeros(2, 5))
+        dropped.task_vectors[:, :16] = 0  # a tensor no task changed is dropped by check_complete
+        dropped.check_complete()
+        dropped.rebase(offset)

@@ -19,15 +19,6 @@ from fusion_bench_tinting.families import family_for
 from fusion_bench_tinting.metrics import average_scores, compute_metrics
 
 
-@pytest.fixture(scope="session")
-def tiny_text(tmp_path_factory):
-    from fusion_bench_tinting.testing.tiny_text import build_tiny_text_suites
-
-    root = tmp_path_factory.mktemp("tiny_text")
-    build_tiny_text_suites(root)
-    return root
-
-
 def _pool(root, suite):
     import fusion_bench_tinting  # noqa: F401
 

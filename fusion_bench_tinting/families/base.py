@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -130,8 +130,20 @@ class ModelFamily(ABC):
 
     # ----- data --------------------------------------------------------------------------------
     @abstractmethod
-    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> AdaptationInputs:
-        """The task's unlabelled test inputs, preprocessed once."""
+    def adaptation_inputs(
+        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+    ) -> AdaptationInputs:
+        """The task's unlabelled test inputs (only rows ``indices`` when given), preprocessed once."""
+
+    def test_size(self, task: str) -> int:
+        """Number of samples in the task's test set."""
+        return len(self.modelpool.load_test_dataset(task))
+
+    def token_mask(self, inputs: Any) -> Optional[Tensor]:
+        """A (batch, length) mask of the real tokens of a padded text batch; None for other inputs."""
+        if isinstance(inputs, Mapping) and "attention_mask" in inputs:
+            return inputs["attention_mask"]
+        return None
 
     # ----- defaults ----------------------------------------------------------------------------
     def default_lr(self, train_tinted_layer: bool) -> float:

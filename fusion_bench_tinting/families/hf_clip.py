@@ -10,10 +10,11 @@ reproduces the zero-shot logits and is what the reference code trains.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from fusion_bench.dataset.image_dataset import ImageClassificationDataset
@@ -89,8 +90,12 @@ class HFCLIPVisionFamily(ModelFamily):
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         return [f"vision_model.encoder.layers.{i}." for i in range(len(encoder.vision_model.encoder.layers))]
 
-    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
+    def adaptation_inputs(
+        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+    ) -> TensorInputs:
         dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), self.processor)
+        if indices is not None:
+            dataset = Subset(dataset, list(indices))
         return cache_inputs(
             dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
         )

@@ -9,11 +9,12 @@ Only the visual tower is merged: the text-side leftovers of the checkpoint are n
 from __future__ import annotations
 
 import copy
-from typing import Any, List
+from typing import Any, List, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from ..compat import ensure_typing_override
 from ..data import TensorInputs, cache_inputs
@@ -93,9 +94,13 @@ class OpenCLIPVisionFamily(ModelFamily):
         blocks = encoder.model.visual.transformer.resblocks
         return [f"model.visual.transformer.resblocks.{i}." for i in range(len(blocks))]
 
-    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TensorInputs:
+    def adaptation_inputs(
+        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+    ) -> TensorInputs:
         processor = self.modelpool.test_processor
         dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), processor)
+        if indices is not None:
+            dataset = Subset(dataset, list(indices))
         return cache_inputs(
             dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -231,13 +231,20 @@ class SequenceClassificationFamily(ModelFamily):
         return [pattern.format(i) for i in range(layout_for(model_type).blocks(encoder))]
 
     # ----- data --------------------------------------------------------------------------------
+    def test_size(self, task: str) -> int:
+        return len(self._test_dataset(task))
+
     def _test_dataset(self, task: str):
         if task not in self._datasets:
             self._datasets[task] = self.modelpool.load_test_dataset(task)
         return self._datasets[task]
 
-    def adaptation_inputs(self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype) -> TokenInputs:
+    def adaptation_inputs(
+        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+    ) -> TokenInputs:
         dataset = self._test_dataset(task)
+        if indices is not None:
+            dataset = dataset.select(list(indices))
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
         rows = dataset.select_columns(columns)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

@@ -1,0 +1,136 @@
+"""LOT Merging as a FusionBench method: ``fusion_bench method=lot_merging modelpool=<suite>``.
+
+Each expert sees ``num_samples`` of its task's unlabelled test inputs once; the merged encoder's
+linear and LayerNorm layers come from the closed form of :mod:`.solver`, the remaining tensors from
+the mean of the task vectors. Each task keeps its own head (the zero-shot head for CLIP, the
+fine-tuned classifier for sequence classification), so the result is evaluated per task like a
+tinting result. No training loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
+from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
+
+from ..caching import library_versions
+from ..errors import TintingConfigError
+from ..families import PRETRAINED, family_for
+from ..merging import check_same_parameters
+from ..suites import ensure_task_aware_taskpool
+from ..tinted_model import TintedModel, TintModulator
+from .expert_pass import check_num_samples, observe_expert
+from .solver import LOTSolver
+
+log = logging.getLogger(__name__)
+
+STATISTICS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_lot_options(ridge, fallback_scale, statistics_dtype: str) -> None:
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or ridge < 0:
+        raise TintingConfigError(f"ridge={ridge!r}: a non-negative number (0: pseudo-inverse, the paper's Eq. 9).")
+    if fallback_scale != "auto" and (isinstance(fallback_scale, bool) or not isinstance(fallback_scale, (int, float))):
+        raise TintingConfigError(f"fallback_scale={fallback_scale!r}: `auto` (mean of the task vectors) or a number.")
+    if statistics_dtype not in STATISTICS_DTYPES:
+        raise TintingConfigError(f"statistics_dtype={statistics_dtype!r}: choose one of {sorted(STATISTICS_DTYPES)}.")
+
+
+def make_solver(encoder, merged_names, *, ridge, fallback_scale, statistics_dtype: str, device) -> LOTSolver:
+    return LOTSolver(
+        encoder,
+        merged_names,
+        ridge=float(ridge),
+        fallback_scale=None if fallback_scale == "auto" else float(fallback_scale),
+        statistics_dtype=STATISTICS_DTYPES[statistics_dtype],
+        device=device,
+    )
+
+
+@auto_register_config
+class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
+    """LOT Merging.
+
+    Args:
+        num_samples: unlabelled test samples per task whose features are gathered (the paper: 16-64).
+        ridge: relative ridge ``lambda = ridge * mean(diag(sum_k G_k))`` added to each system; 0 uses the
+            pseudo-inverse.
+        fallback_scale: scale of the summed task vectors for tensors without a closed form
+            (embeddings, ...); ``auto`` = 1/K, the mean.
+        statistics_dtype: dtype of the accumulated Gram matrices and of the solve.
+        batch_size, num_workers: the statistics pass's batches and data loading.
+        seed: picks the samples.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 64,
+        ridge: float = 1e-4,
+        fallback_scale: Union[float, str] = "auto",
+        statistics_dtype: str = "float64",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 42,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+
+    def run(self, modelpool: BaseModelPool) -> TintedModel:
+        check_num_samples(self.num_samples)
+        check_lot_options(self.ridge, self.fallback_scale, self.statistics_dtype)
+        family = family_for(modelpool, self.fabric)
+        device = torch.device(self.fabric.device)
+        tasks = family.task_names()
+        for task in tasks:
+            family.validate_task(task)
+        start = time.perf_counter()
+        with self.profile("load pretrained"):
+            pretrained = family.load_encoder(PRETRAINED).to(device)
+        merged_names = family.merged_parameter_names(pretrained)
+        pretrained_params = {n: p.detach().clone() for n, p in pretrained.named_parameters() if n in set(merged_names)}
+        solver = make_solver(
+            pretrained, merged_names, ridge=self.ridge, fallback_scale=self.fallback_scale,
+            statistics_dtype=self.statistics_dtype, device=device,
+        )
+        heads = {}
+        for task in tqdm(tasks, desc="LOT feature statistics", dynamic_ncols=True):
+            with self.profile("load fine-tuned"):
+                expert = family.load_encoder(task)
+                heads[task] = family.load_head(task)
+            check_same_parameters(pretrained_params, {n: p for n, p in expert.named_parameters() if n in pretrained_params}, task)
+            with self.profile("statistics"):
+                observe_expert(
+                    solver, family, task, pretrained_params, expert, num_samples=self.num_samples, seed=self.seed,
+                    batch_size=self.batch_size, num_workers=self.num_workers, device=device,
+                )
+            del expert
+        with self.profile("closed-form solve"):
+            task_vector = solver.task_vector()
+        load_offset(pretrained, pretrained_params, task_vector)
+        self.print_profile_summary()
+        report = {
+            "method": "lot_merging",
+            "num_samples": int(self.num_samples),
+            "ridge": float(self.ridge),
+            "merge_time_s": round(time.perf_counter() - start, 3),
+            "seed": int(self.seed),
+            "versions": library_versions(),
+            **solver.summary(),
+        }
+        modulators = {task: TintModulator(head=heads[task].eval().requires_grad_(False)) for task in tasks}
+        ensure_task_aware_taskpool(self._program)
+        return TintedModel(pretrained.eval(), modulators, report)
+
+
+@torch.no_grad()
+def load_offset(module: torch.nn.Module, base: Dict[str, torch.Tensor], offset: Dict[str, torch.Tensor]) -> None:
+    """Set ``module``'s parameters to ``base + offset`` (for the tensors in ``offset``)."""
+    params = dict(module.named_parameters())
+    for name, value in offset.items():
+        params[name].copy_((base[name].float() + value.to(base[name].device)).to(params[name].dtype))
