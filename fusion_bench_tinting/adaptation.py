@@ -7,6 +7,10 @@ step per task (gradients set to None first, so Adam leaves the other tasks' tint
 
 Teacher outputs are precomputed; the inputs are preprocessed once; nothing in a step synchronises with
 the host except Model Tinting++'s check that a batch kept at least one sample.
+
+Data parallel (``DataParallel``): every process draws the same global batch (same seed), computes the
+loss of its own slice normalised by the *global* sample count, and the gradients are summed across
+processes before each step, so N processes make the same updates as one process with the same batch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,30 @@ from .merging import LayerWiseMerger
 log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[Mapping[str, Tensor], Tensor], Tensor]
+
+
+@dataclass
+class DataParallel:
+    """This process's place among ``world_size`` data-parallel processes, and a sum across them."""
+
+    rank: int = 0
+    world_size: int = 1
+    all_reduce_sum: Callable[[Tensor], Tensor] = lambda tensor: tensor
+
+    def local(self, batch: Tensor) -> Tensor:
+        """This process's slice of a global batch (strided, so every slice has nearly the same size)."""
+        return batch if self.world_size == 1 else batch[self.rank :: self.world_size]
+
+    def sum_gradients(self, params: List[nn.Parameter]) -> None:
+        """Sum the gradients of ``params`` over the processes in one collective call."""
+        if self.world_size == 1:
+            return
+        with_grad = [p for p in params if p.grad is not None]
+        if not with_grad:
+            return
+        flat = self.all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in with_grad]))
+        for p, piece in zip(with_grad, flat.split([p.numel() for p in with_grad])):
+            p.grad.copy_(piece.view_as(p.grad))
 
 
 @dataclass
@@ -89,6 +117,7 @@ class TintingTrainer:
         input_dtype: Optional[torch.dtype] = None,
         autocast: Callable[[], ContextManager] = contextlib.nullcontext,
         log_metrics: Optional[Callable[[Dict[str, float], int], None]] = None,
+        data_parallel: Optional[DataParallel] = None,
     ):
         if options.update not in ("sequential", "joint"):
             raise ValueError(f"update must be 'sequential' or 'joint', got {options.update!r}")
@@ -101,6 +130,7 @@ class TintingTrainer:
         self.input_dtype = input_dtype
         self.autocast = autocast
         self.log_metrics = log_metrics
+        self.data_parallel = data_parallel or DataParallel()
         self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator) for t in tasks]
         self._kept = [torch.zeros((), dtype=torch.long, device=device) for _ in tasks]
         self._seen = [0 for _ in tasks]
@@ -123,6 +153,7 @@ class TintingTrainer:
             raise ValueError("Nothing to train: enable train_coefficients and/or train_tinted_layer.")
         # one parameter group, Adam defaults, no weight decay: as the reference code
         self.optimizer = torch.optim.Adam(params, lr=options.lr, betas=(0.9, 0.999), weight_decay=0.0)
+        self._trained = params
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
         if options.confidence_filter and any(t.is_regression for t in tasks):
             names = [t.name for t in tasks if t.is_regression]
@@ -148,23 +179,25 @@ class TintingTrainer:
     def task_loss(self, index: int, merged: Mapping[str, Tensor]) -> Optional[Tensor]:
         """Loss of one batch of task ``index`` (None when the ++ filter dropped every sample)."""
         task = self.tasks[index]
-        batch = self.samplers[index].next()
+        global_batch = self.samplers[index].next()
+        batch = self.data_parallel.local(global_batch)
         inputs = task.inputs.gather(batch, self.device, self.input_dtype)
         teacher = task.teacher.index_select(0, batch.to(self.device, non_blocking=True))
         with self.autocast():
             logits = self.student_logits(task, merged, inputs)
         losses = per_sample_loss(self.options.loss, logits, teacher)
-        self._seen[index] += batch.numel()
+        self._seen[index] += global_batch.numel()
         if self.options.confidence_filter and not task.is_regression:
             keep = confidence_filter(logits, teacher)
-            kept = keep.sum()
+            kept = self.data_parallel.all_reduce_sum(keep.sum())
             self._kept[index] += kept
             if not bool(kept > 0):  # the one host sync of ++: a step on no sample must be skipped
                 return None
             loss = (losses * keep).sum() / kept
         else:
-            self._kept[index] += batch.numel()
-            loss = losses.mean()
+            self._kept[index] += global_batch.numel()
+            loss = losses.sum() / global_batch.numel()
+        # the logged loss is this process's share; summed over processes it is the global batch's
         self._last_loss[index] = loss.detach()
         return loss
 
@@ -176,6 +209,7 @@ class TintingTrainer:
             self.skipped += 1
             return
         loss.backward()
+        self.data_parallel.sum_gradients(self._trained)
         self.optimizer.step()
         self.steps += 1
         self._window_loss += loss.detach()
@@ -190,6 +224,7 @@ class TintingTrainer:
             return
         total = torch.stack(losses).sum()
         total.backward()
+        self.data_parallel.sum_gradients(self._trained)
         self.optimizer.step()
         self.steps += 1
         self._window_loss += total.detach() / len(losses)
@@ -197,7 +232,7 @@ class TintingTrainer:
 
     def _log_window(self, iteration: int, progress) -> None:
         if self._window_count:
-            mean_loss = (self._window_loss / self._window_count).item()
+            mean_loss = (self.data_parallel.all_reduce_sum(self._window_loss) / self._window_count).item()
             progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps)
             if self.log_metrics is not None:
                 self.log_metrics({"train/loss": mean_loss}, iteration + 1)
@@ -243,7 +278,7 @@ class TintingTrainer:
             seconds=self.seconds,
             samples_seen={t.name: seen for t, seen in zip(self.tasks, self._seen)},
             samples_dropped={t.name: seen - k for t, seen, k in zip(self.tasks, self._seen, kept)},
-            final_loss={t.name: float(loss) for t, loss in zip(self.tasks, self._last_loss)},
+            final_loss={t.name: float(loss) for t, loss in zip(self.tasks, self.data_parallel.all_reduce_sum(torch.stack(self._last_loss)))},
         )
 
     # ----- state (checkpoints) -----------------------------------------------------------------

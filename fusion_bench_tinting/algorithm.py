@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
-from .adaptation import AdaptationOptions, AdaptationStats, TaskState, TintingTrainer
+from .adaptation import AdaptationOptions, AdaptationStats, DataParallel, TaskState, TintingTrainer
 from .caching import TaskCache, library_versions
 from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, check_resumable, fingerprint
 from .data import AdaptationInputs, TensorInputs
@@ -313,6 +313,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             input_dtype=torch.float32,
             autocast=self.fabric.autocast,
             log_metrics=self._log_metrics,
+            data_parallel=self._data_parallel(),
         )
         run_fingerprint = self._fingerprint(family.modelpool, [s.name for s in states])
         if self.resume:
@@ -324,6 +325,23 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             trainer.load_state_dict(state["trainer"])
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
         return trainer.run(on_visit=self._checkpointer(run_fingerprint))
+
+    def _data_parallel(self) -> DataParallel:
+        """Data-parallel adaptation over Fabric's processes (``fabric.devices=N``, DDP strategies)."""
+        fabric = self.fabric
+        if fabric.world_size == 1:
+            return DataParallel()
+        if self.batch_size < fabric.world_size:
+            raise TintingConfigError(
+                f"batch_size={self.batch_size} is smaller than the {fabric.world_size} data-parallel processes: "
+                "every process needs at least one sample of each batch."
+            )
+        log.info("Data-parallel adaptation over %d processes (rank %d).", fabric.world_size, fabric.global_rank)
+        return DataParallel(
+            rank=fabric.global_rank,
+            world_size=fabric.world_size,
+            all_reduce_sum=lambda tensor: fabric.all_reduce(tensor, reduce_op="sum"),
+        )
 
     def _checkpointer(self, run_fingerprint: dict):
         if self.checkpoint_every <= 0:

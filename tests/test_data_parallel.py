@@ -1,0 +1,95 @@
+"""Data-parallel adaptation: 2 CPU processes (gloo) make the same updates as one process with the same
+global batch; and the real CLI runs with ``fabric.devices=2``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import run_cli_subprocess
+from safetensors.torch import load_file
+from test_adaptation import _toy
+
+from fusion_bench_tinting.adaptation import AdaptationOptions, DataParallel, TintingTrainer
+
+
+def _sum_across_processes(tensor: torch.Tensor) -> torch.Tensor:
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor
+
+
+def _adapt(data_parallel: DataParallel, plusplus: bool) -> dict:
+    """Three iterations on the toy tasks; the summed gradients of the first step and the final state."""
+    merger, encode, states = _toy(seed=0)
+    trainer = TintingTrainer(
+        merger, encode, states,
+        AdaptationOptions(max_steps=3, lr=0.05, batch_size=8, confidence_filter=plusplus),
+        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), data_parallel=data_parallel,
+    )
+    record = {}
+
+    def first_gradients(trainer):
+        if "coefficients_grad" not in record and merger.coefficients.grad is not None:
+            record["coefficients_grad"] = merger.coefficients.grad.clone()
+            record["heads_grad"] = torch.cat([p.grad.reshape(-1) for s in states for p in s.head.parameters() if p.grad is not None])
+
+    stats = trainer.run(on_visit=first_gradients)
+    record["coefficients"] = merger.coefficients.detach().clone()
+    record["heads"] = torch.cat([p.detach().reshape(-1) for s in states for p in s.head.parameters()])
+    record["final_loss"] = torch.tensor(list(stats.final_loss.values()))
+    record["dropped"] = torch.tensor(list(stats.samples_dropped.values()), dtype=torch.float)
+    return record
+
+
+def _worker(rank: int, world_size: int, folder: str, plusplus: bool) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
+    try:
+        record = _adapt(DataParallel(rank, world_size, _sum_across_processes), plusplus)
+        if rank == 0:
+            torch.save(record, os.path.join(folder, "parallel.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("plusplus", [False, True])
+def test_two_processes_make_the_same_updates_as_one(tmp_path, plusplus):
+    mp.spawn(_worker, args=(2, str(tmp_path), plusplus), nprocs=2, join=True)
+    parallel = torch.load(tmp_path / "parallel.pt")
+    single = _adapt(DataParallel(), plusplus)
+    # the first step's summed gradients equal the single process's up to float summation order
+    assert torch.allclose(parallel["coefficients_grad"], single["coefficients_grad"], atol=1e-6, rtol=1e-5)
+    assert torch.allclose(parallel["heads_grad"], single["heads_grad"], atol=1e-6, rtol=1e-5)
+    for key in ("coefficients", "heads", "final_loss"):
+        assert torch.allclose(parallel[key], single[key], atol=1e-4), key
+    assert torch.equal(parallel["dropped"], single["dropped"])
+
+
+def test_data_parallel_slices_cover_the_global_batch_once():
+    batch = torch.arange(11)
+    slices = [DataParallel(rank, 3).local(batch) for rank in range(3)]
+    assert sorted(torch.cat(slices).tolist()) == batch.tolist()
+    assert max(s.numel() for s in slices) - min(s.numel() for s in slices) <= 1
+
+
+@pytest.mark.slow
+def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
+    """``fabric.devices=2 fabric.strategy=ddp``: Fabric launches the second process; the saved tinted
+    heads match a one-process run's. Coefficients whose gradients are near zero can differ by a fraction
+    of one Adam step (Adam divides by the gradient's magnitude), so most, not all, match tightly."""
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
+              "taskpool=tiny-clip_TA4", "method.max_steps=5", "method.batch_size=16", "method.lr=0.001"]
+    run_cli_subprocess(config, tmp_path / "one")
+    run_cli_subprocess([*config, "fabric.devices=2", "fabric.strategy=ddp"], tmp_path / "two")
+    one = load_file(tmp_path / "one" / "model_tinting.safetensors")
+    two = load_file(tmp_path / "two" / "model_tinting.safetensors")
+    for key in one:
+        if key != "coefficients":
+            assert torch.allclose(one[key], two[key], atol=1e-5), key
+    close = (one["coefficients"] - two["coefficients"]).abs() <= 1e-5
+    assert close.float().mean() > 0.9
+    assert (one["coefficients"] - two["coefficients"]).abs().max() <= 5 * 0.001  # at most the 5 steps' span
