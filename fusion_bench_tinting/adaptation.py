@@ -118,6 +118,7 @@ class TintingTrainer:
         autocast: Callable[[], ContextManager] = contextlib.nullcontext,
         log_metrics: Optional[Callable[[Dict[str, float], int], None]] = None,
         data_parallel: Optional[DataParallel] = None,
+        section: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext(),
     ):
         if options.update not in ("sequential", "joint"):
             raise ValueError(f"update must be 'sequential' or 'joint', got {options.update!r}")
@@ -131,6 +132,8 @@ class TintingTrainer:
         self.autocast = autocast
         self.log_metrics = log_metrics
         self.data_parallel = data_parallel or DataParallel()
+        #: times the parts of a step (data, merge, forward, backward, optimizer) when profiling
+        self.section = section
         self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator) for t in tasks]
         self._kept = [torch.zeros((), dtype=torch.long, device=device) for _ in tasks]
         self._seen = [0 for _ in tasks]
@@ -181,11 +184,12 @@ class TintingTrainer:
         task = self.tasks[index]
         global_batch = self.samplers[index].next()
         batch = self.data_parallel.local(global_batch)
-        inputs = task.inputs.gather(batch, self.device, self.input_dtype)
-        teacher = task.teacher.index_select(0, batch.to(self.device, non_blocking=True))
-        with self.autocast():
+        with self.section("data"):
+            inputs = task.inputs.gather(batch, self.device, self.input_dtype)
+            teacher = task.teacher.index_select(0, batch.to(self.device, non_blocking=True))
+        with self.section("forward"), self.autocast():
             logits = self.student_logits(task, merged, inputs)
-        losses = per_sample_loss(self.options.loss, logits, teacher)
+            losses = per_sample_loss(self.options.loss, logits, teacher)
         self._seen[index] += global_batch.numel()
         if self.options.confidence_filter and not task.is_regression:
             keep = confidence_filter(logits, teacher)
@@ -204,13 +208,17 @@ class TintingTrainer:
     # ----- loop --------------------------------------------------------------------------------
     def _sequential_step(self, index: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.task_loss(index, self.merged())
+        with self.section("merge"):
+            merged = self.merged()
+        loss = self.task_loss(index, merged)
         if loss is None:
             self.skipped += 1
             return
-        loss.backward()
-        self.data_parallel.sum_gradients(self._trained)
-        self.optimizer.step()
+        with self.section("backward"):
+            loss.backward()
+            self.data_parallel.sum_gradients(self._trained)
+        with self.section("optimizer"):
+            self.optimizer.step()
         self.steps += 1
         self._window_loss += loss.detach()
         self._window_count += 1

@@ -11,6 +11,7 @@ This module knows nothing of a particular model family: ``families`` adapts each
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -91,6 +92,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             the merge starts at the LOT-merged encoder, ``theta_lot + sum_k lambda_k (theta_k - theta_lot)``,
             with coefficients initialised to 0 (``init_values=auto``) and clamped to [-1, 1].
         lot_num_samples, lot_ridge: LOT Merging's ``num_samples`` and ``ridge`` for ``init_from=lot``.
+        profile_steps: time the parts of each step (data, merge, forward, backward, optimizer) in the
+            profile summary; this synchronises with the device around each part, so it slows the loop.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         init_from: str = "task_arithmetic",
         lot_num_samples: int = 64,
         lot_ridge: float = 1e-4,
+        profile_steps: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -314,6 +318,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             autocast=self.fabric.autocast,
             log_metrics=self._log_metrics,
             data_parallel=self._data_parallel(),
+            section=self._synchronised_section if self.profile_steps else (lambda name: contextlib.nullcontext()),
         )
         run_fingerprint = self._fingerprint(family.modelpool, [s.name for s in states])
         if self.resume:
@@ -324,7 +329,18 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             check_resumable(state["fingerprint"], run_fingerprint, str(path))
             trainer.load_state_dict(state["trainer"])
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
-        return trainer.run(on_visit=self._checkpointer(run_fingerprint))
+        stats = trainer.run(on_visit=self._checkpointer(run_fingerprint))
+        self._last_adaptation_seconds = stats.seconds
+        return stats
+
+    @contextlib.contextmanager
+    def _synchronised_section(self, name: str):
+        """A profiled part of a step, with the device synchronised on both sides so the time is its own."""
+        synchronize = torch.cuda.synchronize if torch.device(self.fabric.device).type == "cuda" else (lambda: None)
+        synchronize()
+        with self.profile(f"step: {name}"):
+            yield
+            synchronize()
 
     def _data_parallel(self) -> DataParallel:
         """Data-parallel adaptation over Fabric's processes (``fabric.devices=N``, DDP strategies)."""

@@ -121,7 +121,7 @@ def byte_level_chars() -> List[str]:
     return chars
 
 
-def _byte_level_vocab() -> Dict[str, int]:
+def byte_level_vocab() -> Dict[str, int]:
     chars = byte_level_chars()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
@@ -133,7 +133,7 @@ def _byte_level_vocab() -> Dict[str, int]:
 def tiny_hf_clip(seed: int):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    vocab = _byte_level_vocab()
+    vocab = byte_level_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
@@ -260,13 +260,14 @@ def _dataset_configs(data: Dict[str, Dict[str, Path]], split: str) -> Dict[str, 
 _LOADER = {"batch_size": 64, "num_workers": 0, "pin_memory": False, "drop_last": False, "shuffle": False}
 
 
-def _write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_paths) -> List[str]:
+def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_paths, prefix: str = "tiny") -> List[str]:
+    """Model pool and task pool configs (``<out>/config``) for the HF CLIP and/or open_clip models given."""
     suites = []
     config = out / "config"
     for group in ("modelpool", "taskpool"):
         (config / group).mkdir(parents=True, exist_ok=True)
     if hf_paths:
-        name = f"tiny-clip_{spec.suffix}"
+        name = f"{prefix}-clip_{spec.suffix}"
         (config / "modelpool" / f"{name}.yaml").write_text(
             "# Tiny transformers CLIP suite built by fusion_bench_tinting.testing.tiny_suites\n"
             + _yaml({
@@ -286,7 +287,7 @@ def _write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_pat
         suites.append(name)
     if open_clip_paths:
         models, heads = open_clip_paths
-        name = f"tiny-openclip_{spec.suffix}"
+        name = f"{prefix}-openclip_{spec.suffix}"
         (config / "modelpool" / f"{name}.yaml").write_text(
             "# Tiny open_clip suite (task_vectors checkpoint format) built by fusion_bench_tinting.testing.tiny_suites\n"
             + _yaml({
@@ -325,6 +326,6 @@ def build_tiny_suites(out: os.PathLike, spec: TinySuiteSpec = TinySuiteSpec()) -
         save_image_dataset(*test, data[task]["test"])
     hf_paths = _build_hf_clip(spec, out / "hf_clip", data, images) if "hf_clip" in spec.families else None
     open_clip_paths = _build_open_clip(spec, out / "open_clip", images) if "open_clip" in spec.families else None
-    suites = _write_configs(out, spec, data, hf_paths, open_clip_paths)
+    suites = write_configs(out, spec, data, hf_paths, open_clip_paths)
     stamp.write_text(json.dumps({"spec": asdict(spec), "suites": suites}, indent=2))
     return suites

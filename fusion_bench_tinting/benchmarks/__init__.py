@@ -1,0 +1,1 @@
+"""Benchmarks (speed) that print ratios against FusionBench measured in the same run."""

@@ -1,0 +1,35 @@
+"""The speed benchmark runs end to end on the CPU with a tiny architecture (no timing asserted: what is
+checked is that every method is measured against AdaMerging in one run and the results are written)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_speed_measures_every_method_against_adamerging(tmp_path):
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "bench_speed.py"), "--arch", "tiny", "--tasks", "2",
+               "--images", "16", "--steps", "3", "--accelerator", "cpu", "--root", str(tmp_path / "suite"),
+               "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (table,) = (tmp_path / "out").glob("tiny_TA2_*.md")
+    (raw,) = (tmp_path / "out").glob("tiny_TA2_*.json")
+    figures = json.loads(raw.read_text())
+    timings = {t["method"]: t for t in figures["timings"]}
+    assert list(timings) == ["adamerging", "model_tinting", "model_tinting_plusplus"]
+    assert timings["adamerging"]["ratio_vs_adamerging"] == 1.0
+    for t in timings.values():
+        assert t["iteration_ms"] > 0 and t["job_s"] > 0
+        assert abs(t["ms_per_image"] * t["images_per_iteration"] - t["iteration_ms"]) < 1e-6 * t["iteration_ms"]
+        assert sum(t["shares"].values()) == pytest.approx(1.0)
+    assert timings["model_tinting"]["images_per_iteration"] == 2 * 32
+    assert set(timings["model_tinting"]["shares"]) == {"merge", "data", "forward", "backward", "optimizer"}
+    assert figures["suite"]["architecture"] == "tiny" and "CPU" in figures["device"]
+    assert table.read_text().count("\n| ") == 4  # header + 3 methods
+    assert "| model_tinting |" in result.stdout
