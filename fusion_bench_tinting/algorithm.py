@@ -35,6 +35,7 @@ from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import check_lot_options, make_solver
 from .lot.expert_pass import check_num_samples, observe_expert
 from .losses import check_loss_for_regression, check_loss_name
+from .memory import check_fits, merge_bytes
 from .merging import LayerWiseMerger, check_same_parameters
 from .suites import ensure_task_aware_taskpool
 from .tinted_model import TintedModel, TintModulator
@@ -92,6 +93,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             the merge starts at the LOT-merged encoder, ``theta_lot + sum_k lambda_k (theta_k - theta_lot)``,
             with coefficients initialised to 0 (``init_values=auto``) and clamped to [-1, 1].
         lot_num_samples, lot_ridge: LOT Merging's ``num_samples`` and ``ridge`` for ``init_from=lot``.
+        task_vector_dtype: dtype in which the K task vectors are stored (``bfloat16`` halves the largest
+            buffer, e.g. for ViT-L/14 with 20 tasks on a smaller GPU); merges still compute in float32.
         profile_steps: time the parts of each step (data, merge, forward, backward, optimizer) in the
             profile summary; this synchronises with the device around each part, so it slows the loop.
     """
@@ -127,6 +130,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         init_from: str = "task_arithmetic",
         lot_num_samples: int = 64,
         lot_ridge: float = 1e-4,
+        task_vector_dtype: str = "float32",
         profile_steps: bool = False,
         **kwargs,
     ):
@@ -143,6 +147,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             raise TintingConfigError(f"update={self.update!r}: choose 'sequential' (reference) or 'joint'.")
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
+        if self.task_vector_dtype not in _INPUT_DTYPES:
+            raise TintingConfigError(f"task_vector_dtype={self.task_vector_dtype!r}: choose one of {sorted(_INPUT_DTYPES)}.")
         if self.input_dtype not in _INPUT_DTYPES:
             raise TintingConfigError(f"input_dtype={self.input_dtype!r}: choose one of {sorted(_INPUT_DTYPES)}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -198,6 +204,13 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         block_names = self._block_parameter_names(family, pretrained)
         merged_names = family.merged_parameter_names(pretrained)
         pretrained_params = dict(pretrained.named_parameters())
+        check_fits(
+            device,
+            merge_bytes(sum(pretrained_params[n].numel() for n in merged_names), len(tasks), _INPUT_DTYPES[self.task_vector_dtype]),
+            f"Merging {len(tasks)} task vectors of {len(merged_names)} tensors",
+            "Store the task vectors in half precision (method.task_vector_dtype=bfloat16), merge fewer tasks, "
+            "or run on a device with more memory.",
+        )
         merger = LayerWiseMerger(
             {n: pretrained_params[n] for n in merged_names},
             len(tasks),
@@ -207,6 +220,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             # would also freeze every coefficient that starts at 0 and takes one step below it
             clamp_range=(-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0),
             coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
+            task_vector_dtype=_INPUT_DTYPES[self.task_vector_dtype],
         ).to(device)
         pretrained.to(device)
 

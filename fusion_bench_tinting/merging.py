@@ -61,6 +61,7 @@ class LayerWiseMerger(nn.Module):
         clamp_range: Tuple[float, float] = (0.0, 1.0),
         coefficient_groups: Optional[Sequence[str]] = None,
         dtype: Optional[torch.dtype] = None,
+        task_vector_dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         if num_tasks < 1:
@@ -72,7 +73,9 @@ class LayerWiseMerger(nn.Module):
         dtype = dtype or next(iter(pretrained.values())).dtype
         base = torch.cat([pretrained[n].detach().reshape(-1).to(dtype) for n in self.names])
         self.register_buffer("base", base, persistent=False)
-        self.register_buffer("task_vectors", torch.zeros(num_tasks, self.total, dtype=dtype), persistent=False)
+        # task vectors may be stored narrower (bfloat16 halves the largest buffer); merges compute in `dtype`
+        task_vector_dtype = task_vector_dtype or dtype
+        self.register_buffer("task_vectors", torch.zeros(num_tasks, self.total, dtype=task_vector_dtype), persistent=False)
         self._filled = [False] * num_tasks
         # tensors that no task changed, kept out of the per-step merge (see check_complete)
         self._unchanged_names: List[str] = []
@@ -100,7 +103,7 @@ class LayerWiseMerger(nn.Module):
         """Store ``finetuned - pretrained`` as row ``task_index`` (names must match, see
         :func:`check_same_parameters`)."""
         flat = torch.cat([finetuned[n].detach().reshape(-1).to(self.base.dtype) for n in self.names])
-        self.task_vectors[task_index].copy_(flat.to(self.base.device) - self.base)
+        self.task_vectors[task_index].copy_((flat.to(self.base.device) - self.base).to(self.task_vectors.dtype))
         self._filled[task_index] = True
 
     @torch.no_grad()
@@ -112,7 +115,7 @@ class LayerWiseMerger(nn.Module):
             raise RuntimeError("rebase() must come before check_complete()")
         flat = torch.cat([offset[n].detach().reshape(-1).to(self.base) for n in self.names])
         self.base.add_(flat)
-        self.task_vectors.sub_(flat)
+        self.task_vectors.sub_(flat.to(self.task_vectors.dtype))
 
     def check_complete(self) -> None:
         """Verify every task vector was set, then drop from the per-step computation the tensors that
@@ -150,11 +153,11 @@ class LayerWiseMerger(nn.Module):
         temporary in the forward or the backward (the gradient of a coefficient is one dot product),
         which measured 7x faster on the CPU than one elementwise product over the whole (K, N) buffer.
         """
-        per_tensor = self.effective_coefficients().index_select(1, self.group_of_tensor).to(self.task_vectors.dtype)
+        per_tensor = self.effective_coefficients().index_select(1, self.group_of_tensor).to(self.base.dtype)
         bases = self.base.split(self.numels)
         vectors = self.task_vectors.split(self.numels, dim=1)
         merged = {
-            name: torch.addmv(base, vector.t(), per_tensor[:, i]).view(shape)
+            name: torch.addmv(base, vector.t().to(base.dtype), per_tensor[:, i]).view(shape)
             for i, (name, base, vector, shape) in enumerate(zip(self.names, bases, vectors, self.shapes))
         }
         sizes = [math.prod(shape) for shape in self._unchanged_shapes]

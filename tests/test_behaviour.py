@@ -14,6 +14,10 @@ def test_model_tinting_beats_task_arithmetic_by_a_clear_margin(tiny_suites, tmp_
     assert tinting >= task_arithmetic + 0.2, (tinting, task_arithmetic)
     assert plusplus["average"]["accuracy"] >= task_arithmetic + 0.2, (plusplus["average"], task_arithmetic)
     assert any(v > 0 for v in plusplus["adaptation"]["filter_dropped_fraction"].values())
+    # bf16 autocast with bf16-stored task vectors reaches the fp32 run's accuracy
+    half = run_cli([*config, "method=model_tinting", "method.max_steps=200", "fabric.precision=bf16-mixed",
+                    "method.task_vector_dtype=bfloat16"], tmp_path / "bf16")["average"]["accuracy"]
+    assert abs(half - tinting) <= 0.03, (half, tinting)
 
 
 @pytest.mark.slow

@@ -137,3 +137,35 @@ def test_rebase_moves_the_origin_and_keeps_the_fine_tuned_models_at_coefficient_
         dropped.task_vectors[:, :16] = 0  # a tensor no task changed is dropped by check_complete
         dropped.check_complete()
         dropped.rebase(offset)
+
+
+def test_half_precision_task_vectors_merge_in_float32_close_to_full_precision():
+    coefficients = torch.tensor([[0.1, 0.5, 0.9, 0.2, 0.7], [0.3, 0.0, 1.0, 0.4, 0.6]])
+    full, pre, fts = _merger(coefficients)
+    half = LayerWiseMerger(pre, 2, init_value=0.3, task_vector_dtype=torch.bfloat16)
+    for k, ft in enumerate(fts):
+        half.set_task_vector(k, ft)
+    with torch.no_grad():
+        half.coefficients.copy_(coefficients)
+    assert half.task_vectors.dtype == torch.bfloat16 and half.base.dtype == torch.float32
+    merged, reference = half(), full()
+    for name in pre:
+        assert merged[name].dtype == torch.float32
+        assert torch.allclose(merged[name], reference[name], atol=2e-2), name
+    sum(t.sum() for t in merged.values()).backward()
+    assert half.coefficients.grad is not None and torch.isfinite(half.coefficients.grad).all()
+
+
+def test_memory_check_refuses_a_merge_that_cannot_fit(monkeypatch):
+    from fusion_bench_tinting import memory
+    from fusion_bench_tinting.errors import TintingConfigError
+
+    # ViT-L/14's vision tower, 20 tasks: 20 fp32 task vectors + 4 fp32 copies; half with bfloat16 vectors
+    required = memory.merge_bytes(303_000_000, 20, torch.float32)
+    assert required == 303_000_000 * (20 * 4 + 16)
+    assert memory.merge_bytes(303_000_000, 20, torch.bfloat16) == 303_000_000 * (20 * 2 + 16)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 10 * memory.GIB)
+    with pytest.raises(TintingConfigError, match=r"needs at least 27.1 GiB on cuda:0, which has 10.0 GiB free. Use bfloat16"):
+        memory.check_fits(torch.device("cuda", 0), required, "Merging 20 task vectors", "Use bfloat16.")
+    memory.check_fits(torch.device("cuda", 0), 5 * memory.GIB, "Merging", "")  # fits: no error
+    memory.check_fits(torch.device("cpu"), required, "Merging", "")  # host memory is not checked
