@@ -52,7 +52,9 @@ def fusion_bench_cache_dir() -> str:
 
 SPARSITY_THRESHOLD = 1e-5
 INIT_FROM = ("task_arithmetic", "lot")
-_INPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: uint8 keeps images on their 8-bit grid (normalised on the device; text inputs are token ids anyway)
+_INPUT_DTYPES = {**_TENSOR_DTYPES, "uint8": torch.uint8}
 
 
 @auto_register_config
@@ -78,7 +80,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         weights: a ``model_tinting.safetensors`` (or the log folder of a run) to load; skips adaptation.
         save_weights: write coefficients, tinted layers and the resolved config to the log folder.
         input_dtype: dtype of the cached preprocessed inputs (float16 is exact to well below the
-            quantisation of 8-bit images and halves the memory).
+            quantisation of 8-bit images and halves the memory; ``uint8`` keeps images on their 8-bit grid,
+            exact and half of float16, normalised on the device at each batch).
         inputs_on_device: keep the cached inputs on the accelerator (``auto``: when they take less
             than a quarter of its free memory).
         preprocess_batch_size, num_workers: data loading for the one preprocessing and teacher pass.
@@ -147,8 +150,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             raise TintingConfigError(f"update={self.update!r}: choose 'sequential' (reference) or 'joint'.")
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
-        if self.task_vector_dtype not in _INPUT_DTYPES:
-            raise TintingConfigError(f"task_vector_dtype={self.task_vector_dtype!r}: choose one of {sorted(_INPUT_DTYPES)}.")
+        if self.task_vector_dtype not in _TENSOR_DTYPES:
+            raise TintingConfigError(f"task_vector_dtype={self.task_vector_dtype!r}: choose one of {sorted(_TENSOR_DTYPES)}.")
         if self.input_dtype not in _INPUT_DTYPES:
             raise TintingConfigError(f"input_dtype={self.input_dtype!r}: choose one of {sorted(_INPUT_DTYPES)}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -206,7 +209,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         pretrained_params = dict(pretrained.named_parameters())
         check_fits(
             device,
-            merge_bytes(sum(pretrained_params[n].numel() for n in merged_names), len(tasks), _INPUT_DTYPES[self.task_vector_dtype]),
+            merge_bytes(sum(pretrained_params[n].numel() for n in merged_names), len(tasks), _TENSOR_DTYPES[self.task_vector_dtype]),
             f"Merging {len(tasks)} task vectors of {len(merged_names)} tensors",
             "Store the task vectors in half precision (method.task_vector_dtype=bfloat16), merge fewer tasks, "
             "or run on a device with more memory.",
@@ -220,7 +223,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             # would also freeze every coefficient that starts at 0 and takes one step below it
             clamp_range=(-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0),
             coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
-            task_vector_dtype=_INPUT_DTYPES[self.task_vector_dtype],
+            task_vector_dtype=_TENSOR_DTYPES[self.task_vector_dtype],
         ).to(device)
         pretrained.to(device)
 

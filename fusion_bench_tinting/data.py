@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Mapping, Optional, Protocol, Sequence, Union
+import logging
+from typing import Any, Dict, Iterator, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 
 class AdaptationInputs(Protocol):
@@ -112,6 +115,41 @@ class TokenInputs:
             yield self._cut(rows, int(self.lengths[rows].max()), device)
 
 
+class Uint8ImageInputs(TensorInputs):
+    """Preprocessed images kept on their 8-bit grid (uint8: a quarter of float32, half of float16) and
+    normalised on the device they are gathered to. Exact for preprocessing that resizes and crops 8-bit
+    pixels, then maps ``x / 255`` through ``(x - mean) / std`` (CLIP's and open_clip's)."""
+
+    def __init__(self, tensor: Tensor, mean: Tensor, std: Tensor):
+        super().__init__(tensor)
+        self.mean, self.std = mean.float().reshape(-1, 1, 1), std.float().reshape(-1, 1, 1)
+
+    def to(self, device: torch.device) -> "Uint8ImageInputs":
+        return Uint8ImageInputs(_pin_if_useful(self.tensor.to(device)), self.mean, self.std)
+
+    def _normalised(self, pixels: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
+        mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
+        return ((pixels.float() / 255.0 - mean) / std).to(dtype or torch.float32)
+
+    def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Tensor:
+        rows = self.tensor.index_select(0, index.to(self.tensor.device, non_blocking=True))
+        return self._normalised(rows.to(device, non_blocking=True), dtype)
+
+    def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
+        for start in range(0, len(self), batch_size):
+            yield self._normalised(self.tensor[start : start + batch_size].to(device, non_blocking=True), dtype)
+
+
+def to_uint8_grid(images: Tensor, mean: Tensor, std: Tensor, tolerance: float = 0.02) -> Optional[Tensor]:
+    """``images`` (normalised, N x C x H x W) back as 8-bit pixels, or None when they are not on that grid
+    (then storing them as uint8 would change them). ``tolerance`` is in pixel units (0..255)."""
+    pixels = (images.float() * std.float().reshape(-1, 1, 1) + mean.float().reshape(-1, 1, 1)) * 255.0
+    rounded = pixels.round()
+    if rounded.min() < 0 or rounded.max() > 255 or (pixels - rounded).abs().max() > tolerance:
+        return None
+    return rounded.to(torch.uint8)
+
+
 def _inputs_only(batch):
     inputs = [item[0] for item in batch]
     return torch.stack([torch.as_tensor(x) for x in inputs])
@@ -124,13 +162,37 @@ def cache_inputs(
     num_workers: int,
     dtype: torch.dtype,
     desc: str,
+    normalization: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
 ) -> TensorInputs:
-    """Run the dataset's preprocessing once over every sample and keep the input tensors."""
+    """Run the dataset's preprocessing once over every sample and keep the input tensors. With
+    ``dtype=torch.uint8`` the images are kept on their 8-bit grid (``normalization`` = the preprocessing's
+    mean and std); if they turn out not to be on it, float16 is kept instead, with a warning."""
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_inputs_only)
-    chunks = [batch.to(dtype) for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)]
+    quantize = dtype == torch.uint8
+    if quantize and normalization is None:
+        raise ValueError(f"{desc}: input_dtype=uint8 needs the preprocessing's mean and std")
+    mean, std = (torch.tensor(v, dtype=torch.float32) for v in normalization) if quantize else (None, None)
+    chunks = []
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        if quantize:
+            pixels = to_uint8_grid(batch, mean, std)
+            if pixels is None:
+                log.warning("%s: the preprocessed images are not on an 8-bit grid; caching them as float16.", desc)
+                quantize, chunks = False, [_dequantized(c, mean, std) for c in chunks]
+                dtype = torch.float16
+            else:
+                chunks.append(pixels)
+                continue
+        chunks.append(batch.to(dtype))
     if not chunks:
         raise ValueError(f"{desc}: the dataset is empty")
+    if quantize:
+        return Uint8ImageInputs(torch.cat(chunks), mean, std)
     return TensorInputs(torch.cat(chunks))
+
+
+def _dequantized(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    return ((pixels.float() / 255.0 - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1)).to(torch.float16)
 
 
 class EpochSampler:

@@ -223,3 +223,30 @@ def test_tie_qkv_shares_coefficients_of_q_k_v(tiny_suites):
     names = family.merged_parameter_names(encoder)
     groups = {family.coefficient_group(n, tie_qkv=True) for n in names}
     assert len(groups) == len(names) - 2 * 2 * 2  # 2 layers x (q,k,v -> 1) x (weight, bias)
+
+
+@pytest.mark.parametrize("suite", ["tiny-clip_TA4", "tiny-openclip_TA4"])
+def test_uint8_inputs_are_exact_and_a_quarter_of_float32(tiny_suites, suite):
+    from fusion_bench_tinting.data import Uint8ImageInputs
+
+    pool = load_pool(tiny_suites, suite)
+    family = family_for(pool, cpu_fabric())
+    full = family.adaptation_inputs("eurosat", batch_size=64, num_workers=0, dtype=torch.float32)
+    small = family.adaptation_inputs("eurosat", batch_size=64, num_workers=0, dtype=torch.uint8)
+    assert isinstance(small, Uint8ImageInputs) and small.tensor.dtype == torch.uint8
+    assert small.nbytes * 4 == full.nbytes
+    index = torch.tensor([5, 0, 17])
+    assert torch.allclose(small.gather(index, torch.device("cpu")), full.tensor[index], atol=1e-5)
+    assert torch.allclose(torch.cat(list(small.batches(50, torch.device("cpu")))), full.tensor, atol=1e-5)
+
+
+def test_uint8_caching_falls_back_to_float16_for_inputs_off_the_8_bit_grid():
+    from fusion_bench_tinting.data import TensorInputs, cache_inputs
+
+    on_grid = torch.randint(0, 256, (6, 3, 4, 4)).float() / 255
+    off_grid = torch.rand(6, 3, 4, 4)
+    dataset = [(x, 0) for x in torch.cat([on_grid, off_grid])]  # the first batch is on the grid, the second not
+    inputs = cache_inputs(dataset, batch_size=6, num_workers=0, dtype=torch.uint8, desc="mixed",
+                          normalization=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+    assert type(inputs) is TensorInputs and inputs.tensor.dtype == torch.float16
+    assert torch.allclose(inputs.tensor.float(), torch.cat([on_grid, off_grid]), atol=1e-3)

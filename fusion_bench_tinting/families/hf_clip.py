@@ -96,8 +96,11 @@ class HFCLIPVisionFamily(ModelFamily):
         dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), self.processor)
         if indices is not None:
             dataset = Subset(dataset, list(indices))
+        image_processor = getattr(self.processor, "image_processor", self.processor)
+        normalization = (image_processor.image_mean, image_processor.image_std)
         return cache_inputs(
-            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
+            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}",
+            normalization=normalization,
         )
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import Subset
 from ..compat import ensure_typing_override
 from ..data import TensorInputs, cache_inputs
 from ..errors import TintingConfigError
-from .base import ModelFamily
+from .base import PRETRAINED, ModelFamily
 
 ensure_typing_override()
 
@@ -97,10 +97,23 @@ class OpenCLIPVisionFamily(ModelFamily):
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TensorInputs:
+        if self.modelpool._test_processor is None:  # set as a side effect of loading an encoder
+            load_pickled_encoder(self.modelpool, PRETRAINED)
         processor = self.modelpool.test_processor
         dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), processor)
         if indices is not None:
             dataset = Subset(dataset, list(indices))
         return cache_inputs(
-            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}"
+            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}",
+            normalization=_normalization(processor),
         )
+
+
+def _normalization(preprocess) -> Optional[tuple]:
+    """Mean and std of the ``Normalize`` step of a torchvision preprocessing pipeline, if it has one."""
+    from torchvision.transforms import Normalize
+
+    for step in getattr(preprocess, "transforms", []):
+        if isinstance(step, Normalize):
+            return tuple(step.mean), tuple(step.std)
+    return None
