@@ -280,13 +280,14 @@ class TintingTrainer:
         progress.close()
         self.seconds += time.perf_counter() - start
         kept = [int(k) for k in self._kept]
+        final_losses = self.data_parallel.all_reduce_sum(torch.stack(self._last_loss))  # each process's share
         return AdaptationStats(
             optimizer_steps=self.steps,
             skipped_steps=self.skipped,
             seconds=self.seconds,
             samples_seen={t.name: seen for t, seen in zip(self.tasks, self._seen)},
             samples_dropped={t.name: seen - k for t, seen, k in zip(self.tasks, self._seen, kept)},
-            final_loss={t.name: float(loss) for t, loss in zip(self.tasks, self.data_parallel.all_reduce_sum(torch.stack(self._last_loss)))},
+            final_loss={t.name: float(loss) for t, loss in zip(self.tasks, final_losses)},
         )
 
     # ----- state (checkpoints) -----------------------------------------------------------------

@@ -105,7 +105,10 @@ class LOTSolver:
                 mask_box[0] = token_mask(batch)
                 forward(batch)
         expert_params = dict(expert.named_parameters())
-        vectors = {n: (expert_params[n].detach().float() - pretrained[n].detach().float().to(expert_params[n].device)) for n in self.merged_names}
+        vectors = {
+            n: expert_params[n].detach().float() - pretrained[n].detach().float().to(expert_params[n].device)
+            for n in self.merged_names
+        }
         for name, vector in vectors.items():
             vector = vector.to(self.device)
             self._vector_sum[name] = vector if name not in self._vector_sum else self._vector_sum[name] + vector
