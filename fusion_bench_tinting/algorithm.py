@@ -346,9 +346,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             check_resumable(state["fingerprint"], run_fingerprint, str(path))
             trainer.load_state_dict(state["trainer"])
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
-        stats = trainer.run(on_visit=self._checkpointer(run_fingerprint))
-        self._last_adaptation_seconds = stats.seconds
-        return stats
+        return trainer.run(on_visit=self._checkpointer(run_fingerprint))
 
     @contextlib.contextmanager
     def _synchronised_section(self, name: str):

@@ -4,6 +4,7 @@ global batch; and the real CLI runs with ``fabric.devices=2``."""
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -45,20 +46,27 @@ def _adapt(data_parallel: DataParallel, plusplus: bool) -> dict:
     return record
 
 
-def _worker(rank: int, world_size: int, folder: str, plusplus: bool) -> None:
+def _worker(rank: int, world_size: int, port: int, folder: str, plusplus: bool) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         record = _adapt(DataParallel(rank, world_size, _sum_across_processes), plusplus)
         if rank == 0:
             torch.save(record, os.path.join(folder, "parallel.pt"))
+        dist.barrier()  # neither process tears gloo down while the other still uses it
     finally:
         dist.destroy_process_group()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("plusplus", [False, True])
 def test_two_processes_make_the_same_updates_as_one(tmp_path, plusplus):
-    mp.spawn(_worker, args=(2, str(tmp_path), plusplus), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), plusplus), nprocs=2, join=True)
     parallel = torch.load(tmp_path / "parallel.pt")
     single = _adapt(DataParallel(), plusplus)
     # the first step's summed gradients equal the single process's up to float summation order

@@ -88,7 +88,8 @@ def _synchronize(accelerator: str) -> None:
 
 
 def _timed_run(make_algorithm: Callable, config_dir: Path, suite: str, accelerator: str, evaluate: bool):
-    """(run seconds, job seconds, algorithm) of one fresh run; job = run + evaluation of every task."""
+    """(seconds, algorithm, the model's report extras) of one fresh run, with the evaluation of every task
+    when ``evaluate``."""
     from fusion_bench.utils import instantiate
 
     modelpool, taskpool_config = _pools(config_dir, suite)
@@ -98,24 +99,21 @@ def _timed_run(make_algorithm: Callable, config_dir: Path, suite: str, accelerat
     _synchronize(accelerator)
     start = time.perf_counter()
     model = algorithm.run(modelpool)
-    _synchronize(accelerator)
-    run_seconds = time.perf_counter() - start
-    job_seconds = run_seconds
     if evaluate:
         taskpool = instantiate(taskpool_config, _recursive_=False)
         taskpool._fabric_instance = fabric
         taskpool.evaluate(model)
-        _synchronize(accelerator)
-        job_seconds = time.perf_counter() - start
+    _synchronize(accelerator)
+    seconds = time.perf_counter() - start
+    extras = dict(getattr(model, "report_extras", {}))
     del model
     gc.collect()
-    return run_seconds, job_seconds, algorithm
+    return seconds, algorithm, extras
 
 
-def _shares(algorithm, prefix: str = "") -> Dict[str, float]:
-    durations = {k[len(prefix):]: sum(v) for k, v in algorithm.profiler.recorded_durations.items() if k.startswith(prefix)}
-    total = sum(durations.values())
-    return {k: v / total for k, v in durations.items()} if total else {}
+def _fractions(seconds: Dict[str, float]) -> Dict[str, float]:
+    total = sum(seconds.values())
+    return {k: v / total for k, v in seconds.items()} if total else {}
 
 
 ADAMERGING_SECTIONS = ("data loading", "forward pass", "backward pass", "optimizer step", "merging weights")
@@ -147,19 +145,19 @@ def measure(
     if accelerator == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if method == BASELINE:
-        _, job, algorithm = _timed_run(lambda: _adamerging(steps, num_workers), config_dir, suite, accelerator, True)
+        job, algorithm, _ = _timed_run(lambda: _adamerging(steps, num_workers), config_dir, suite, accelerator, True)
         iteration = _adamerging_loop_seconds(algorithm, steps, num_tasks)
         images = num_tasks * 16
         durations = algorithm.profiler.recorded_durations
-        sections = {k: sum(durations[k]) for k in ADAMERGING_SECTIONS if k in durations}
-        shares = {k: v / sum(sections.values()) for k, v in sections.items()}
+        shares = _fractions({k: sum(durations[k]) for k in ADAMERGING_SECTIONS if k in durations})
     else:
-        _, job, algorithm = _timed_run(lambda: _ours(method, steps, num_workers), config_dir, suite, accelerator, True)
-        iteration = algorithm._last_adaptation_seconds / steps
+        job, _, extras = _timed_run(lambda: _ours(method, steps, num_workers), config_dir, suite, accelerator, True)
+        iteration = extras["adaptation_time_s"] / steps
         images = num_tasks * 32
-        _, _, profiled = _timed_run(lambda: _ours(method, max(1, steps // 4), num_workers, profile_steps=True),
+        _, profiled, _ = _timed_run(lambda: _ours(method, max(1, steps // 4), num_workers, profile_steps=True),
                                     config_dir, suite, accelerator, evaluate=False)
-        shares = _shares(profiled, prefix="step: ")
+        durations = profiled.profiler.recorded_durations
+        shares = _fractions({k[len("step: "):]: sum(v) for k, v in durations.items() if k.startswith("step: ")})
     peak = torch.cuda.max_memory_allocated() / 2**30 if accelerator == "cuda" else None
     return Timing(
         method=method,

@@ -47,6 +47,10 @@ class LOTSolver:
             raise ValueError(f"ridge={ridge}: must be >= 0")
         self.merged_names = list(merged_names)
         self.layers: List[SolvableLayer] = find_solvable_layers(encoder, self.merged_names)
+        #: module name -> indices of its layers (an attention module owns two: in- and out-projection)
+        self._layers_of_module: Dict[str, List[int]] = {}
+        for index, layer in enumerate(self.layers):
+            self._layers_of_module.setdefault(layer.module_name, []).append(index)
         self.ridge = float(ridge)
         self.fallback_scale = fallback_scale
         self.dtype = statistics_dtype
@@ -63,11 +67,8 @@ class LOTSolver:
     # ----- statistics ------------------------------------------------------------------------
     @contextlib.contextmanager
     def _hooks(self, expert: nn.Module, grams: Dict[int, Tensor], mask_box: List[Optional[Tensor]]) -> Iterator[None]:
-        by_module: Dict[str, List[int]] = {}
-        for index, layer in enumerate(self.layers):
-            by_module.setdefault(layer.module_name, []).append(index)
         handles = []
-        for module_name, indices in by_module.items():
+        for module_name, indices in self._layers_of_module.items():
             module = expert.get_submodule(module_name) if module_name else expert
 
             def hook(module, args, kwargs, indices=indices):
