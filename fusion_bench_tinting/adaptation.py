@@ -225,15 +225,18 @@ class TintingTrainer:
 
     def _joint_step(self, order: List[int]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        merged = self.merged()
+        with self.section("merge"):
+            merged = self.merged()
         losses = [loss for loss in (self.task_loss(i, merged) for i in order) if loss is not None]
         if not losses:
             self.skipped += 1
             return
         total = torch.stack(losses).sum()
-        total.backward()
-        self.data_parallel.sum_gradients(self._trained)
-        self.optimizer.step()
+        with self.section("backward"):
+            total.backward()
+            self.data_parallel.sum_gradients(self._trained)
+        with self.section("optimizer"):
+            self.optimizer.step()
         self.steps += 1
         self._window_loss += total.detach() / len(losses)
         self._window_count += 1

@@ -128,8 +128,13 @@ class Uint8ImageInputs(TensorInputs):
         return Uint8ImageInputs(_pin_if_useful(self.tensor.to(device)), self.mean, self.std)
 
     def _normalised(self, pixels: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
-        mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
-        return ((pixels.float() / 255.0 - mean) / std).to(dtype or torch.float32)
+        return normalise_pixels(pixels, self.mean, self.std).to(dtype or torch.float32)
+
+
+def normalise_pixels(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """8-bit pixels (N x C x H x W) through ``x / 255`` and ``(x - mean) / std``, in float32 on their device."""
+    mean, std = mean.float().reshape(-1, 1, 1).to(pixels.device), std.float().reshape(-1, 1, 1).to(pixels.device)
+    return (pixels.float() / 255.0 - mean) / std
 
     def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Tensor:
         rows = self.tensor.index_select(0, index.to(self.tensor.device, non_blocking=True))
@@ -178,7 +183,7 @@ def cache_inputs(
             pixels = to_uint8_grid(batch, mean, std)
             if pixels is None:
                 log.warning("%s: the preprocessed images are not on an 8-bit grid; caching them as float16.", desc)
-                quantize, chunks = False, [_dequantized(c, mean, std) for c in chunks]
+                quantize, chunks = False, [normalise_pixels(c, mean, std).to(torch.float16) for c in chunks]
                 dtype = torch.float16
             else:
                 chunks.append(pixels)
@@ -190,9 +195,6 @@ def cache_inputs(
         return Uint8ImageInputs(torch.cat(chunks), mean, std)
     return TensorInputs(torch.cat(chunks))
 
-
-def _dequantized(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    return ((pixels.float() / 255.0 - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1)).to(torch.float16)
 
 
 class EpochSampler:
