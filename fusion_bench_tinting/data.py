@@ -130,12 +130,6 @@ class Uint8ImageInputs(TensorInputs):
     def _normalised(self, pixels: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
         return normalise_pixels(pixels, self.mean, self.std).to(dtype or torch.float32)
 
-
-def normalise_pixels(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """8-bit pixels (N x C x H x W) through ``x / 255`` and ``(x - mean) / std``, in float32 on their device."""
-    mean, std = mean.float().reshape(-1, 1, 1).to(pixels.device), std.float().reshape(-1, 1, 1).to(pixels.device)
-    return (pixels.float() / 255.0 - mean) / std
-
     def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Tensor:
         rows = self.tensor.index_select(0, index.to(self.tensor.device, non_blocking=True))
         return self._normalised(rows.to(device, non_blocking=True), dtype)
@@ -143,6 +137,12 @@ def normalise_pixels(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
         for start in range(0, len(self), batch_size):
             yield self._normalised(self.tensor[start : start + batch_size].to(device, non_blocking=True), dtype)
+
+
+def normalise_pixels(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """8-bit pixels (N x C x H x W) through ``x / 255`` and ``(x - mean) / std``, in float32 on their device."""
+    mean, std = mean.float().reshape(-1, 1, 1).to(pixels.device), std.float().reshape(-1, 1, 1).to(pixels.device)
+    return (pixels.float() / 255.0 - mean) / std
 
 
 def to_uint8_grid(images: Tensor, mean: Tensor, std: Tensor, tolerance: float = 0.02) -> Optional[Tensor]:
