@@ -3,6 +3,8 @@
 locally built CLIP suite (real vision architecture, random weights, synthetic JPEG test sets), in one process.
 
     python scripts/bench_speed.py --arch ViT-B-32 --tasks 8 --steps 20 --out docs/speed      # on a GPU
+    python scripts/bench_speed.py --arch ViT-B-32 --tasks 8 --steps 50 --precision bf16-mixed \
+        --methods adamerging,model_tinting,model_tinting_compiled --out docs/speed             # the fast loop
     python scripts/bench_speed.py --arch tiny --tasks 4 --steps 5 --images 64                # CPU smoke run
 
 Prints ms per iteration (every task adapted once), adapted images/s, ms per image, the ratio against
@@ -16,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fusion_bench_tinting.benchmarks.speed import METHODS, markdown, run_benchmark, save  # noqa: E402
+from fusion_bench_tinting.benchmarks.speed import DEFAULT_METHODS, METHODS, markdown, run_benchmark, save  # noqa: E402
 from fusion_bench_tinting.testing.speed_suite import ARCHITECTURES, SpeedSuiteSpec  # noqa: E402
 
 
@@ -26,7 +28,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8, help="number of tasks (FusionBench's TA20 order)")
     parser.add_argument("--images", type=int, default=256, help="synthetic JPEG test images per task")
     parser.add_argument("--steps", type=int, default=20, help="iterations of the longer of the two runs per method")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated, from {', '.join(METHODS)} (*_compiled: compile_step, CUDA graphs on a GPU)")
+    parser.add_argument("--precision", default="32-true", help="Fabric precision for every method, e.g. bf16-mixed")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the *_compiled methods")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--num-workers", type=int, default=0, help="data-loading workers (AdaMerging's loader, our one preprocessing pass)")
     parser.add_argument("--root", default=None, help="where the suite is built (default: .cache/speed/<arch>_TA<tasks>)")
@@ -36,7 +41,7 @@ def main() -> None:
     root = Path(args.root or f".cache/speed/{args.arch}_TA{args.tasks}")
     result = run_benchmark(
         spec, root=root, methods=args.methods.split(","), steps=args.steps, accelerator=args.accelerator,
-        num_workers=args.num_workers,
+        num_workers=args.num_workers, precision=args.precision, compile_backend=args.compile_backend,
     )
     print(markdown(result))
     print(f"written: {save(result, Path(args.out))}")

@@ -183,6 +183,7 @@ def test_tinted_block_out_of_range_is_refused(tiny_suites):
         ({"train_coefficients": False, "train_tinted_layer": False}, "nothing to adapt"),
         ({"input_dtype": "int8"}, "input_dtype='int8'"),
         ({"batch_size": 0}, "batch_size=0"),
+        ({"compile_step": "turbo"}, "compile_step='turbo'"),
     ],
 )
 def test_bad_options_are_refused_before_any_loading(options, message):

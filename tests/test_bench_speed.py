@@ -15,21 +15,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_bench_speed_measures_every_method_against_adamerging(tmp_path):
     command = [sys.executable, str(REPO_ROOT / "scripts" / "bench_speed.py"), "--arch", "tiny", "--tasks", "2",
                "--images", "16", "--steps", "3", "--accelerator", "cpu", "--root", str(tmp_path / "suite"),
-               "--out", str(tmp_path / "out")]
+               "--out", str(tmp_path / "out"), "--methods", "adamerging,model_tinting,model_tinting_plusplus,model_tinting_compiled",
+               "--compile-backend", "aot_eager"]  # traced, not code-generated: the compiled branch without its compile time
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     (table,) = (tmp_path / "out").glob("tiny_TA2_*.md")
     (raw,) = (tmp_path / "out").glob("tiny_TA2_*.json")
     figures = json.loads(raw.read_text())
     timings = {t["method"]: t for t in figures["timings"]}
-    assert list(timings) == ["adamerging", "model_tinting", "model_tinting_plusplus"]
+    assert list(timings) == ["adamerging", "model_tinting", "model_tinting_plusplus", "model_tinting_compiled"]
     assert timings["adamerging"]["ratio_vs_adamerging"] == 1.0
-    for t in timings.values():
-        assert t["iteration_ms"] > 0 and t["job_s"] > 0
+    for name, t in timings.items():
+        assert t["iteration_ms"] > 0 and t["job_s"] > 0 and t["first_iteration_s"] > 0
+        assert t["job_s"] > t["first_iteration_s"] + 2 * t["iteration_ms"] / 1000  # the job holds every iteration
         assert abs(t["ms_per_image"] * t["images_per_iteration"] - t["iteration_ms"]) < 1e-6 * t["iteration_ms"]
-        assert sum(t["shares"].values()) == pytest.approx(1.0)
+        if name != "model_tinting_compiled":  # the compiled step has no parts to time apart
+            assert sum(t["shares"].values()) == pytest.approx(1.0)
     assert timings["model_tinting"]["images_per_iteration"] == 2 * 32
     assert set(timings["model_tinting"]["shares"]) == {"merge", "data", "forward", "backward", "optimizer"}
     assert figures["suite"]["architecture"] == "tiny" and "CPU" in figures["device"]
-    assert table.read_text().count("\n| ") == 4  # header + 3 methods
+    assert table.read_text().count("\n| ") == 5  # header + 4 methods
+    assert figures["precision"] == "32-true" and table.name.endswith("_cpu.md")
     assert "| model_tinting |" in result.stdout

@@ -19,7 +19,8 @@ from fusion_bench_tinting.errors import TintingConfigError
 
 def _without_timing(report):
     report = dict(report)
-    report["adaptation"] = {k: v for k, v in report["adaptation"].items() if k != "adaptation_time_s"}
+    timings = ("adaptation_time_s", "first_iteration_s")
+    report["adaptation"] = {k: v for k, v in report["adaptation"].items() if k not in timings}
     return report
 
 

@@ -2,23 +2,29 @@
 in one process on one speed suite (:mod:`..testing.speed_suite`).
 
 Per method one run of ``run()`` followed by the evaluation of every test set (the whole job). The
-time of one iteration is the adaptation loop's own: ours from the trainer (all iterations), AdaMerging's
-from its profiler sections (without its first iteration, which starts its data loaders). One iteration
+time of one iteration is the adaptation loop's own, without its first iteration (AdaMerging's starts its
+data loaders, a compiled step compiles there): AdaMerging's from its profiler sections, ours from the
+trainer. The first iteration is reported on its own, and the whole job includes it. One iteration
 adapts every task once: AdaMerging ``K x batch 16`` images (its reference setting), ours ``K x batch 32``;
 the ratio is taken per adapted image. Shares of a step: AdaMerging's own profiler sections; ours from
-``profile_steps`` (a second, shorter run synchronised around each part).
+``profile_steps`` (a second, shorter run synchronised around each part; eager methods only).
+``*_compiled``: our methods with ``compile_step`` (``reduce-overhead`` on CUDA: inductor + CUDA graphs),
+each compiled from cold caches, so the first iteration and the whole job hold a full compilation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -26,7 +32,10 @@ from omegaconf import OmegaConf
 from ..testing.speed_suite import SpeedSuiteSpec, build_speed_suite
 
 BASELINE = "adamerging"
-METHODS = ("adamerging", "model_tinting", "model_tinting_plusplus")
+METHODS = (
+    "adamerging", "model_tinting", "model_tinting_plusplus", "model_tinting_compiled", "model_tinting_plusplus_compiled",
+)
+DEFAULT_METHODS = ("adamerging", "model_tinting", "model_tinting_plusplus")
 
 
 @dataclass
@@ -38,16 +47,18 @@ class Timing:
     ms_per_image: float
     job_s: float
     peak_memory_gib: Optional[float]
+    first_iteration_s: Optional[float] = None  # start-up: AdaMerging's data loaders, a compiled step's compilation
     shares: Dict[str, float] = field(default_factory=dict)
     ratio_vs_adamerging: Optional[float] = None  # AdaMerging's ms per image / this method's
 
 
-def _fabric(accelerator: str, log_root: Path):
+def _fabric(accelerator: str, log_root: Path, precision: str):
     """A one-device Fabric with a TensorBoard logger (FusionBench's AdaMerging logs its hyper-parameters)."""
     import lightning as L
     from lightning.fabric.loggers import TensorBoardLogger
 
-    return L.Fabric(accelerator=accelerator, devices=1, loggers=TensorBoardLogger(root_dir=str(log_root), name="runs"))
+    return L.Fabric(accelerator=accelerator, devices=1, precision=precision,
+                    loggers=TensorBoardLogger(root_dir=str(log_root), name="runs"))
 
 
 def _pools(config_dir: Path, suite: str):
@@ -74,12 +85,39 @@ def _adamerging(steps: int, num_workers: int):
     return load_algorithm_from_config(config)
 
 
-def _ours(name: str, steps: int, num_workers: int, profile_steps: bool = False):
+def _ours(name: str, steps: int, num_workers: int, accelerator: str, profile_steps: bool = False,
+          compile_backend: str = "inductor"):
     from fusion_bench_tinting import ModelTintingAlgorithm, ModelTintingPlusPlus
 
-    cls = ModelTintingPlusPlus if name == "model_tinting_plusplus" else ModelTintingAlgorithm
+    cls = ModelTintingPlusPlus if name.startswith("model_tinting_plusplus") else ModelTintingAlgorithm
+    compile_step = ("reduce-overhead" if accelerator == "cuda" else True) if _compiled(name) else False
     return cls(max_steps=steps, num_workers=num_workers, reuse_cache=False, save_weights=False,
-               profile_steps=profile_steps, log_every=max(steps, 1))
+               profile_steps=profile_steps, log_every=max(steps, 1), compile_step=compile_step,
+               compile_backend=compile_backend)
+
+
+def _compiled(name: str) -> bool:
+    return name.endswith("_compiled")
+
+
+@contextlib.contextmanager
+def _cold_compile_caches():
+    """Each measured method compiles from nothing, as a first run on a new machine would: dynamo's
+    in-process cache is reset and inductor writes into a fresh, temporary cache folder."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="inductor-") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+        try:
+            yield
+        finally:
+            torch._dynamo.reset()
+            if previous is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
 
 
 def _synchronize(accelerator: str) -> None:
@@ -87,14 +125,14 @@ def _synchronize(accelerator: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed_run(make_algorithm: Callable, config_dir: Path, suite: str, accelerator: str, evaluate: bool):
+def _timed_run(make_algorithm: Callable, config_dir: Path, suite: str, accelerator: str, precision: str, evaluate: bool):
     """(seconds, algorithm, the model's report extras) of one fresh run, with the evaluation of every task
     when ``evaluate``."""
     from fusion_bench.utils import instantiate
 
     modelpool, taskpool_config = _pools(config_dir, suite)
     algorithm = make_algorithm()
-    fabric = _fabric(accelerator, config_dir.parent / "logs")
+    fabric = _fabric(accelerator, config_dir.parent / "logs", precision)
     algorithm._fabric_instance = fabric
     _synchronize(accelerator)
     start = time.perf_counter()
@@ -119,15 +157,16 @@ def _fractions(seconds: Dict[str, float]) -> Dict[str, float]:
 ADAMERGING_SECTIONS = ("data loading", "forward pass", "backward pass", "optimizer step", "merging weights")
 
 
-def _adamerging_loop_seconds(algorithm, steps: int, num_tasks: int) -> float:
-    """AdaMerging's loop time from its own profiler, without its first iteration (data-loader start-up):
-    generous to the baseline. Its per-step ``loss.item()`` synchronises, so the sections add up to the loop."""
+def _adamerging_loop_seconds(algorithm, steps: int, num_tasks: int) -> Tuple[float, float]:
+    """AdaMerging's (first iteration, mean of the others) from its own profiler; the first starts its data
+    loaders. Its per-step ``loss.item()`` synchronises, so the sections add up to the loop."""
     durations = algorithm.profiler.recorded_durations
     per_task = ("data loading", "forward pass", "backward pass")
-    total = sum(sum(durations[k][num_tasks:]) for k in per_task) + sum(
-        sum(durations[k][1:]) for k in ("optimizer step", "merging weights")
+    first = sum(sum(durations[k][:num_tasks]) for k in per_task) + sum(
+        durations[k][0] for k in ("optimizer step", "merging weights")
     )
-    return total / (steps - 1)
+    total = sum(sum(durations[k]) for k in (*per_task, "optimizer step", "merging weights"))
+    return first, (total - first) / (steps - 1)
 
 
 def measure(
@@ -139,25 +178,31 @@ def measure(
     steps: int,
     accelerator: str,
     num_workers: int,
+    precision: str = "32-true",
+    compile_backend: str = "inductor",
 ) -> Timing:
-    """One run of ``method`` (loop time per iteration, whole job, peak memory) and, for ours, one short
-    profiled run for the shares of a step."""
+    """One run of ``method`` (loop time per iteration, whole job, peak memory) and, for our eager methods,
+    one short profiled run for the shares of a step."""
     if accelerator == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    run = lambda make, evaluate=True: _timed_run(make, config_dir, suite, accelerator, precision, evaluate)  # noqa: E731
+    shares: Dict[str, float] = {}
     if method == BASELINE:
-        job, algorithm, _ = _timed_run(lambda: _adamerging(steps, num_workers), config_dir, suite, accelerator, True)
-        iteration = _adamerging_loop_seconds(algorithm, steps, num_tasks)
+        job, algorithm, _ = run(lambda: _adamerging(steps, num_workers))
+        first, iteration = _adamerging_loop_seconds(algorithm, steps, num_tasks)
         images = num_tasks * 16
         durations = algorithm.profiler.recorded_durations
         shares = _fractions({k: sum(durations[k]) for k in ADAMERGING_SECTIONS if k in durations})
     else:
-        job, _, extras = _timed_run(lambda: _ours(method, steps, num_workers), config_dir, suite, accelerator, True)
-        iteration = extras["adaptation_time_s"] / steps
+        with _cold_compile_caches():
+            job, _, extras = run(lambda: _ours(method, steps, num_workers, accelerator, compile_backend=compile_backend))
+        first = extras["first_iteration_s"]
+        iteration = (extras["adaptation_time_s"] - first) / (steps - 1)
         images = num_tasks * 32
-        _, profiled, _ = _timed_run(lambda: _ours(method, max(1, steps // 4), num_workers, profile_steps=True),
-                                    config_dir, suite, accelerator, evaluate=False)
-        durations = profiled.profiler.recorded_durations
-        shares = _fractions({k[len("step: "):]: sum(v) for k, v in durations.items() if k.startswith("step: ")})
+        if not _compiled(method):
+            _, profiled, _ = run(lambda: _ours(method, max(1, steps // 4), num_workers, accelerator, True), False)
+            durations = profiled.profiler.recorded_durations
+            shares = _fractions({k[len("step: "):]: sum(v) for k, v in durations.items() if k.startswith("step: ")})
     peak = torch.cuda.max_memory_allocated() / 2**30 if accelerator == "cuda" else None
     return Timing(
         method=method,
@@ -167,6 +212,7 @@ def measure(
         ms_per_image=1000 * iteration / images,
         job_s=job,
         peak_memory_gib=peak,
+        first_iteration_s=first,
         shares=shares,
     )
 
@@ -181,10 +227,12 @@ def run_benchmark(
     spec: SpeedSuiteSpec,
     *,
     root: Path,
-    methods: List[str] = list(METHODS),
+    methods: List[str] = list(DEFAULT_METHODS),
     steps: int = 20,
     accelerator: str = "auto",
     num_workers: int = 0,
+    precision: str = "32-true",
+    compile_backend: str = "inductor",
 ) -> dict:
     """Build (or reuse) the suite under ``root`` and time each method; returns the results as a dict."""
     if accelerator == "auto":
@@ -197,7 +245,7 @@ def run_benchmark(
     suite = build_speed_suite(root, spec)
     timings = [
         measure(m, root / "config", suite, num_tasks=spec.num_tasks, steps=steps, accelerator=accelerator,
-                num_workers=num_workers)
+                num_workers=num_workers, precision=precision, compile_backend=compile_backend)
         for m in methods
     ]
     baseline = next((t for t in timings if t.method == BASELINE), None)
@@ -207,8 +255,11 @@ def run_benchmark(
     return {
         "date": date.today().isoformat(),
         "device": device_name(accelerator),
+        "accelerator": accelerator,
         "suite": asdict(spec),
         "steps": steps,
+        "precision": precision,
+        "compile_backend": compile_backend,
         "torch": torch.__version__,
         "timings": [asdict(t) for t in timings],
     }
@@ -219,19 +270,21 @@ def markdown(result: dict) -> str:
     lines = [
         f"### {spec['architecture']}, {spec['num_tasks']} tasks, {result['device']}, {result['date']}",
         "",
-        f"{result['steps']} iterations per measurement; {spec['images_per_task']} JPEGs of "
-        f"{spec['image_width']}x{spec['image_height']} per task; torch {result['torch']}.",
+        f"{result['steps']} iterations per measurement (per-iteration figures without the first); "
+        f"{spec['images_per_task']} JPEGs of {spec['image_width']}x{spec['image_height']} per task; "
+        f"precision {result.get('precision', '32-true')}; torch {result['torch']}.",
         "",
-        "| method | ms / iteration | images / iteration | images / s | ms / image | x AdaMerging (per image) | whole job (s) | peak GPU memory (GiB) | step shares |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| method | ms / iteration | images / iteration | images / s | ms / image | x AdaMerging (per image) | first iteration (s) | whole job (s) | peak GPU memory (GiB) | step shares |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for t in result["timings"]:
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in t["shares"].items())
         ratio = "" if t["ratio_vs_adamerging"] is None else f"{t['ratio_vs_adamerging']:.2f}"
         memory = "" if t["peak_memory_gib"] is None else f"{t['peak_memory_gib']:.2f}"
+        first = "" if t.get("first_iteration_s") is None else f"{t['first_iteration_s']:.2f}"
         lines.append(
             f"| {t['method']} | {t['iteration_ms']:.1f} | {t['images_per_iteration']} | {t['images_per_second']:.0f} | "
-            f"{t['ms_per_image']:.3f} | {ratio} | {t['job_s']:.1f} | {memory} | {shares} |"
+            f"{t['ms_per_image']:.3f} | {ratio} | {first} | {t['job_s']:.1f} | {memory} | {shares} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -239,7 +292,9 @@ def markdown(result: dict) -> str:
 def save(result: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     spec = result["suite"]
-    stem = f"{spec['architecture']}_TA{spec['num_tasks']}_{result['date']}"
+    precision = result.get("precision", "32-true")
+    suffix = result.get("accelerator", "") + ("" if precision == "32-true" else f"_{precision.split('-')[0]}")
+    stem = f"{spec['architecture']}_TA{spec['num_tasks']}_{result['date']}" + (f"_{suffix}" if suffix else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out / f"{stem}.md").write_text(markdown(result))
     return out / f"{stem}.md"

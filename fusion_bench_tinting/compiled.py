@@ -1,0 +1,67 @@
+"""The merge and the encoder forward as one ``torch.compile``-d function (option ``compile_step``).
+
+Why this piece: at CLIP sizes an eager step is bound by the host launching kernels (hundreds of small
+merges, layer norms and matmuls for a batch of 32), so fusing them, and on CUDA replaying them as CUDA
+graphs (``reduce-overhead``), is what brings a step near the device's floor.
+
+What is compiled is the part of a step that is the same for every task: merge the task vectors with the
+current coefficients, overlay the task's own tensors (a tinted block; none when the tinted layer is the
+head) and run the encoder. The heads, whose shapes differ from task to task, and the loss stay eager
+(a few small kernels), so K tasks share one compiled graph instead of compiling K times.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .errors import TintingConfigError
+
+CompileStep = Union[bool, str, None]
+#: torch.compile's modes (``reduce-overhead`` adds CUDA graphs on a GPU)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MergedFeatures = Callable[[Mapping[str, Tensor], Any], Tensor]
+
+
+def compile_options(compile_step: CompileStep, backend: str = "inductor") -> Optional[Dict[str, Any]]:
+    """``torch.compile`` keyword arguments for the ``compile_step`` option, or None when the step stays eager.
+
+    ``compile_step``: false (eager), true (torch.compile's default mode) or one of :data:`COMPILE_MODES`.
+    ``backend``: a ``torch.compile`` backend (``inductor``; ``aot_eager`` traces without generating code).
+    """
+    if compile_step is None or compile_step is False:
+        return None
+    if compile_step is not True and compile_step not in COMPILE_MODES:
+        raise TintingConfigError(
+            f"compile_step={compile_step!r}: use false, true (torch.compile's default mode) or one of {list(COMPILE_MODES)}."
+        )
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise TintingConfigError(f"compile_backend={backend!r} is not a torch.compile backend; known: {sorted(backends)}.")
+    options: Dict[str, Any] = {"backend": backend, "fullgraph": False}
+    if compile_step is not True:
+        if backend != "inductor":
+            raise TintingConfigError(f"compile_step={compile_step!r} is a mode of the inductor backend, not of {backend!r}.")
+        options["mode"] = compile_step
+    return options
+
+
+def compile_merged_features(merger: torch.nn.Module, encode: Callable, options: Mapping[str, Any]) -> MergedFeatures:
+    """``features(own, inputs)``: merge with ``merger``'s current coefficients, let ``own`` (a task's own
+    tensors, possibly empty) replace merged ones, encode ``inputs``; compiled with ``options``."""
+
+    def merged_features(own: Mapping[str, Tensor], inputs: Any) -> Tensor:
+        merged = merger()
+        return encode({**merged, **own} if own else merged, inputs)
+
+    return torch.compile(merged_features, **options)
+
+
+def mark_step_begin() -> None:
+    """Tell CUDA-graph trees that a new step starts (a Model Tinting++ step skipped before its backward
+    would otherwise leave a pending graph); harmless without CUDA graphs."""
+    torch.compiler.cudagraph_mark_step_begin()
