@@ -36,7 +36,7 @@ from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import check_lot_options, make_solver
 from .lot.expert_pass import check_num_samples, observe_expert
 from .losses import check_loss_for_regression, check_loss_name
-from .memory import check_fits, merge_bytes
+from .memory import check_fits, explain_out_of_memory, merge_bytes
 from .merging import LayerWiseMerger, check_same_parameters
 from .suites import ensure_task_aware_taskpool
 from .tinted_model import TintedModel, TintModulator
@@ -256,7 +256,11 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             self._load_saved(saved, merger, states)
             stats = None
         else:
-            with self.profile("adaptation"):
+            with self.profile("adaptation"), explain_out_of_memory(
+                f"Adaptation with batch_size={self.batch_size}",
+                "Lower method.batch_size, run under fabric.precision=bf16-mixed, store the task vectors in "
+                "method.task_vector_dtype=bfloat16, or keep the cached inputs on the host (method.inputs_on_device=false).",
+            ):
                 stats = self._adapt(family, pretrained, merger, states, device, lr, max_steps)
         self.print_profile_summary()
 
@@ -312,7 +316,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 task, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
                 dtype=_INPUT_DTYPES[self.input_dtype],
             )
-        with self.profile("teacher outputs"):
+        with self.profile("teacher outputs"), explain_out_of_memory(
+            f"The teacher pass of {task!r} (batches of {self.preprocess_batch_size})",
+            "Lower method.preprocess_batch_size or store the task vectors in method.task_vector_dtype=bfloat16.",
+        ):
             teacher = self._teacher_outputs(family, finetuned.to(device), head, cached, device)
         if key is not None and self.fabric.is_global_zero:
             cache.save(key, {"inputs": cached, "teacher": teacher.cpu()})

@@ -4,6 +4,9 @@ minutes later."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from .errors import TintingConfigError
@@ -32,3 +35,15 @@ def check_fits(device: torch.device, required: int, what: str, advice: str) -> N
         raise TintingConfigError(
             f"{what} needs at least {required / GIB:.1f} GiB on {device}, which has {free / GIB:.1f} GiB free. {advice}"
         )
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(what: str, advice: str) -> Iterator[None]:
+    """Turn the device running out of memory during ``what`` into a :class:`TintingConfigError` that says
+    what ran out and what to change, instead of a trace from deep inside torch (activations are not
+    in :func:`check_fits`'s estimate: they depend on the model, batch and precision)."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+        raise TintingConfigError(f"{what} ran out of device memory ({first_line}). {advice}") from None

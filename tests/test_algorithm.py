@@ -251,3 +251,21 @@ def test_uint8_caching_falls_back_to_float16_for_inputs_off_the_8_bit_grid():
                           normalization=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     assert type(inputs) is TensorInputs and inputs.tensor.dtype == torch.float16
     assert torch.allclose(inputs.tensor.float(), torch.cat([on_grid, off_grid]), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("fusion_bench_tinting.adaptation.TintingTrainer.task_loss", "Adaptation with batch_size=32 ran out of device memory"),
+        ("fusion_bench_tinting.algorithm.ModelTintingAlgorithm._teacher_outputs", "The teacher pass of 'eurosat'"),
+    ],
+)
+def test_running_out_of_device_memory_is_explained(tiny_suites, monkeypatch, where, message):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
+
+    monkeypatch.setattr(where, out_of_memory)
+    with pytest.raises(TintingConfigError, match=message) as raised:
+        _run(load_pool(tiny_suites, "tiny-clip_TA4"), reuse_cache=False)
+    assert "Tried to allocate 2.00 GiB" in str(raised.value) and "method." in str(raised.value)  # what and what to change
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no torch trace chained to it

@@ -144,16 +144,19 @@ def test_compile_options():
     assert compile_options("reduce-overhead")["mode"] == "reduce-overhead"
 
 
-def test_compiled_run_on_the_tiny_clip_suite_reproduces_the_eager_run(tiny_suites):
-    """Through the method's API on a real HF CLIP pool: same coefficients, same predictions."""
+@pytest.mark.parametrize("suite", ["tiny-clip_TA4", "tiny-openclip_TA4", "tiny-roberta_glue"])
+def test_compiled_run_on_a_tiny_suite_reproduces_the_eager_run(suite, request):
+    """Through the method's API on real pools of each family (HF CLIP, OpenCLIP's MHA, RoBERTa with
+    token batches of varying length): the same coefficients and losses as the eager run."""
     from fusion_bench_tinting import ModelTintingAlgorithm
 
+    root = request.getfixturevalue("tiny_text" if "roberta" in suite else "tiny_suites")
     results = {}
     for compile_step in (False, True):
         algorithm = ModelTintingAlgorithm(max_steps=3, compile_step=compile_step, compile_backend="aot_eager",
                                           save_weights=False, reuse_cache=False)
         algorithm.fabric = cpu_fabric()
-        model = algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
+        model = algorithm.run(load_pool(root, suite))
         results[compile_step] = model.report_extras
     eager, compiled = results[False], results[True]
     assert compiled["compile_step"] is True and eager["compile_step"] is False
