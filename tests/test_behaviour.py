@@ -2,6 +2,7 @@
 of what task arithmetic loses. FusionBench's own Task Arithmetic is the baseline, run the same way."""
 
 import pytest
+import torch
 from conftest import run_cli
 
 
@@ -28,3 +29,17 @@ def test_model_tinting_improves_on_its_open_clip_starting_point(tiny_suites, tmp
     start = run_cli([*config, "method.max_steps=0"], tmp_path / "start")["average"]["accuracy"]
     tinted = run_cli([*config, "method.max_steps=200"], tmp_path / "mt")["average"]["accuracy"]
     assert tinted >= start + 0.2, (tinted, start)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_fast_configuration_on_cuda_reaches_the_fp32_eager_accuracy(tiny_suites, tmp_path):
+    """Everything the fast loop turns on (CUDA graphs, bf16 autocast and task vectors, uint8 inputs on the
+    device, fused Adam) against the plain fp32 eager run on the GPU."""
+    config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4",
+              "method=model_tinting", "method.max_steps=200"]
+    plain = run_cli(config, tmp_path / "fp32", accelerator="cuda")["average"]["accuracy"]
+    fast = run_cli([*config, "method.compile_step=reduce-overhead", "fabric.precision=bf16-mixed",
+                    "method.task_vector_dtype=bfloat16", "method.input_dtype=uint8"], tmp_path / "fast", accelerator="cuda")
+    assert fast["adaptation"]["compile_step"] == "reduce-overhead"
+    assert abs(fast["average"]["accuracy"] - plain) <= 0.03, (fast["average"], plain)

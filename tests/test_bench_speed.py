@@ -37,3 +37,15 @@ def test_bench_speed_measures_every_method_against_adamerging(tmp_path):
     assert table.read_text().count("\n| ") == 5  # header + 4 methods
     assert figures["precision"] == "32-true" and table.name.endswith("_cpu.md")
     assert "| model_tinting |" in result.stdout
+
+
+def test_speed_suite_sizes():
+    from fusion_bench_tinting.testing.speed_suite import TA20, TEST_SET_SIZES, SpeedSuiteSpec
+
+    assert set(TEST_SET_SIZES) == set(TA20)
+    real = SpeedSuiteSpec(architecture="ViT-B-32", num_tasks=8, images_per_task="real")
+    assert real.test_size("svhn") == 26032 and real.total_images == sum(TEST_SET_SIZES[t] for t in TA20[:8])
+    assert SpeedSuiteSpec(num_tasks=3, images_per_task=10).total_images == 30
+    for bad in ("lots", 0, -5):
+        with pytest.raises(ValueError, match="images_per_task"):
+            SpeedSuiteSpec(images_per_task=bad)

@@ -42,8 +42,13 @@ def _toy_tasks():
 
 
 def _adapt(toy, *, compile_step=False, backend="aot_eager", update="sequential", block=False,
-           confidence_filter=False, fused_optimizer=None):
+           confidence_filter=False, fused_optimizer=None, device="cpu"):
+    device = torch.device(device)
     encoder, pretrained, finetuned, heads, inputs, teachers = toy
+    encoder = copy.deepcopy(encoder).to(device)
+    pretrained = {n: p.to(device) for n, p in pretrained.items()}
+    finetuned = [{n: p.to(device) for n, p in weights.items()} for weights in finetuned]
+    heads, inputs, teachers = [h.to(device) for h in heads], [x.to(device) for x in inputs], [t.to(device) for t in teachers]
     merger = LayerWiseMerger(pretrained, len(CLASSES), init_value=0.3)
     for k, weights in enumerate(finetuned):
         merger.set_task_vector(k, weights)
@@ -60,14 +65,14 @@ def _adapt(toy, *, compile_step=False, backend="aot_eager", update="sequential",
         lambda params, x: functional_call(encoder, dict(params), (x,)),
         states,
         AdaptationOptions(max_steps=3, lr=0.05, batch_size=8, update=update, confidence_filter=confidence_filter),
-        device=torch.device("cpu"),
+        device=device,
         generator=torch.Generator().manual_seed(0),
         compile_options=compile_options(compile_step, backend),
         fused_optimizer=fused_optimizer,
     )
     stats = trainer.run()
-    tinted = [[p.detach().clone() for p in s.tinted_parameters()] for s in states]
-    return merger.coefficients.detach().clone(), tinted, stats
+    tinted = [[p.detach().cpu().clone() for p in s.tinted_parameters()] for s in states]
+    return merger.coefficients.detach().cpu().clone(), tinted, stats
 
 
 def _assert_same(a, b, atol):
@@ -164,3 +169,19 @@ def test_compiled_run_on_a_tiny_suite_reproduces_the_eager_run(suite, request):
     for task, value in eager["mean_coefficient_per_task"].items():
         assert compiled["mean_coefficient_per_task"][task] == pytest.approx(value, abs=1e-5)
         assert compiled["final_loss_per_task"][task] == pytest.approx(eager["final_loss_per_task"][task], abs=1e-4)
+
+
+# ----- on a GPU (skipped elsewhere; run them when a GPU is lent: python -m pytest tests -k cuda) -----
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize("variant", [{}, {"block": True}, {"confidence_filter": True}], ids=["head", "tinted-block", "plusplus"])
+def test_cuda_graphs_step_matches_the_eager_loop_on_cuda(variant, tmp_path, monkeypatch):
+    """reduce-overhead = inductor + CUDA graphs; a ++ step skipped before its backward, per-task blocks as
+    graph inputs and the fused Adam all meet here."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    toy = _toy_tasks()
+    eager = _adapt(toy, device="cuda", fused_optimizer=False, **variant)
+    compiled = _adapt(toy, device="cuda", compile_step="reduce-overhead", backend="inductor", **variant)
+    _assert_same(compiled, eager, atol=1e-5)

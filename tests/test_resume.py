@@ -121,3 +121,31 @@ def test_changed_model_file_invalidates_the_cached_teacher_outputs(tiny_suites, 
     model.save_pretrained(suite / "stl10")
     after = run()
     assert len(after) == 5 and set(first) < set(after)  # a new entry for the changed task only
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_ends_within_last_bits_of_an_uninterrupted_run(tiny_suites, tmp_path):
+    """What the README promises for a GPU: a run resumed from a middle checkpoint ends where the uninterrupted
+    one does, up to non-deterministic kernels. Prints the largest difference measured."""
+    import shutil
+
+    import lightning as L
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    from fusion_bench_tinting.weights_io import WEIGHTS_FILE
+
+    def run(folder, **options):
+        algorithm = ModelTintingAlgorithm(max_steps=30, checkpoint_every=40, keep_checkpoints=10, reuse_cache=False, **options)
+        algorithm.fabric = L.Fabric(accelerator="cuda", devices=1,
+                                    loggers=TensorBoardLogger(root_dir=str(folder), name="", version=""))
+        algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
+        return load_file(str(folder / WEIGHTS_FILE))
+
+    reference = run(tmp_path / "reference")
+    middle = tmp_path / "middle" / "checkpoints"
+    middle.mkdir(parents=True)
+    shutil.copy(tmp_path / "reference" / "checkpoints" / "checkpoint-40.pt", middle)
+    resumed = run(tmp_path / "resumed", resume=str(middle.parent))
+    largest = max(float((reference[k].float() - resumed[k].float()).abs().max()) for k in reference)
+    print(f"largest difference after resuming on {torch.cuda.get_device_name()}: {largest:.3g}")
+    assert largest < 1e-4

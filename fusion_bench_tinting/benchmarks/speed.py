@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -86,14 +86,14 @@ def _adamerging(steps: int, num_workers: int):
 
 
 def _ours(name: str, steps: int, num_workers: int, accelerator: str, profile_steps: bool = False,
-          compile_backend: str = "inductor"):
+          compile_backend: str = "inductor", options: Optional[Dict[str, Any]] = None):
     from fusion_bench_tinting import ModelTintingAlgorithm, ModelTintingPlusPlus
 
     cls = ModelTintingPlusPlus if name.startswith("model_tinting_plusplus") else ModelTintingAlgorithm
     compile_step = ("reduce-overhead" if accelerator == "cuda" else True) if _compiled(name) else False
     return cls(max_steps=steps, num_workers=num_workers, reuse_cache=False, save_weights=False,
                profile_steps=profile_steps, log_every=max(steps, 1), compile_step=compile_step,
-               compile_backend=compile_backend)
+               compile_backend=compile_backend, **(options or {}))
 
 
 def _compiled(name: str) -> bool:
@@ -180,6 +180,7 @@ def measure(
     num_workers: int,
     precision: str = "32-true",
     compile_backend: str = "inductor",
+    options: Optional[Dict[str, Any]] = None,
 ) -> Timing:
     """One run of ``method`` (loop time per iteration, whole job, peak memory) and, for our eager methods,
     one short profiled run for the shares of a step."""
@@ -195,12 +196,14 @@ def measure(
         shares = _fractions({k: sum(durations[k]) for k in ADAMERGING_SECTIONS if k in durations})
     else:
         with _cold_compile_caches():
-            job, _, extras = run(lambda: _ours(method, steps, num_workers, accelerator, compile_backend=compile_backend))
+            job, _, extras = run(lambda: _ours(method, steps, num_workers, accelerator, compile_backend=compile_backend,
+                                               options=options))
         first = extras["first_iteration_s"]
         iteration = (extras["adaptation_time_s"] - first) / (steps - 1)
         images = num_tasks * 32
         if not _compiled(method):
-            _, profiled, _ = run(lambda: _ours(method, max(1, steps // 4), num_workers, accelerator, True), False)
+            _, profiled, _ = run(lambda: _ours(method, max(1, steps // 4), num_workers, accelerator, True,
+                                               options=options), False)
             durations = profiled.profiler.recorded_durations
             shares = _fractions({k[len("step: "):]: sum(v) for k, v in durations.items() if k.startswith("step: ")})
     peak = torch.cuda.max_memory_allocated() / 2**30 if accelerator == "cuda" else None
@@ -233,7 +236,9 @@ def run_benchmark(
     num_workers: int = 0,
     precision: str = "32-true",
     compile_backend: str = "inductor",
+    options: Optional[Dict[str, Any]] = None,
 ) -> dict:
+    """``options``: extra constructor arguments of our methods (e.g. ``task_vector_dtype``)."""
     """Build (or reuse) the suite under ``root`` and time each method; returns the results as a dict."""
     if accelerator == "auto":
         accelerator = "cuda" if torch.cuda.is_available() else "cpu"
@@ -245,7 +250,7 @@ def run_benchmark(
     suite = build_speed_suite(root, spec)
     timings = [
         measure(m, root / "config", suite, num_tasks=spec.num_tasks, steps=steps, accelerator=accelerator,
-                num_workers=num_workers, precision=precision, compile_backend=compile_backend)
+                num_workers=num_workers, precision=precision, compile_backend=compile_backend, options=options)
         for m in methods
     ]
     baseline = next((t for t in timings if t.method == BASELINE), None)
@@ -260,9 +265,17 @@ def run_benchmark(
         "steps": steps,
         "precision": precision,
         "compile_backend": compile_backend,
+        "options": dict(options or {}),
         "torch": torch.__version__,
         "timings": [asdict(t) for t in timings],
     }
+
+
+def _images_text(spec: dict) -> str:
+    size = f"JPEGs of {spec['image_width']}x{spec['image_height']}"
+    if spec["images_per_task"] != "real":
+        return f"{spec['images_per_task']} {size} per task"
+    return f"{size}, as many as the real test sets ({SpeedSuiteSpec(**spec).total_images} in all)"
 
 
 def markdown(result: dict) -> str:
@@ -271,8 +284,9 @@ def markdown(result: dict) -> str:
         f"### {spec['architecture']}, {spec['num_tasks']} tasks, {result['device']}, {result['date']}",
         "",
         f"{result['steps']} iterations per measurement (per-iteration figures without the first); "
-        f"{spec['images_per_task']} JPEGs of {spec['image_width']}x{spec['image_height']} per task; "
-        f"precision {result.get('precision', '32-true')}; torch {result['torch']}.",
+        f"{_images_text(spec)}; "
+        f"precision {result.get('precision', '32-true')}; torch {result['torch']}"
+        + "".join(f"; {k}={v}" for k, v in result.get("options", {}).items()) + ".",
         "",
         "| method | ms / iteration | images / iteration | images / s | ms / image | x AdaMerging (per image) | first iteration (s) | whole job (s) | peak GPU memory (GiB) | step shares |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",

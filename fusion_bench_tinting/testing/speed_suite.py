@@ -13,7 +13,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Union
 
 import numpy as np
 import torch
@@ -41,12 +41,22 @@ TA20 = (
     "food101", "fashion_mnist", "emnist_letters", "kmnist", "rendered-sst2",
 )
 
+#: sizes of the test splits of those datasets as commonly used for these suites (``images_per_task="real"``),
+#: so that the whole job (preprocessing, teacher pass, evaluation) sees a realistic number of images
+TEST_SET_SIZES: Dict[str, int] = {
+    "sun397": 19850, "stanford-cars": 8041, "resisc45": 6300, "eurosat": 2700, "svhn": 26032, "gtsrb": 12630,
+    "mnist": 10000, "dtd": 1880, "oxford_flowers102": 6149, "pcam": 32768, "fer2013": 3589,
+    "oxford-iiit-pet": 3669, "stl10": 8000, "cifar100": 10000, "cifar10": 10000, "food101": 25250,
+    "fashion_mnist": 10000, "emnist_letters": 20800, "kmnist": 10000, "rendered-sst2": 1821,
+}
+
 
 @dataclass
 class SpeedSuiteSpec:
     architecture: str = "tiny"
     num_tasks: int = 8
-    images_per_task: int = 256
+    #: a count per task, or "real" for :data:`TEST_SET_SIZES`
+    images_per_task: Union[int, str] = 256
     image_width: int = 320
     image_height: int = 240
     seed: int = 0
@@ -57,6 +67,15 @@ class SpeedSuiteSpec:
             raise ValueError(f"architecture={self.architecture!r}: choose one of {sorted(ARCHITECTURES)}")
         if not 1 <= self.num_tasks <= len(TA20):
             raise ValueError(f"num_tasks={self.num_tasks}: between 1 and {len(TA20)}")
+        if self.images_per_task != "real" and not (isinstance(self.images_per_task, int) and self.images_per_task > 0):
+            raise ValueError(f"images_per_task={self.images_per_task!r}: a positive count or 'real'")
+
+    def test_size(self, task: str) -> int:
+        return TEST_SET_SIZES[task] if self.images_per_task == "real" else int(self.images_per_task)
+
+    @property
+    def total_images(self) -> int:
+        return sum(self.test_size(task) for task in self.tasks)
 
     @property
     def tasks(self) -> List[str]:
@@ -79,7 +98,7 @@ def _save_test_set(task: str, spec: SpeedSuiteSpec, path: Path, rng: np.random.G
     from fusion_bench.tasks.clip_classification import get_classnames_and_templates
 
     classes = get_classnames_and_templates(task)[0]
-    labels = rng.integers(0, len(classes), size=spec.images_per_task).tolist()
+    labels = rng.integers(0, len(classes), size=spec.test_size(task)).tolist()
     images = [{"bytes": synthetic_jpeg(rng, spec.image_width, spec.image_height), "path": None} for _ in labels]
     features = Features({"image": ImageFeature(), "label": ClassLabel(num_classes=len(classes))})
     Dataset.from_dict({"image": images, "label": labels}, features=features).save_to_disk(str(path))
