@@ -32,6 +32,18 @@ def _pin_if_useful(tensor: Tensor) -> Tensor:
     return tensor.pin_memory() if tensor.device.type == "cpu" and torch.cuda.is_available() else tensor
 
 
+def gather_rows(tensor: Tensor, index: Tensor, device: torch.device) -> Tensor:
+    """``tensor[index]`` on ``device`` without a host synchronisation. Rows of a host tensor bound for a
+    GPU are gathered into pinned memory (PyTorch's caching host allocator, which keeps a block until the
+    copy out of it has finished), so the copy is truly asynchronous; a copy out of pageable memory could
+    wait for the stream."""
+    index = index.to(tensor.device, non_blocking=True)
+    if tensor.device.type == "cpu" and torch.device(device).type == "cuda":
+        staged = torch.empty((index.numel(), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
+        return torch.index_select(tensor, 0, index, out=staged).to(device, non_blocking=True)
+    return tensor.index_select(0, index).to(device, non_blocking=True)
+
+
 class TensorInputs:
     """Preprocessed inputs of one task stacked in one tensor (labels are dropped on purpose:
     test-time adaptation never sees them)."""
@@ -51,8 +63,8 @@ class TensorInputs:
 
     def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Tensor:
         """Rows ``index`` on ``device`` (as ``dtype``); no host synchronisation."""
-        rows = self.tensor.index_select(0, index.to(self.tensor.device, non_blocking=True))
-        return rows.to(device=device, dtype=dtype or rows.dtype, non_blocking=True)
+        rows = gather_rows(self.tensor, index, device)
+        return rows if dtype is None else rows.to(dtype)
 
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
         for start in range(0, len(self), batch_size):
@@ -131,8 +143,7 @@ class Uint8ImageInputs(TensorInputs):
         return normalise_pixels(pixels, self.mean, self.std).to(dtype or torch.float32)
 
     def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Tensor:
-        rows = self.tensor.index_select(0, index.to(self.tensor.device, non_blocking=True))
-        return self._normalised(rows.to(device, non_blocking=True), dtype)
+        return self._normalised(gather_rows(self.tensor, index, device), dtype)
 
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
         for start in range(0, len(self), batch_size):

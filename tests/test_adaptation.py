@@ -186,3 +186,23 @@ def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(upd
     assert (stats.optimizer_steps, stats.skipped_steps, stats.samples_dropped) == (
         expected_stats.optimizer_steps, expected_stats.skipped_steps, expected_stats.samples_dropped,
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_inputs_are_gathered_to_cuda_through_pinned_memory():
+    """The fallback when cached inputs do not fit on the GPU: rows staged in pinned memory, copied
+    asynchronously; many gathers in flight must each deliver their own rows."""
+    from fusion_bench_tinting.data import Uint8ImageInputs
+
+    pixels = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.3, 0.25])
+    for inputs, expected in [
+        (TensorInputs(pixels.float()), pixels.float()),
+        (Uint8ImageInputs(pixels, mean, std), (pixels.float() / 255 - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)),
+    ]:
+        inputs = inputs.to(torch.device("cpu"))
+        indices = [torch.randperm(64)[:16] for _ in range(20)]
+        gathered = [inputs.gather(index, torch.device("cuda"), torch.float32) for index in indices]
+        for index, rows in zip(indices, gathered):
+            assert rows.device.type == "cuda"
+            torch.testing.assert_close(rows.cpu(), expected[index])
