@@ -303,14 +303,51 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     def _inputs_and_teacher(self, family, task, finetuned, head, device):
         """The task's preprocessed inputs and the teacher's outputs on them, from the cache when the
         files and configs they come from are unchanged."""
+        if not self.reuse_cache:
+            inputs, teacher = self._preprocess_and_teach(family, task, finetuned, head, device)
+            return self._place(inputs, device), teacher
         cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
-        key = None
-        if self.reuse_cache:
-            key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
+        key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
+        entry = self._cached_entry(cache, key)
+        if entry is not None:
+            log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
+        else:
+            entry = self._fill_cache(cache, key, lambda: self._preprocess_and_teach(family, task, finetuned, head, device))
+        return self._place(entry["inputs"], device), entry["teacher"].to(device)
+
+    def _cached_entry(self, cache: TaskCache, key: str):
+        """The cache entry if every process can read it (they must agree: the barriers of
+        :meth:`_fill_cache` pair up only if all of them go there)."""
+        entry = cache.load(key)
+        if self.fabric.world_size > 1:
+            found = torch.tensor(float(entry is not None), device=self.fabric.device)  # NCCL reduces GPU tensors only
+            readable = self.fabric.all_reduce(found, reduce_op="min")
+            if not bool(readable > 0):
+                return None
+        return entry
+
+    def _fill_cache(self, cache: TaskCache, key: str, compute):
+        """Compute the entry and write it. Data parallel: only each node's first process computes; the
+        others wait for it and read what it wrote, instead of decoding every image again on the same CPUs."""
+        entry = None
+        if self.fabric.local_rank == 0:
+            inputs, teacher = compute()
+            entry = {"inputs": inputs, "teacher": teacher.cpu()}
+            cache.save(key, entry)
+        if self.fabric.world_size > 1:
+            self.fabric.barrier()
+        if entry is None:
             entry = cache.load(key)
-            if entry is not None:
-                log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
-                return self._place(entry["inputs"], device), entry["teacher"].to(device)
+            if entry is None:
+                log.warning("Cache entry %s written by this node's first process cannot be read here: computing it again.", key)
+                inputs, teacher = compute()
+                entry = {"inputs": inputs, "teacher": teacher}
+            else:
+                log.info("Preprocessed inputs and teacher outputs read from this node's first process (%s).", key)
+        return entry
+
+    def _preprocess_and_teach(self, family, task, finetuned, head, device):
+        """Preprocess the task's test inputs once and run the fine-tuned model (teacher) over them."""
         with self.profile("preprocess inputs"):
             cached = family.adaptation_inputs(
                 task, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
@@ -321,9 +358,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             "Lower method.preprocess_batch_size or store the task vectors in method.task_vector_dtype=bfloat16.",
         ):
             teacher = self._teacher_outputs(family, finetuned.to(device), head, cached, device)
-        if key is not None and self.fabric.is_global_zero:
-            cache.save(key, {"inputs": cached, "teacher": teacher.cpu()})
-        return self._place(cached, device), teacher
+        return cached, teacher
 
     def _fingerprint(self, modelpool, tasks) -> dict:
         return fingerprint(tasks, OmegaConf.to_container(modelpool.config, resolve=True), OmegaConf.to_container(self.config))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -82,6 +83,7 @@ class TaskCache:
     def save(self, key: str, payload: Mapping[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{key}.pt"
-        temporary = path.with_suffix(".pt.tmp")
+        # one temporary name per process: the first process of every node may write the same entry
+        temporary = path.with_suffix(f".pt.{socket.gethostname()}.{os.getpid()}.tmp")
         torch.save(dict(payload), temporary)
         os.replace(temporary, path)

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -85,10 +85,10 @@ def run_cli(args: List[str], log_dir: Path, accelerator: str = "cpu") -> Dict:
     return json.loads((log_dir / "program_report.json").read_text())
 
 
-def run_cli_subprocess(args: List[str], log_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the installed ``fusion_bench`` console script exactly as a user would."""
+def run_cli_subprocess(args: List[str], log_dir: Path, check: bool = True, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run the installed ``fusion_bench`` console script exactly as a user would (``env``: extra variables)."""
     command = ["fusion_bench", *args, "fabric.accelerator=cpu", "print_config=false", f"path.log_dir={log_dir}"]
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result

@@ -88,11 +88,17 @@ def test_data_parallel_slices_cover_the_global_batch_once():
 def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
     """``fabric.devices=2 fabric.strategy=ddp``: Fabric launches the second process; the saved tinted
     heads match a one-process run's. Coefficients whose gradients are near zero can differ by a fraction
-    of one Adam step (Adam divides by the gradient's magnitude), so most, not all, match tightly."""
+    of one Adam step (Adam divides by the gradient's magnitude), so most, not all, match tightly.
+    With an empty cache, only the first process preprocesses; the second reads what it wrote."""
     config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
               "taskpool=tiny-clip_TA4", "method.max_steps=5", "method.batch_size=16", "method.lr=0.001"]
     run_cli_subprocess(config, tmp_path / "one")
-    run_cli_subprocess([*config, "fabric.devices=2", "fabric.strategy=ddp"], tmp_path / "two")
+    run_cli_subprocess([*config, "fabric.devices=2", "fabric.strategy=ddp"], tmp_path / "two",
+                       env={"FUSION_BENCH_CACHE_DIR": str(tmp_path / "fresh_cache")})
+    second_process = (tmp_path / "two" / "train_ddp_process_1.log").read_text()
+    assert second_process.count("read from this node's first process") == 4  # every task
+    assert "from the cache (" not in second_process  # no ready entry: the first process made them all
+    assert len(list((tmp_path / "fresh_cache" / "model_tinting").glob("*.pt"))) == 4
     one = load_file(tmp_path / "one" / "model_tinting.safetensors")
     two = load_file(tmp_path / "two" / "model_tinting.safetensors")
     for key in one:
