@@ -29,10 +29,13 @@ def test_bench_speed_measures_every_method_against_adamerging(tmp_path):
         assert t["iteration_ms"] > 0 and t["job_s"] > 0 and t["first_iteration_s"] > 0
         assert t["job_s"] > t["first_iteration_s"] + 2 * t["iteration_ms"] / 1000  # the job holds every iteration
         assert abs(t["ms_per_image"] * t["images_per_iteration"] - t["iteration_ms"]) < 1e-6 * t["iteration_ms"]
+        assert sum(t["job_parts_s"].values()) == pytest.approx(t["job_s"], rel=1e-6)  # the parts make the job
+        assert t["job_parts_s"]["evaluation"] > 0
         if name != "model_tinting_compiled":  # the compiled step has no parts to time apart
             assert sum(t["shares"].values()) == pytest.approx(1.0)
     assert timings["model_tinting"]["images_per_iteration"] == 2 * 32
     assert set(timings["model_tinting"]["shares"]) == {"merge", "data", "forward", "backward", "optimizer"}
+    assert {"preprocess inputs", "teacher outputs", "adaptation"} <= set(timings["model_tinting"]["job_parts_s"])
     assert figures["suite"]["architecture"] == "tiny" and "CPU" in figures["device"]
     assert table.read_text().count("\n| ") == 5  # header + 4 methods
     assert figures["precision"] == "32-true" and table.name.endswith("_cpu.md")

@@ -49,6 +49,7 @@ class Timing:
     peak_memory_gib: Optional[float]
     first_iteration_s: Optional[float] = None  # start-up: AdaMerging's data loaders, a compiled step's compilation
     shares: Dict[str, float] = field(default_factory=dict)
+    job_parts_s: Dict[str, float] = field(default_factory=dict)  # where the whole job's seconds went
     ratio_vs_adamerging: Optional[float] = None  # AdaMerging's ms per image / this method's
 
 
@@ -126,8 +127,8 @@ def _synchronize(accelerator: str) -> None:
 
 
 def _timed_run(make_algorithm: Callable, config_dir: Path, suite: str, accelerator: str, precision: str, evaluate: bool):
-    """(seconds, algorithm, the model's report extras) of one fresh run, with the evaluation of every task
-    when ``evaluate``."""
+    """(seconds, of which evaluation, algorithm, the model's report extras) of one fresh run, with the
+    evaluation of every task when ``evaluate``."""
     from fusion_bench.utils import instantiate
 
     modelpool, taskpool_config = _pools(config_dir, suite)
@@ -137,16 +138,30 @@ def _timed_run(make_algorithm: Callable, config_dir: Path, suite: str, accelerat
     _synchronize(accelerator)
     start = time.perf_counter()
     model = algorithm.run(modelpool)
+    _synchronize(accelerator)
+    evaluation_start = time.perf_counter()
     if evaluate:
         taskpool = instantiate(taskpool_config, _recursive_=False)
         taskpool._fabric_instance = fabric
         taskpool.evaluate(model)
     _synchronize(accelerator)
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
     extras = dict(getattr(model, "report_extras", {}))
     del model
     gc.collect()
-    return seconds, algorithm, extras
+    return end - start, end - evaluation_start, algorithm, extras
+
+
+#: our profiler's sections of a run, as parts of the whole job
+JOB_SECTIONS = ("load pretrained", "load fine-tuned", "preprocess inputs", "teacher outputs", "adaptation")
+
+
+def _job_parts(job: float, evaluation: float, durations: Optional[Dict[str, List[float]]] = None) -> Dict[str, float]:
+    """Seconds of the whole job by part: our profiler's sections (when given), the evaluation, the rest."""
+    parts = {k: sum(durations[k]) for k in JOB_SECTIONS if durations and k in durations}
+    parts["evaluation"] = evaluation
+    parts["other"] = max(0.0, job - sum(parts.values()))
+    return parts
 
 
 def _fractions(seconds: Dict[str, float]) -> Dict[str, float]:
@@ -189,21 +204,23 @@ def measure(
     run = lambda make, evaluate=True: _timed_run(make, config_dir, suite, accelerator, precision, evaluate)  # noqa: E731
     shares: Dict[str, float] = {}
     if method == BASELINE:
-        job, algorithm, _ = run(lambda: _adamerging(steps, num_workers))
+        job, evaluation, algorithm, _ = run(lambda: _adamerging(steps, num_workers))
+        job_parts = _job_parts(job, evaluation)
         first, iteration = _adamerging_loop_seconds(algorithm, steps, num_tasks)
         images = num_tasks * 16
         durations = algorithm.profiler.recorded_durations
         shares = _fractions({k: sum(durations[k]) for k in ADAMERGING_SECTIONS if k in durations})
     else:
         with _cold_compile_caches():
-            job, _, extras = run(lambda: _ours(method, steps, num_workers, accelerator, compile_backend=compile_backend,
-                                               options=options))
+            job, evaluation, algorithm, extras = run(lambda: _ours(
+                method, steps, num_workers, accelerator, compile_backend=compile_backend, options=options))
+        job_parts = _job_parts(job, evaluation, algorithm.profiler.recorded_durations)
         first = extras["first_iteration_s"]
         iteration = (extras["adaptation_time_s"] - first) / (steps - 1)
         images = num_tasks * 32
         if not _compiled(method):
-            _, profiled, _ = run(lambda: _ours(method, max(1, steps // 4), num_workers, accelerator, True,
-                                               options=options), False)
+            _, _, profiled, _ = run(lambda: _ours(method, max(1, steps // 4), num_workers, accelerator, True,
+                                                  options=options), False)
             durations = profiled.profiler.recorded_durations
             shares = _fractions({k[len("step: "):]: sum(v) for k, v in durations.items() if k.startswith("step: ")})
     peak = torch.cuda.max_memory_allocated() / 2**30 if accelerator == "cuda" else None
@@ -217,6 +234,7 @@ def measure(
         peak_memory_gib=peak,
         first_iteration_s=first,
         shares=shares,
+        job_parts_s=job_parts,
     )
 
 
@@ -288,17 +306,18 @@ def markdown(result: dict) -> str:
         f"precision {result.get('precision', '32-true')}; torch {result['torch']}"
         + "".join(f"; {k}={v}" for k, v in result.get("options", {}).items()) + ".",
         "",
-        "| method | ms / iteration | images / iteration | images / s | ms / image | x AdaMerging (per image) | first iteration (s) | whole job (s) | peak GPU memory (GiB) | step shares |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| method | ms / iteration | images / iteration | images / s | ms / image | x AdaMerging (per image) | first iteration (s) | whole job (s) | peak GPU memory (GiB) | step shares | whole job's parts (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for t in result["timings"]:
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in t["shares"].items())
         ratio = "" if t["ratio_vs_adamerging"] is None else f"{t['ratio_vs_adamerging']:.2f}"
         memory = "" if t["peak_memory_gib"] is None else f"{t['peak_memory_gib']:.2f}"
         first = "" if t.get("first_iteration_s") is None else f"{t['first_iteration_s']:.2f}"
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in t.get("job_parts_s", {}).items())
         lines.append(
             f"| {t['method']} | {t['iteration_ms']:.1f} | {t['images_per_iteration']} | {t['images_per_second']:.0f} | "
-            f"{t['ms_per_image']:.3f} | {ratio} | {first} | {t['job_s']:.1f} | {memory} | {shares} |"
+            f"{t['ms_per_image']:.3f} | {ratio} | {first} | {t['job_s']:.1f} | {memory} | {shares} | {parts} |"
         )
     return "\n".join(lines) + "\n"
 
