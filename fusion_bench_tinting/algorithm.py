@@ -85,7 +85,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             exact and half of float16, normalised on the device at each batch).
         inputs_on_device: keep the cached inputs on the accelerator (``auto``: when they take less
             than a quarter of its free memory).
-        preprocess_batch_size, num_workers: data loading for the one preprocessing and teacher pass.
+        preprocess_batch_size, num_workers: data loading for the one preprocessing and teacher pass
+            (``num_workers=auto``: the main process below 1024 samples, else one worker per core but one, at most 8).
         log_every: iterations between progress-bar/logger updates (each costs one host sync).
         checkpoint_every: task steps between checkpoints in ``<log dir>/checkpoints`` (0: none).
         keep_checkpoints: how many of the newest checkpoints to keep.
@@ -129,7 +130,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         input_dtype: str = "float16",
         inputs_on_device: Union[bool, str] = "auto",
         preprocess_batch_size: int = 128,
-        num_workers: int = 0,
+        num_workers: Union[int, str] = "auto",
         log_every: int = 10,
         checkpoint_every: int = 0,
         keep_checkpoints: int = 2,
@@ -161,6 +162,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             raise TintingConfigError(f"task_vector_dtype={self.task_vector_dtype!r}: choose one of {sorted(_TENSOR_DTYPES)}.")
         if self.input_dtype not in _INPUT_DTYPES:
             raise TintingConfigError(f"input_dtype={self.input_dtype!r}: choose one of {sorted(_INPUT_DTYPES)}.")
+        if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise TintingConfigError(f"num_workers={self.num_workers!r}: 'auto' or a non-negative integer.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise TintingConfigError(f"batch_size={self.batch_size!r}: must be a positive integer.")
         self._tinted_block_index()  # validates the form; the range is checked once the encoder is loaded

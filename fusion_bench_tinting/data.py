@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Dict, Iterator, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
@@ -171,11 +172,28 @@ def _inputs_only(batch):
     return torch.stack([torch.as_tensor(x) for x in inputs])
 
 
+#: below this many samples, starting data-loading workers costs more than decoding in the main process
+SMALL_DATASET = 1024
+MAX_AUTO_WORKERS = 8  # FusionBench's own default for its CLIP data loaders
+
+
+def resolve_num_workers(num_workers: Union[int, str], num_samples: int) -> int:
+    """``auto``: the main process for small datasets, else one worker per available core but one (at most
+    8); decoding and resizing JPEGs runs at a few ms per image, so a single process would make the one
+    preprocessing pass of a large suite take minutes. An integer is used as it is."""
+    if num_workers != "auto":
+        return int(num_workers)
+    if num_samples < SMALL_DATASET:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(MAX_AUTO_WORKERS, cores - 1))
+
+
 def cache_inputs(
     dataset: Dataset,
     *,
     batch_size: int,
-    num_workers: int,
+    num_workers: Union[int, str],
     dtype: torch.dtype,
     desc: str,
     normalization: Optional[Tuple[Sequence[float], Sequence[float]]] = None,
@@ -183,7 +201,8 @@ def cache_inputs(
     """Run the dataset's preprocessing once over every sample and keep the input tensors. With
     ``dtype=torch.uint8`` the images are kept on their 8-bit grid (``normalization`` = the preprocessing's
     mean and std); if they turn out not to be on it, float16 is kept instead, with a warning."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_inputs_only)
+    workers = resolve_num_workers(num_workers, len(dataset))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_inputs_only)
     quantize = dtype == torch.uint8
     if quantize and normalization is None:
         raise ValueError(f"{desc}: input_dtype=uint8 needs the preprocessing's mean and std")

@@ -184,6 +184,8 @@ def test_tinted_block_out_of_range_is_refused(tiny_suites):
         ({"input_dtype": "int8"}, "input_dtype='int8'"),
         ({"batch_size": 0}, "batch_size=0"),
         ({"compile_step": "turbo"}, "compile_step='turbo'"),
+        ({"num_workers": -1}, "num_workers=-1"),
+        ({"num_workers": "many"}, "num_workers='many'"),
     ],
 )
 def test_bad_options_are_refused_before_any_loading(options, message):
@@ -251,6 +253,25 @@ def test_uint8_caching_falls_back_to_float16_for_inputs_off_the_8_bit_grid():
                           normalization=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     assert type(inputs) is TensorInputs and inputs.tensor.dtype == torch.float16
     assert torch.allclose(inputs.tensor.float(), torch.cat([on_grid, off_grid]), atol=1e-3)
+
+
+def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_process(monkeypatch):
+    import os
+
+    from fusion_bench_tinting.data import SMALL_DATASET, cache_inputs, resolve_num_workers
+
+    assert resolve_num_workers(3, 10) == 3 and resolve_num_workers("auto", SMALL_DATASET - 1) == 0
+    for cores, expected in [(1, 0), (2, 1), (6, 5), (64, 8)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)), raising=False)
+        assert resolve_num_workers("auto", SMALL_DATASET) == expected
+    monkeypatch.undo()
+    # a large set through real worker processes: same rows, same order as in-process
+    images = torch.rand(SMALL_DATASET + 37, 3, 2, 2)
+    dataset = [(x, 0) for x in images]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    in_workers = cache_inputs(dataset, batch_size=100, num_workers="auto", dtype=torch.float32, desc="workers")
+    in_process = cache_inputs(dataset, batch_size=100, num_workers=0, dtype=torch.float32, desc="in process")
+    assert torch.equal(in_workers.tensor, images) and torch.equal(in_process.tensor, images)
 
 
 @pytest.mark.parametrize(
