@@ -27,7 +27,7 @@ NON_SEMANTIC_OPTIONS = {
     "resume", "checkpoint_every", "keep_checkpoints", "log_every", "save_weights", "num_workers",
     "preprocess_batch_size", "reuse_cache", "inputs_on_device", "weights",
     # how fast, not what: a compiled step computes the same function (an eager run may resume compiled)
-    "profile_steps", "compile_step", "compile_backend",
+    "profile_steps", "compile_step", "compile_backend", "evaluate_on_cached_inputs",
 }
 
 

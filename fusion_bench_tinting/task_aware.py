@@ -8,12 +8,19 @@ task's head when the model provides one. After evaluation it adds the model's ``
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+#: largest difference allowed between a cached input and the task pool's own preprocessing of the same
+#: sample (float16 caching is within 2e-3 of it; another resize or crop differs by far more)
+CACHED_INPUT_TOLERANCE = 1e-2
 
 
 class TaskAwareEvaluation:
@@ -38,6 +45,22 @@ class TaskAwareEvaluation:
             model.set_task(task_name)
         task_head = getattr(model, "task_head", None)
         return task_head(task_name) if callable(task_head) else None
+
+    def _cached_test_loader(self, task_name: str, test_loader: Iterable) -> Iterable:
+        """The task's test batches from the inputs the adaptation preprocessed (a model built with
+        ``evaluate_on_cached_inputs``), when they are this task pool's test set; else ``test_loader``."""
+        model = self._model_under_evaluation
+        inputs = (getattr(model, "evaluation_inputs", None) or {}).get(task_name) if model is not None else None
+        if inputs is None:
+            return test_loader
+        batches = cached_test_batches(
+            inputs, self.test_datasets[task_name], int(self._dataloader_kwargs.get("batch_size", 128)), self.fabric.device
+        )
+        if batches is None:
+            log.info("Task %s: the adaptation's cached inputs are not this task pool's test set; decoding it.", task_name)
+            return test_loader
+        log.info("Task %s: evaluated on the adaptation's cached inputs (checked against this task pool's preprocessing).", task_name)
+        return batches
 
     def _evaluate_task_aware(self, evaluate, model: nn.Module, *args, **kwargs) -> Dict[str, Any]:
         self._model_under_evaluation = model
@@ -101,3 +124,32 @@ class PredictionRecorder:
 
     def result(self):
         return torch.cat(self.logits), torch.cat(self.labels)
+
+
+def dataset_labels(dataset: Any) -> Optional[Tensor]:
+    """The labels of an image-classification test set without decoding its images: the ``label`` column
+    of the Hugging Face dataset that FusionBench's ``ImageClassificationDataset`` wraps (None otherwise)."""
+    raw = getattr(dataset, "dataset", dataset)
+    if "label" not in (getattr(raw, "column_names", None) or []):
+        return None
+    return torch.as_tensor(raw["label"], dtype=torch.long)
+
+
+def cached_test_batches(inputs: Any, dataset: Any, batch_size: int, device: torch.device) -> Optional[Iterator[Tuple[Tensor, Tensor]]]:
+    """``(images, labels)`` batches of ``dataset`` taken from ``inputs`` (the same samples, preprocessed once
+    before adaptation), or None unless they are the same test set: as many samples, labels readable without
+    decoding, and the first, middle and last samples preprocessed by ``dataset`` equal to the cached ones."""
+    labels = dataset_labels(dataset)
+    if labels is None or len(labels) != len(inputs) or len(inputs) == 0:
+        return None
+    for index in sorted({0, len(inputs) // 2, len(inputs) - 1}):
+        own = torch.as_tensor(dataset[index][0]).float()
+        cached = inputs.gather(torch.tensor([index]), torch.device("cpu"), torch.float32)[0]
+        if own.shape != cached.shape or (own - cached).abs().max() > CACHED_INPUT_TOLERANCE:
+            return None
+
+    def batches():
+        for start, images in zip(range(0, len(inputs), batch_size), inputs.batches(batch_size, device, torch.float32)):
+            yield images, labels[start : start + batch_size].to(device)
+
+    return batches()
