@@ -52,3 +52,15 @@ def test_speed_suite_sizes():
     for bad in ("lots", 0, -5):
         with pytest.raises(ValueError, match="images_per_task"):
             SpeedSuiteSpec(images_per_task=bad)
+
+
+def test_saved_results_are_named_by_their_settings_and_never_overwritten(tmp_path):
+    from fusion_bench_tinting.benchmarks.speed import save
+
+    result = {"date": "2026-11-23", "accelerator": "cuda", "precision": "bf16-mixed", "steps": 3, "torch": "x",
+              "device": "GPU", "options": {"input_dtype": "uint8"}, "timings": [],
+              "suite": {"architecture": "ViT-B-32", "num_tasks": 8, "images_per_task": 4, "image_width": 3, "image_height": 2}}
+    first, second = save(result, tmp_path), save(result, tmp_path)
+    assert first.name == "ViT-B-32_TA8_2026-11-23_cuda_bf16_input_dtype-uint8.md"
+    assert second.name == "ViT-B-32_TA8_2026-11-23_cuda_bf16_input_dtype-uint8_2.md"
+    assert len(list(tmp_path.glob("*.json"))) == 2

@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -326,8 +327,14 @@ def save(result: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     spec = result["suite"]
     precision = result.get("precision", "32-true")
-    suffix = result.get("accelerator", "") + ("" if precision == "32-true" else f"_{precision.split('-')[0]}")
-    stem = f"{spec['architecture']}_TA{spec['num_tasks']}_{result['date']}" + (f"_{suffix}" if suffix else "")
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out / f"{stem}.md").write_text(markdown(result))
-    return out / f"{stem}.md"
+    parts = [f"{spec['architecture']}_TA{spec['num_tasks']}", result["date"], result.get("accelerator", "")]
+    parts += [] if precision == "32-true" else [precision.split("-")[0]]
+    parts += [f"{key}-{value}" for key, value in result.get("options", {}).items()]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", "_".join(p for p in parts if p))
+    taken, number = stem, 1
+    while (out / f"{taken}.md").exists() or (out / f"{taken}.json").exists():  # never overwrite a result
+        number += 1
+        taken = f"{stem}_{number}"
+    (out / f"{taken}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{taken}.md").write_text(markdown(result))
+    return out / f"{taken}.md"
