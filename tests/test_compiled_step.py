@@ -176,7 +176,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @needs_cuda
-@pytest.mark.parametrize("variant", [{}, {"block": True}, {"confidence_filter": True}], ids=["head", "tinted-block", "plusplus"])
+@pytest.mark.parametrize(
+    "variant", [{}, {"block": True}, {"confidence_filter": True}, {"update": "joint"}],
+    ids=["head", "tinted-block", "plusplus", "joint"],  # joint: several graph replays before one backward
+)
 def test_cuda_graphs_step_matches_the_eager_loop_on_cuda(variant, tmp_path, monkeypatch):
     """reduce-overhead = inductor + CUDA graphs; a ++ step skipped before its backward, per-task blocks as
     graph inputs and the fused Adam all meet here."""
