@@ -340,8 +340,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         entry = None
         if self.fabric.local_rank == 0:
             inputs, teacher = compute()
-            entry = {"inputs": inputs, "teacher": teacher.cpu()}
-            cache.save(key, entry)
+            cache.save(key, {"inputs": inputs, "teacher": teacher.cpu()})
+            entry = {"inputs": inputs, "teacher": teacher}  # the teacher stays where it was computed
         if self.fabric.world_size > 1:
             self.fabric.barrier()
         if entry is None:

@@ -226,7 +226,6 @@ def cache_inputs(
     return TensorInputs(torch.cat(chunks))
 
 
-
 class EpochSampler:
     """Random batches of one task: a fresh permutation each epoch, every batch of the same size
     (the last partial batch of an epoch is dropped, unless the task has fewer samples than a batch)."""
