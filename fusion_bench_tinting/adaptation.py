@@ -6,7 +6,10 @@ step per task (gradients set to None first, so Adam leaves the other tasks' tint
 ``update="joint"`` sums all tasks' losses into one step per iteration instead (AdaMerging's way).
 
 Teacher outputs are precomputed; the inputs are preprocessed once; nothing in a step synchronises with
-the host except Model Tinting++'s check that a batch kept at least one sample.
+the host. Model Tinting++ must not step on a batch whose every sample it dropped: with the fused Adam
+(the default on CUDA) a sequential step cancels that update on the device (the optimizer's ``found_inf``,
+as AMP's gradient scaler does); otherwise, and for ``update="joint"``, it asks the host whether the batch
+kept a sample.
 
 Data parallel (``DataParallel``): every process draws the same global batch (same seed), computes the
 loss of its own slice normalised by the *global* sample count, and the gradients are summed across
@@ -148,7 +151,10 @@ class TintingTrainer:
         self.visits = self.steps = self.skipped = 0
         self.seconds = 0.0
         self._window_loss = torch.zeros((), device=device)
-        self._window_count = 0
+        self._window_count = torch.zeros((), device=device)
+        # Model Tinting++ steps on a batch with no kept sample, counted on the device until the host reads them
+        self._empty_steps = torch.zeros((), dtype=torch.long, device=device)
+        self._empty_batch: Optional[Tensor] = None
 
         merger.coefficients.requires_grad_(options.train_coefficients)
         params: List[nn.Parameter] = [merger.coefficients] if options.train_coefficients else []
@@ -166,6 +172,8 @@ class TintingTrainer:
             params, lr=options.lr, betas=(0.9, 0.999), weight_decay=0.0, **({"fused": True} if fused else {})
         )
         self._trained = params
+        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
+        self._skip_on_device = options.confidence_filter and fused and options.update == "sequential"
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
         # compile_step: merge + encoder as one compiled function shared by every task (see .compiled)
         self._compiled = (
@@ -213,7 +221,12 @@ class TintingTrainer:
             keep = confidence_filter(logits, teacher)
             kept = self.data_parallel.all_reduce_sum(keep.sum())
             self._kept[index] += kept
-            if not bool(kept > 0):  # the one host sync of ++: a step on no sample must be skipped
+            if self._skip_on_device:  # an empty batch: zero loss, and the step cancels its own update
+                self._empty_batch = kept == 0
+                loss = (losses * keep).sum() / kept.clamp(min=1)
+                self._last_loss[index] = torch.where(self._empty_batch, self._last_loss[index], loss.detach())
+                return loss
+            if not bool(kept > 0):  # host sync: a step on no sample must be skipped
                 return None
             loss = (losses * keep).sum() / kept
         else:
@@ -226,6 +239,7 @@ class TintingTrainer:
     # ----- loop --------------------------------------------------------------------------------
     def _begin_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+        self._empty_batch = None
         if self._compiled is not None:
             mark_step_begin()
 
@@ -240,11 +254,36 @@ class TintingTrainer:
         with self.section("backward"):
             loss.backward()
             self.data_parallel.sum_gradients(self._trained)
+        empty = self._empty_batch
         with self.section("optimizer"):
-            self.optimizer.step()
+            if empty is None:
+                self.optimizer.step()
+            else:
+                self._step_unless(empty)
         self.steps += 1
-        self._window_loss += loss.detach()
-        self._window_count += 1
+        self._window_loss += loss.detach()  # zero for an empty batch
+        if empty is None:
+            self._window_count += 1
+        else:
+            self._window_count += ~empty
+            self._empty_steps += empty
+
+    def _step_unless(self, empty: Tensor) -> None:
+        """An optimizer step that the fused kernel skips on the device when ``empty`` is true (parameters,
+        moments and step counts stay as they were, as if no step had been made)."""
+        self.optimizer.found_inf = empty.float()
+        try:
+            self.optimizer.step()
+        finally:
+            self.optimizer.found_inf = None
+
+    def _settle_empty_steps(self) -> None:
+        """Move the device-side count of cancelled ++ steps into the host's step counters (one sync)."""
+        empty = int(self._empty_steps)
+        if empty:
+            self.steps -= empty
+            self.skipped += empty
+            self._empty_steps.zero_()
 
     def _joint_step(self, order: List[int]) -> None:
         self._begin_step()
@@ -265,13 +304,15 @@ class TintingTrainer:
         self._window_count += 1
 
     def _log_window(self, iteration: int, progress) -> None:
-        if self._window_count:
-            mean_loss = (self.data_parallel.all_reduce_sum(self._window_loss) / self._window_count).item()
+        self._settle_empty_steps()
+        count = float(self._window_count)
+        if count:
+            mean_loss = (self.data_parallel.all_reduce_sum(self._window_loss) / count).item()
             progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps)
             if self.log_metrics is not None:
                 self.log_metrics({"train/loss": mean_loss}, iteration + 1)
         self._window_loss = torch.zeros((), device=self.device)
-        self._window_count = 0
+        self._window_count = torch.zeros((), device=self.device)
 
     def run(self, on_visit: Optional[Callable[["TintingTrainer"], None]] = None) -> AdaptationStats:
         """Adapt until ``max_steps`` iterations are done (from where :meth:`load_state_dict` left off).
@@ -307,6 +348,7 @@ class TintingTrainer:
             if first_iteration is None:
                 first_iteration = self._elapsed_since(start)
         progress.close()
+        self._settle_empty_steps()
         self.seconds += time.perf_counter() - start
         kept = [int(k) for k in self._kept]
         final_losses = self.data_parallel.all_reduce_sum(torch.stack(self._last_loss))  # each process's share
@@ -329,6 +371,7 @@ class TintingTrainer:
     # ----- state (checkpoints) -----------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue exactly where the loop is (between two task steps)."""
+        self._settle_empty_steps()
         return {
             "iteration": self.iteration,
             "order": self.order,

@@ -35,12 +35,12 @@ def _toy(seed=0, teacher_fn=None):
     return merger, encode, states
 
 
-def _trainer(merger, encode, states, **options):
+def _trainer(merger, encode, states, fused_optimizer=None, **options):
     defaults = dict(max_steps=2, lr=0.05, batch_size=8)
     defaults.update(options)
     return TintingTrainer(
         merger, encode, states, AdaptationOptions(**defaults),
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), fused_optimizer=fused_optimizer,
     )
 
 
@@ -125,6 +125,100 @@ def test_plusplus_batch_with_every_sample_filtered_is_skipped_not_nan():
     assert all(torch.isfinite(h).all() for h in after_heads)
 
 
+def _toy_with_one_hopeless_task():
+    """Task 0's teacher is unsure and its head sure of another class, so Model Tinting++ drops every one
+    of its samples, always; tasks 1 and 2 keep theirs."""
+    merger, encode, states = _toy()
+    unsure = torch.tensor([[0.02, 0.0, 0.0]]).expand(states[0].teacher.shape[0], 3)
+    states[0] = TaskState(name="task0", inputs=states[0].inputs, teacher=unsure.clone(), head=states[0].head)
+    with torch.no_grad():
+        states[0].head.weight.zero_()
+        states[0].head.bias.copy_(torch.tensor([0.0, 10.0, 0.0]))
+    return merger, encode, states
+
+
+def test_plusplus_empty_batches_are_cancelled_on_the_device_as_the_host_check_skips_them():
+    """With the fused Adam the step on an empty batch is cancelled inside the update (no host sync);
+    it must leave everything as the host-checked skip does."""
+    results = []
+    for fused in (False, True):  # False: the host check; True: cancelled on the device
+        merger, encode, states = _toy_with_one_hopeless_task()
+        hopeless_head = [p.detach().clone() for p in states[0].head.parameters()]
+        trainer = _trainer(merger, encode, states, fused_optimizer=fused, confidence_filter=True, max_steps=4)
+        assert trainer._skip_on_device == fused
+        stats = trainer.run()
+        assert all(torch.equal(a, b) for a, b in zip(hopeless_head, states[0].head.parameters()))
+        assert stats.optimizer_steps == 4 * 2 and stats.skipped_steps == 4
+        results.append((stats, *_snapshot(merger, states)))
+    (host_stats, host_coefficients, host_heads), (device_stats, device_coefficients, device_heads) = results
+    assert device_stats.samples_dropped == host_stats.samples_dropped
+    assert device_stats.samples_dropped["task0"] == 4 * 8
+    assert device_stats.final_loss == pytest.approx(host_stats.final_loss, abs=1e-6)
+    torch.testing.assert_close(device_coefficients, host_coefficients, atol=1e-6, rtol=0)
+    for device_head, host_head in zip(device_heads, host_heads):
+        torch.testing.assert_close(device_head, host_head, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fused, expect_reads", [(True, False), (False, True)], ids=["on-device", "host-check"])
+def test_plusplus_step_reads_nothing_back_from_the_device(monkeypatch, fused, expect_reads):
+    """No value of a step goes back to the host from our code (``bool``, ``item``, ``int``, ...): each would
+    stall the CPU until the GPU has finished the step. Counted on the CPU by watching those calls."""
+    import sys
+
+    merger, encode, states = _toy_with_one_hopeless_task()
+    trainer = _trainer(merger, encode, states, fused_optimizer=fused, confidence_filter=True)
+    reads = []
+
+    def watched(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("fusion_bench_tinting"):
+                reads.append((name, caller))
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in ("__bool__", "item", "tolist", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, watched(name))
+    for index in (0, 1, 2, 0):
+        trainer._sequential_step(index)
+    monkeypatch.undo()
+    assert bool(reads) == expect_reads, reads
+    trainer._settle_empty_steps()
+    assert (trainer.steps, trainer.skipped) == (2, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_plusplus_cuda_steps_never_synchronise():
+    """On a GPU, with CUDA's own sync detector: sequential ++ steps (fused Adam, inputs on the device)
+    make no synchronising call, empty batches included."""
+    merger, encode, states = _toy_with_one_hopeless_task()
+    cuda = torch.device("cuda")
+    merger.to(cuda)
+    states = [
+        TaskState(name=s.name, inputs=s.inputs.to(cuda), teacher=s.teacher.to(cuda), head=s.head.to(cuda))
+        for s in states
+    ]
+    trainer = TintingTrainer(
+        merger, encode, states, AdaptationOptions(max_steps=2, lr=0.05, batch_size=8, confidence_filter=True),
+        device=cuda, generator=torch.Generator().manual_seed(0),
+    )
+    assert trainer._skip_on_device  # the fused Adam is CUDA's default
+    for index in (1, 2):  # first steps create Adam's state
+        trainer._sequential_step(index)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for index in (0, 1, 2, 0):
+            trainer._sequential_step(index)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    trainer._settle_empty_steps()
+    assert (trainer.steps, trainer.skipped) == (4, 2)
+
+
 def test_plusplus_counts_dropped_samples_and_still_learns():
     merger, encode, states = _toy()
     stats = _trainer(merger, encode, states, confidence_filter=True, max_steps=5).run()
@@ -154,12 +248,16 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("update", ["sequential", "joint"])
-def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(update):
+@pytest.mark.parametrize(
+    "update, fused", [("sequential", None), ("joint", None), ("sequential", True)],
+    ids=["sequential", "joint", "sequential-fused"],
+)
+def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(update, fused):
     import io
 
     merger, encode, states = _toy()
-    uninterrupted = _trainer(merger, encode, states, max_steps=4, update=update, confidence_filter=True)
+    options = dict(max_steps=4, update=update, confidence_filter=True, fused_optimizer=fused)
+    uninterrupted = _trainer(merger, encode, states, **options)
     expected_stats = uninterrupted.run()
     expected = _snapshot(merger, states)
 
@@ -174,10 +272,10 @@ def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(upd
 
     merger, encode, states = _toy()
     with pytest.raises(_Stop):
-        _trainer(merger, encode, states, max_steps=4, update=update, confidence_filter=True).run(on_visit=stop_after_five)
+        _trainer(merger, encode, states, **options).run(on_visit=stop_after_five)
 
     merger, encode, states = _toy()  # a fresh process: same initial state, then the checkpoint
-    resumed = _trainer(merger, encode, states, max_steps=4, update=update, confidence_filter=True)
+    resumed = _trainer(merger, encode, states, **options)
     resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=False))
     stats = resumed.run()
     actual = _snapshot(merger, states)
