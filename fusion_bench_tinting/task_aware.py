@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,19 @@ class TaskAwareEvaluation:
         os.makedirs(folder, exist_ok=True)
         torch.save({"logits": logits.detach().float().cpu(), "labels": labels.detach().cpu()}, os.path.join(folder, f"{task_name}.pt"))
 
+    def _whole_test_set(self, logits: Tensor, labels: Tensor, num_samples: int) -> Tuple[Tensor, Tensor]:
+        """Data parallel: this process recorded only its shard (:func:`evaluation_shard`); gather every
+        process's shard and put the samples back in test-set order, padding dropped. Every process calls it."""
+        world_size = self.fabric.world_size
+        if world_size == 1:
+            return logits, labels
+
+        def whole(tensor: Tensor) -> Tensor:
+            shards = self.fabric.all_gather(tensor.to(self.fabric.device)).cpu()  # (world_size, shard, ...)
+            return shards.transpose(0, 1).reshape(-1, *tensor.shape[1:])[:num_samples]  # shard r holds r, r+W, ...
+
+        return whole(logits), whole(labels)
+
     def _switch_to_task(self, task_name: str) -> Optional[nn.Module]:
         """Put the model in ``task_name``'s configuration; return its own head for the task, if any."""
         model = self._model_under_evaluation
@@ -53,13 +67,16 @@ class TaskAwareEvaluation:
         inputs = (getattr(model, "evaluation_inputs", None) or {}).get(task_name) if model is not None else None
         if inputs is None:
             return test_loader
+        world_size = self.fabric.world_size
+        shard = evaluation_shard(len(inputs), self.fabric.global_rank, world_size)
         batches = cached_test_batches(
-            inputs, self.test_datasets[task_name], int(self._dataloader_kwargs.get("batch_size", 128)), self.fabric.device
+            inputs, self.test_datasets[task_name], int(self._dataloader_kwargs.get("batch_size", 128)), self.fabric.device, shard
         )
         if batches is None:
             log.info("Task %s: the adaptation's cached inputs are not this task pool's test set; decoding it.", task_name)
             return test_loader
-        log.info("Task %s: evaluated on the adaptation's cached inputs (checked against this task pool's preprocessing).", task_name)
+        share = f", this process's 1/{world_size} share: {len(shard)} of {len(inputs)} samples" if world_size > 1 else ""
+        log.info("Task %s: evaluated on the adaptation's cached inputs (checked against this task pool's preprocessing%s).", task_name, share)
         return batches
 
     def _evaluate_task_aware(self, evaluate, model: nn.Module, *args, **kwargs) -> Dict[str, Any]:
@@ -135,10 +152,20 @@ def dataset_labels(dataset: Any) -> Optional[Tensor]:
     return torch.as_tensor(raw["label"], dtype=torch.long)
 
 
-def cached_test_batches(inputs: Any, dataset: Any, batch_size: int, device: torch.device) -> Optional[Iterator[Tuple[Tensor, Tensor]]]:
+def evaluation_shard(num_samples: int, rank: int, world_size: int) -> Tensor:
+    """The test samples process ``rank`` of ``world_size`` evaluates in FusionBench's CLIP task pools: Fabric
+    puts a ``DistributedSampler`` in their loaders (the last shard padded with the first samples, so every
+    process runs as many batches), and their metrics sum over the processes."""
+    return torch.tensor(list(DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, shuffle=False)))
+
+
+def cached_test_batches(
+    inputs: Any, dataset: Any, batch_size: int, device: torch.device, shard: Optional[Tensor] = None
+) -> Optional[Iterator[Tuple[Tensor, Tensor]]]:
     """``(images, labels)`` batches of ``dataset`` taken from ``inputs`` (the same samples, preprocessed once
     before adaptation), or None unless they are the same test set: as many samples, labels readable without
-    decoding, and the first, middle and last samples preprocessed by ``dataset`` equal to the cached ones."""
+    decoding, and the first, middle and last samples preprocessed by ``dataset`` equal to the cached ones.
+    ``shard``: the samples to take (data parallel: :func:`evaluation_shard`), all by default."""
     labels = dataset_labels(dataset)
     if labels is None or len(labels) != len(inputs) or len(inputs) == 0:
         return None
@@ -148,8 +175,10 @@ def cached_test_batches(inputs: Any, dataset: Any, batch_size: int, device: torc
         if own.shape != cached.shape or (own - cached).abs().max() > CACHED_INPUT_TOLERANCE:
             return None
 
+    shard = torch.arange(len(inputs)) if shard is None else shard
+
     def batches():
-        for start, images in zip(range(0, len(inputs), batch_size), inputs.batches(batch_size, device, torch.float32)):
-            yield images, labels[start : start + batch_size].to(device)
+        for index in shard.split(batch_size):
+            yield inputs.gather(index, device, torch.float32), labels[index].to(device)
 
     return batches()

@@ -53,7 +53,8 @@ def _recorded_evaluation(pool, evaluate, classifier, test_loader, task_name, log
         return evaluate(classifier, test_loader, task_name=task_name, **kwargs)
     recorder = PredictionRecorder()
     result = evaluate(recorder.classifier(classifier, logits_of), recorder.loader(test_loader), task_name=task_name, **kwargs)
-    pool._save_task_predictions(task_name, *recorder.result())
+    logits, labels = recorder.result()
+    pool._save_task_predictions(task_name, *pool._whole_test_set(logits, labels, len(pool.test_datasets[task_name])))
     return result
 
 

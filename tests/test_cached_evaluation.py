@@ -10,7 +10,7 @@ from conftest import run_cli, task_accuracies
 from fusion_bench.dataset.image_dataset import ImageClassificationDataset
 
 from fusion_bench_tinting.data import TensorInputs
-from fusion_bench_tinting.task_aware import cached_test_batches
+from fusion_bench_tinting.task_aware import cached_test_batches, evaluation_shard
 
 
 def _counting_decodes(monkeypatch):
@@ -72,3 +72,21 @@ def test_cached_batches_only_for_the_same_test_set():
     unlabelled = _Dataset(images, labels)
     unlabelled.dataset.column_names = ["image"]
     assert cached_test_batches(inputs, unlabelled, 4, torch.device("cpu")) is None  # labels need decoding
+
+
+def test_cached_batches_are_sharded_as_the_data_parallel_decoding_loader():
+    """With N processes each takes the samples Fabric's DistributedSampler gives it in the decoding loader
+    (the last shard padded with the first samples, so every process runs as many batches)."""
+    from torch.utils.data import DistributedSampler
+
+    images, labels = torch.rand(11, 3, 4, 4), torch.arange(11)
+    inputs, dataset = TensorInputs(images), _Dataset(images, labels)
+    shards = []
+    for rank in range(3):
+        batches = list(cached_test_batches(inputs, dataset, 2, torch.device("cpu"), evaluation_shard(11, rank, 3)))
+        assert [len(y) for _, y in batches] == [2, 2]
+        shard = torch.cat([y for _, y in batches])
+        assert shard.tolist() == list(DistributedSampler(dataset, num_replicas=3, rank=rank, shuffle=False))
+        assert torch.equal(torch.cat([x for x, _ in batches]), images[shard])
+        shards.append(shard)
+    assert sorted(torch.cat(shards).tolist()) == sorted(list(range(11)) + [0])  # 12 = 3 x 4: sample 0 twice

@@ -3,6 +3,7 @@ global batch; and the real CLI runs with ``fabric.devices=2``."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import run_cli_subprocess
+from conftest import run_cli_subprocess, task_accuracies
+from datasets import load_from_disk
 from safetensors.torch import load_file
 from test_adaptation import _toy
 
@@ -89,14 +91,27 @@ def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
     """``fabric.devices=2 fabric.strategy=ddp``: Fabric launches the second process; the saved tinted
     heads match a one-process run's. Coefficients whose gradients are near zero can differ by a fraction
     of one Adam step (Adam divides by the gradient's magnitude), so most, not all, match tightly.
-    With an empty cache, only the first process preprocesses; the second reads what it wrote."""
+    With an empty cache, only the first process preprocesses; the second reads what it wrote. Evaluation on
+    the cached inputs takes each process's share of every test set, as FusionBench's decoding loader does,
+    with the same figures."""
     config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
               "taskpool=tiny-clip_TA4", "method.max_steps=5", "method.batch_size=16", "method.lr=0.001"]
     run_cli_subprocess(config, tmp_path / "one")
-    run_cli_subprocess([*config, "fabric.devices=2", "fabric.strategy=ddp"], tmp_path / "two",
-                       env={"FUSION_BENCH_CACHE_DIR": str(tmp_path / "fresh_cache")})
+    data_parallel = [*config, "fabric.devices=2", "fabric.strategy=ddp"]
+    cache = {"FUSION_BENCH_CACHE_DIR": str(tmp_path / "fresh_cache")}
+    run_cli_subprocess([*data_parallel, "method.evaluate_on_cached_inputs=true", "+taskpool.save_predictions=true"],
+                       tmp_path / "two", env=cache)
     second_process = (tmp_path / "two" / "train_ddp_process_1.log").read_text()
     assert second_process.count("read from this node's first process") == 4  # every task
+    assert second_process.count("this process's 1/2 share: 64 of 128 samples") == 4
+    run_cli_subprocess(data_parallel, tmp_path / "two_decoded", env=cache)
+    cached, decoded = (json.loads((tmp_path / run / "program_report.json").read_text()) for run in ("two", "two_decoded"))
+    assert task_accuracies(cached) == task_accuracies(decoded)
+    for task, accuracy in task_accuracies(cached).items():  # saved predictions: both shards, in test-set order
+        saved = torch.load(tmp_path / "two" / "predictions" / f"{task}.pt")
+        expected_labels = load_from_disk(str(tiny_suites / "data" / task / "test"))["label"]
+        assert saved["labels"].tolist() == expected_labels
+        assert (saved["logits"].argmax(-1) == saved["labels"]).float().mean().item() == pytest.approx(accuracy)
     assert "from the cache (" not in second_process  # no ready entry: the first process made them all
     assert len(list((tmp_path / "fresh_cache" / "model_tinting").glob("*.pt"))) == 4
     one = load_file(tmp_path / "one" / "model_tinting.safetensors")
