@@ -272,6 +272,13 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     in_workers = cache_inputs(dataset, batch_size=100, num_workers="auto", dtype=torch.float32, desc="workers")
     in_process = cache_inputs(dataset, batch_size=100, num_workers=0, dtype=torch.float32, desc="in process")
     assert torch.equal(in_workers.tensor, images) and torch.equal(in_process.tensor, images)
+    # uint8: the workers put the pixels on their 8-bit grid; the main process only concatenates
+    pixels = torch.randint(0, 256, images.shape, dtype=torch.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.3, 0.25)
+    normalised = (pixels.float() / 255 - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+    in_workers = cache_inputs([(x, 0) for x in normalised], batch_size=100, num_workers="auto", dtype=torch.uint8,
+                              desc="uint8 workers", normalization=(mean, std))
+    assert in_workers.tensor.dtype == torch.uint8 and torch.equal(in_workers.tensor, pixels)
 
 
 @pytest.mark.parametrize(

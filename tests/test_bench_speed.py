@@ -64,3 +64,14 @@ def test_saved_results_are_named_by_their_settings_and_never_overwritten(tmp_pat
     assert first.name == "ViT-B-32_TA8_2026-11-23_cuda_bf16_input_dtype-uint8.md"
     assert second.name == "ViT-B-32_TA8_2026-11-23_cuda_bf16_input_dtype-uint8_2.md"
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float16"])
+def test_bench_preprocess_compares_both_ways_on_the_same_cached_tensors(tmp_path, dtype):
+    """Both ways must cache identical tensors (the script refuses otherwise) and both are reported."""
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "bench_preprocess.py"), "--images", "12", "--workers", "1",
+               "--batch-size", "5", "--dtype", dtype]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "baseline: convert in the main process" in result.stdout and "ours: convert in the workers" in result.stdout
+    assert "main-process CPU per image, baseline / ours:" in result.stdout
