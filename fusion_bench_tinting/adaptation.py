@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .compiled import compile_merged_features, mark_step_begin
+from .compiled import compile_merge_and_encoder, compile_merged_features, mark_step_begin
 from .data import AdaptationInputs, EpochSampler
 from .losses import confidence_filter, per_sample_loss
 from .merging import LayerWiseMerger
@@ -175,10 +175,15 @@ class TintingTrainer:
         # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
         self._skip_on_device = options.confidence_filter and fused and options.update == "sequential"
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
-        # compile_step: merge + encoder as one compiled function shared by every task (see .compiled)
-        self._compiled = (
-            None if compile_options is None else compile_merged_features(merger, encode, compile_options)
-        )
+        # compile_step (see .compiled): merge + encoder as one compiled function shared by every task; when
+        # one merge serves several forwards (joint update) or is made once (frozen coefficients), apart
+        self._compiled: Optional[Callable] = None
+        self._merge: Callable[[], Dict[str, Tensor]] = merger
+        if compile_options is not None:
+            if options.update == "sequential" and options.train_coefficients:
+                self._compiled = compile_merged_features(merger, encode, compile_options)
+            else:
+                self._merge, self.encode = compile_merge_and_encoder(merger, encode, compile_options)
         if options.confidence_filter and any(t.is_regression for t in tasks):
             names = [t.name for t in tasks if t.is_regression]
             log.warning(
@@ -193,7 +198,7 @@ class TintingTrainer:
         if self._compiled is not None:
             return None
         if self.options.train_coefficients:
-            return self.merger()
+            return self._merge()
         if self._fixed_merge is None:  # coefficients frozen: merge once
             with torch.no_grad():
                 self._fixed_merge = {k: v.detach() for k, v in self.merger().items()}

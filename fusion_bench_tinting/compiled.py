@@ -7,12 +7,14 @@ graphs (``reduce-overhead``), is what brings a step near the device's floor.
 What is compiled is the part of a step that is the same for every task: merge the task vectors with the
 current coefficients, overlay the task's own tensors (a tinted block; none when the tinted layer is the
 head) and run the encoder. The heads, whose shapes differ from task to task, and the loss stay eager
-(a few small kernels), so K tasks share one compiled graph instead of compiling K times.
+(a few small kernels), so K tasks share one compiled graph instead of compiling K times. The joint update
+(one step over all K tasks) compiles the merge and the encoder apart instead, so that the step merges once,
+not once per task.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -59,6 +61,15 @@ def compile_merged_features(merger: torch.nn.Module, encode: Callable, options: 
         return encode({**merged, **own} if own else merged, inputs)
 
     return torch.compile(merged_features, **options)
+
+
+def compile_merge_and_encoder(
+    merger: torch.nn.Module, encode: Callable, options: Mapping[str, Any]
+) -> Tuple[Callable[[], Dict[str, Tensor]], Callable]:
+    """The merge and the encoder compiled apart (``torch.compile`` compiles at the first call), for steps
+    where one merge serves every task's forward (the joint update), or where the coefficients are frozen:
+    then the trainer merges once, eagerly, and only the compiled encoder runs at each step."""
+    return torch.compile(merger, **options), torch.compile(encode, **options)
 
 
 def mark_step_begin() -> None:

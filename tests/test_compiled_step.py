@@ -42,7 +42,7 @@ def _toy_tasks():
 
 
 def _adapt(toy, *, compile_step=False, backend="aot_eager", update="sequential", block=False,
-           confidence_filter=False, fused_optimizer=None, device="cpu"):
+           confidence_filter=False, fused_optimizer=None, device="cpu", train_coefficients=True, merges=None):
     device = torch.device(device)
     encoder, pretrained, finetuned, heads, inputs, teachers = toy
     encoder = copy.deepcopy(encoder).to(device)
@@ -64,20 +64,25 @@ def _adapt(toy, *, compile_step=False, backend="aot_eager", update="sequential",
         merger,
         lambda params, x: functional_call(encoder, dict(params), (x,)),
         states,
-        AdaptationOptions(max_steps=3, lr=0.05, batch_size=8, update=update, confidence_filter=confidence_filter),
+        AdaptationOptions(max_steps=3, lr=0.05, batch_size=8, update=update, confidence_filter=confidence_filter,
+                          train_coefficients=train_coefficients),
         device=device,
         generator=torch.Generator().manual_seed(0),
         compile_options=compile_options(compile_step, backend),
         fused_optimizer=fused_optimizer,
     )
+    if merges is not None:  # count the merges the trainer asks for (a fused compiled step asks none)
+        merge = trainer._merge
+        trainer._merge = lambda: merges.append(1) or merge()
     stats = trainer.run()
     tinted = [[p.detach().cpu().clone() for p in s.tinted_parameters()] for s in states]
     return merger.coefficients.detach().cpu().clone(), tinted, stats
 
 
-def _assert_same(a, b, atol):
+def _assert_same(a, b, atol, coefficients_adapt=True):
     (coefficients_a, tinted_a, _), (coefficients_b, tinted_b, _) = a, b
-    assert not torch.allclose(coefficients_a, torch.full_like(coefficients_a, 0.3))  # it did adapt
+    # the coefficients moved (or, frozen, stayed at their initial value)
+    assert torch.allclose(coefficients_a, torch.full_like(coefficients_a, 0.3)) != coefficients_adapt
     torch.testing.assert_close(coefficients_a, coefficients_b, atol=atol, rtol=0)
     for task_a, task_b in zip(tinted_a, tinted_b):
         for p, q in zip(task_a, task_b):
@@ -116,6 +121,25 @@ def test_one_graph_serves_every_task(block):
     _adapt(_toy_tasks(), compile_step=True, block=block)
     # three tasks with 3, 5 and 2 classes (or their own LayerNorm each), nine steps: captured once
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_joint_compiled_step_merges_once_for_all_tasks():
+    """The joint update compiles the merge and the encoder apart: one merge per step serves the three tasks'
+    forwards (one graph each, whatever the task), with the eager loop's results."""
+    toy, merges = _toy_tasks(), []
+    compiled = _adapt(toy, compile_step=True, update="joint", merges=merges)
+    assert len(merges) == 3  # three steps
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    _assert_same(compiled, _adapt(toy, update="joint"), atol=1e-6)
+
+
+def test_compiled_step_with_frozen_coefficients_merges_once():
+    """Frozen coefficients: merged once, eagerly; only the encoder is compiled; heads still adapt as eager."""
+    toy, merges = _toy_tasks(), []
+    compiled = _adapt(toy, compile_step=True, train_coefficients=False, merges=merges)
+    assert merges == [] and torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    _assert_same(compiled, _adapt(toy, train_coefficients=False), atol=1e-6, coefficients_adapt=False)
+    assert not torch.equal(compiled[1][0][0], toy[3][0].weight)  # the first task's head did adapt
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler on the CPU")
