@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements of the fast-loop issue, in parts that each fit one 10-minute device call.
 # On the GPU machine (no internet), from the repository root, with .whl carried (scripts/device_wheels.sh):
-#   bash scripts/gpu_session.sh tests   # CUDA tests (CUDA graphs step, resume, fast configuration) + B/32 TA8 loop
+#   bash scripts/gpu_session.sh tests   # CUDA tests (CUDA graphs step, sync-free ++, resume, fast configuration),
+#                                       # the preprocessing pass with 8/12 workers, B/32 TA8 loop
 #   bash scripts/gpu_session.sh job     # B/32 TA8 on the real test sets' sizes: the whole job, bf16, compiled
 #   bash scripts/gpu_session.sh job-decoded  # the same, evaluating on freshly decoded test sets (FusionBench's way)
 #   bash scripts/gpu_session.sh large   # L/14 TA20 on one GPU: bf16 task vectors, uint8 inputs, compiled
@@ -20,8 +21,11 @@ python3 -c "import torch, transformers, fusion_bench_tinting; print(torch.__vers
 bench() { python3 scripts/bench_speed.py --num-workers 12 --out "$out" "$@" 2>&1 | grep -v -E 'it/s\]|s/it\]' ; }
 case "$part" in
   tests)
-    python3 -m pytest -q -s -p no:cacheprovider tests/test_compiled_step.py tests/test_resume.py tests/test_behaviour.py \
-      -k "cuda" 2>&1 | tee "$out/gpu_tests.log"
+    python3 -m pytest -q -s -p no:cacheprovider tests/test_adaptation.py tests/test_compiled_step.py tests/test_resume.py \
+      tests/test_behaviour.py -k "cuda" 2>&1 | tee "$out/gpu_tests.log"
+    for workers in 8 12; do  # the preprocessing pass with many workers: where the main process bounded it
+      python3 scripts/bench_preprocess.py --images 8192 --workers $workers --dtype uint8 2>&1 | grep -v -E 'it/s\]|s/it\]'
+    done | tee "$out/bench_preprocess.log"
     bench --arch ViT-B-32 --tasks 8 --steps 30 --images 256 \
       --methods adamerging,model_tinting,model_tinting_plusplus,model_tinting_compiled | tee "$out/bench_b32.log"
     ;;
