@@ -25,7 +25,7 @@ from fusion_bench.utils import instantiate
 from .errors import TintingConfigError
 from .families.sequence_classification import task_classifier
 from .metrics import average_scores, compute_metrics, loss_of
-from .task_aware import TaskAwareEvaluation
+from .task_aware import TaskAwareEvaluation, evaluation_shard
 from .text_data import resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,16 @@ class SequenceClassificationTaskPool(TaskAwareEvaluation, LightningFabricMixin, 
         return self._evaluate_task_aware(self._evaluate_tasks, model, name=name)
 
     @torch.no_grad()
+    def _shard(self, dataset, task: str):
+        """Data parallel: this process's share of the test set (gathered back whole before the metrics, so
+        every process reports the one-process figures, each sample counted once)."""
+        world_size = self.fabric.world_size
+        if world_size == 1:
+            return dataset
+        shard = evaluation_shard(len(dataset), self.fabric.global_rank, world_size)
+        log.info("Task %s: this process's 1/%d share: %d of %d samples.", task, world_size, len(shard), len(dataset))
+        return dataset.select(shard.tolist())
+
     def _evaluate_tasks(self, model: nn.Module, name: Optional[str] = None) -> Dict:
         from transformers import DataCollatorWithPadding
 
@@ -74,12 +84,13 @@ class SequenceClassificationTaskPool(TaskAwareEvaluation, LightningFabricMixin, 
             classifier = self.fabric.to_device(task_classifier(modelpool, task, model))
             dataset = instantiate(dataset_config) if isinstance(dataset_config, DictConfig) else dataset_config
             dataset = dataset.select_columns([c for c in _MODEL_COLUMNS if c in dataset.column_names])
+            shard = self._shard(dataset, task)
             logits, labels = [], []
-            for batch in tqdm(DataLoader(dataset, collate_fn=collate, **loader_kwargs), desc=task, leave=False):
+            for batch in tqdm(DataLoader(shard, collate_fn=collate, **loader_kwargs), desc=task, leave=False):
                 labels.append(batch.pop("labels"))
                 batch = {k: v.to(self.fabric.device) for k, v in batch.items()}
                 logits.append(classifier(**batch).logits.float().cpu())
-            logits, labels = torch.cat(logits), torch.cat(labels)
+            logits, labels = self._whole_test_set(torch.cat(logits), torch.cat(labels), len(dataset))
             self._save_task_predictions(task, logits, labels)
             report[task] = {**compute_metrics(task, logits, labels), "loss": float(loss_of(logits, labels))}
         report["average"] = average_scores(report)

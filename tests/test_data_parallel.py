@@ -122,3 +122,22 @@ def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
     close = (one["coefficients"] - two["coefficients"]).abs() <= 1e-5
     assert close.float().mean() > 0.9
     assert (one["coefficients"] - two["coefficients"]).abs().max() <= 5 * 0.001  # at most the 5 steps' span
+
+
+@pytest.mark.slow
+def test_text_evaluation_is_shared_by_the_processes_with_the_one_process_figures(tiny_text, tmp_path):
+    """Our GLUE task pool under ``fabric.devices=2``: each process evaluates half of every test set; the
+    halves are gathered back in order, so the scores (Matthews, Spearman, ...) and the saved predictions
+    are exactly the one-process ones."""
+    config = ["--config-dir", str(tiny_text / "config"), "method=task_arithmetic", "modelpool=tiny-roberta_glue",
+              "taskpool=tiny-roberta_glue", "+taskpool.save_predictions=true"]
+    run_cli_subprocess(config, tmp_path / "one")
+    run_cli_subprocess([*config, "fabric.devices=2", "fabric.strategy=ddp"], tmp_path / "two")
+    one, two = (json.loads((tmp_path / run / "program_report.json").read_text()) for run in ("one", "two"))
+    tasks = [task for task, result in one.items() if isinstance(result, dict) and "score" in result and task != "average"]
+    assert tasks and all(two[task]["score"] == one[task]["score"] for task in tasks)
+    assert (tmp_path / "two" / "train_ddp_process_1.log").read_text().count("this process's 1/2 share") == len(tasks)
+    for task in tasks:
+        saved_one, saved_two = (torch.load(tmp_path / run / "predictions" / f"{task}.pt") for run in ("one", "two"))
+        assert torch.equal(saved_one["labels"], saved_two["labels"])
+        torch.testing.assert_close(saved_two["logits"], saved_one["logits"], atol=1e-5, rtol=0)
