@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import CLIPImageProcessor
 
 from fusion_bench_tinting.data import cache_inputs, to_uint8_grid
+from fusion_bench_tinting.testing.speed_suite import synthetic_jpeg
 
 
 class SyntheticJpegs(Dataset):
@@ -33,11 +34,7 @@ class SyntheticJpegs(Dataset):
     def __init__(self, count: int, processor):
         rng = np.random.default_rng(0)
         self.processor = processor
-        self.jpegs = []
-        for _ in range(count):
-            buffer = io.BytesIO()
-            Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(buffer, format="JPEG")
-            self.jpegs.append(buffer.getvalue())
+        self.jpegs = [synthetic_jpeg(rng, 320, 240) for _ in range(count)]
 
     def __len__(self) -> int:
         return len(self.jpegs)
