@@ -71,13 +71,22 @@ class TaskState:
     teacher: Tensor  # (num_samples, num_outputs), fp32, on the device
     head: nn.Module  # maps features to logits; trainable when the head is the tinted layer
     block: Dict[str, nn.Parameter] = field(default_factory=dict)  # the task's own copy of a block
+    #: encoder tensors that belong to the task's head, not to the merge (BERT's pooler): the task's own
+    #: fine-tuned values, trained with the head when the head is the tinted layer
+    head_encoder: Dict[str, nn.Parameter] = field(default_factory=dict)
 
     @property
     def is_regression(self) -> bool:
         return self.teacher.shape[-1] == 1
 
     def tinted_parameters(self) -> List[nn.Parameter]:
-        return list(self.block.values()) if self.block else list(self.head.parameters())
+        if self.block:
+            return list(self.block.values())
+        return list(self.head_encoder.values()) + list(self.head.parameters())
+
+    def own_tensors(self) -> Dict[str, nn.Parameter]:
+        """Encoder tensors that replace merged ones in this task's forward."""
+        return {**self.head_encoder, **self.block}
 
 
 @dataclass
@@ -91,6 +100,12 @@ class AdaptationOptions:
     train_coefficients: bool = True
     train_tinted_layer: bool = True
     log_every: int = 10
+    #: learning rate of the coefficients in an Adam group of their own; None: one group with ``lr``
+    coefficient_lr: Optional[float] = None
+    #: ``none``: gradients dropped before each step; ``zero``: zeroed (torch 1.x, the reference's runtime)
+    zero_grad: str = "none"
+    #: a ++ batch with no kept sample: ``skip`` the step, or ``step`` on zero gradients (the reference)
+    empty_batch: str = "skip"
 
 
 @dataclass
@@ -156,24 +171,13 @@ class TintingTrainer:
         self._empty_steps = torch.zeros((), dtype=torch.long, device=device)
         self._empty_batch: Optional[Tensor] = None
 
-        merger.coefficients.requires_grad_(options.train_coefficients)
-        params: List[nn.Parameter] = [merger.coefficients] if options.train_coefficients else []
-        for task in tasks:
-            for p in task.tinted_parameters():
-                p.requires_grad_(options.train_tinted_layer)
-                if options.train_tinted_layer:
-                    params.append(p)
-        if not params:
-            raise ValueError("Nothing to train: enable train_coefficients and/or train_tinted_layer.")
-        # one parameter group, Adam defaults, no weight decay: as the reference code. The fused
-        # implementation (default on CUDA) makes the update a couple of kernels instead of a few per tensor.
         fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
-        self.optimizer = torch.optim.Adam(
-            params, lr=options.lr, betas=(0.9, 0.999), weight_decay=0.0, **({"fused": True} if fused else {})
+        self.optimizer, self._trained = self._make_optimizer(fused)
+        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc);
+        # with empty_batch=step that step is made on its zero gradients, so there is nothing to cancel
+        self._skip_on_device = (
+            options.confidence_filter and fused and options.update == "sequential" and options.empty_batch == "skip"
         )
-        self._trained = params
-        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
-        self._skip_on_device = options.confidence_filter and fused and options.update == "sequential"
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
         # compile_step (see .compiled): merge + encoder as one compiled function shared by every task; when
         # one merge serves several forwards (joint update) or is made once (frozen coefficients), apart
@@ -192,6 +196,32 @@ class TintingTrainer:
                 names,
             )
 
+    def _make_optimizer(self, fused: bool):
+        """Adam, defaults, no weight decay, one parameter group (coefficients and every tinted layer) as
+        the reference code; two groups when the coefficients have a learning rate of their own. The fused
+        implementation (default on CUDA) makes the update a couple of kernels instead of a few per tensor."""
+        options = self.options
+        self.merger.coefficients.requires_grad_(options.train_coefficients)
+        coefficients = [self.merger.coefficients] if options.train_coefficients else []
+        tinted: List[nn.Parameter] = []
+        for task in self.tasks:
+            for p in task.head_encoder.values():  # trained below only when they belong to the tinted layer
+                p.requires_grad_(False)
+            for p in task.tinted_parameters():
+                p.requires_grad_(options.train_tinted_layer)
+                if options.train_tinted_layer:
+                    tinted.append(p)
+        if not coefficients + tinted:
+            raise ValueError("Nothing to train: enable train_coefficients and/or train_tinted_layer.")
+        if options.coefficient_lr is None or not coefficients:
+            groups = [{"params": coefficients + tinted}]
+        else:
+            groups = [{"params": coefficients, "lr": options.coefficient_lr}] + ([{"params": tinted}] if tinted else [])
+        optimizer = torch.optim.Adam(
+            groups, lr=options.lr, betas=(0.9, 0.999), weight_decay=0.0, **({"fused": True} if fused else {})
+        )
+        return optimizer, coefficients + tinted
+
     # ----- pieces of a step --------------------------------------------------------------------
     def merged(self) -> Optional[Dict[str, Tensor]]:
         """The merged tensors, or None when the compiled function merges inside itself."""
@@ -205,9 +235,10 @@ class TintingTrainer:
         return self._fixed_merge
 
     def student_logits(self, task: TaskState, merged: Optional[Mapping[str, Tensor]], inputs: Tensor) -> Tensor:
+        own = task.own_tensors()
         if merged is None:
-            return task.head(self._compiled(task.block, inputs))
-        params = {**merged, **task.block} if task.block else merged
+            return task.head(self._compiled(own, inputs))
+        params = {**merged, **own} if own else merged
         return task.head(self.encode(params, inputs))
 
     def task_loss(self, index: int, merged: Optional[Mapping[str, Tensor]]) -> Optional[Tensor]:
@@ -231,6 +262,10 @@ class TintingTrainer:
                 loss = (losses * keep).sum() / kept.clamp(min=1)
                 self._last_loss[index] = torch.where(self._empty_batch, self._last_loss[index], loss.detach())
                 return loss
+            if self.options.empty_batch == "step":  # zero loss and gradients: Adam steps on its momentum
+                loss = (losses * keep).sum() / kept.clamp(min=1)
+                self._last_loss[index] = torch.where(kept > 0, loss.detach(), self._last_loss[index])
+                return loss
             if not bool(kept > 0):  # host sync: a step on no sample must be skipped
                 return None
             loss = (losses * keep).sum() / kept
@@ -243,7 +278,7 @@ class TintingTrainer:
 
     # ----- loop --------------------------------------------------------------------------------
     def _begin_step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=self.options.zero_grad == "none")
         self._empty_batch = None
         if self._compiled is not None:
             mark_step_begin()

@@ -52,10 +52,19 @@ def fusion_bench_cache_dir() -> str:
     return os.environ.get("FUSION_BENCH_CACHE_DIR") or str(RuntimeConstants().cache_dir)
 
 SPARSITY_THRESHOLD = 1e-5
+HEAD_PROJECTIONS = ("own", "merged")
+ZERO_GRAD = ("none", "zero")
+EMPTY_BATCH = ("skip", "step")
+#: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
+HEAD_ENCODER_PREFIX = "encoder."
 INIT_FROM = ("task_arithmetic", "lot")
 _TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: uint8 keeps images on their 8-bit grid (normalised on the device; text inputs are token ids anyway)
 _INPUT_DTYPES = {**_TENSOR_DTYPES, "uint8": torch.uint8}
+
+
+def _is_positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 @auto_register_config
@@ -110,6 +119,16 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             adaptation instead of decoding every test image again, for each task whose test set they are
             (checked on three samples against the task pool's own preprocessing). Exact with
             ``input_dtype=float32`` or ``uint8``; with ``float16`` within 2e-3 of the decoded inputs.
+        head_projection: ``own``: a task-specific projection that a family's classifier reads from the
+            encoder (BERT's pooler) stays each task's own, part of its tinted head, and out of the merge;
+            ``merged``: merged with the rest of the encoder. Families without one ignore it.
+        coefficient_lr: a learning rate of the merging coefficients apart from the tinted layers' (a second
+            Adam group); null: one group with ``lr``, as the reference.
+        zero_grad: ``none`` (gradients dropped before each step: Adam leaves the other tasks' tinted layers
+            alone) or ``zero`` (zeroed, as torch 1.x did in the reference code: Adam keeps moving every
+            task's tinted layer on its momentum at every step).
+        empty_batch: a Model Tinting++ batch with no kept sample: ``skip`` the step, or ``step`` on zero
+            gradients as the reference does (momentum moves the parameters; the step count advances).
     """
 
     def __init__(
@@ -148,6 +167,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         compile_step: Union[bool, str] = False,
         compile_backend: str = "inductor",
         evaluate_on_cached_inputs: bool = False,
+        head_projection: str = "own",
+        coefficient_lr: Union[float, str, None] = None,
+        zero_grad: str = "none",
+        empty_batch: str = "skip",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -175,6 +198,11 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         if self.init_from not in INIT_FROM:
             raise TintingConfigError(f"init_from={self.init_from!r}: choose one of {list(INIT_FROM)}.")
         compile_options(self.compile_step, self.compile_backend)  # raises on a bad value
+        for option, allowed in (("head_projection", HEAD_PROJECTIONS), ("zero_grad", ZERO_GRAD), ("empty_batch", EMPTY_BATCH)):
+            if getattr(self, option) not in allowed:
+                raise TintingConfigError(f"{option}={getattr(self, option)!r}: choose one of {list(allowed)}.")
+        if self.coefficient_lr is not None and not _is_positive_number(self.coefficient_lr):
+            raise TintingConfigError(f"coefficient_lr={self.coefficient_lr!r}: null (one learning rate) or a positive number.")
         if self.init_from == "lot":
             check_num_samples(self.lot_num_samples)
             check_lot_options(self.lot_ridge, "auto", "float64")
@@ -210,6 +238,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         self._check_options()
         family = family_for(modelpool, self.fabric)
         family.functional_call_kwargs = {"tie_weights": self.tie_weights, "strict": self.strict}
+        family.head_projection = self.head_projection
         device = torch.device(self.fabric.device)
         tasks = family.task_names()
         for task in tasks:
@@ -221,7 +250,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         with self.profile("load pretrained"):
             pretrained = family.load_encoder(PRETRAINED)
         block_names = self._block_parameter_names(family, pretrained)
-        merged_names = family.merged_parameter_names(pretrained)
+        head_encoder_names = family.head_encoder_parameter_names(pretrained)
+        merged_names = [n for n in family.merged_parameter_names(pretrained) if n not in set(head_encoder_names)]
         pretrained_params = dict(pretrained.named_parameters())
         check_fits(
             device,
@@ -247,18 +277,19 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         if self.init_from == "lot":
             lot = make_solver(pretrained, merged_names, ridge=self.lot_ridge, fallback_scale="auto",
                               statistics_dtype="float64", device=device)
-        heads, inputs, teachers = self._task_vectors_and_teachers(
-            family, tasks, merger, pretrained_params, device, teachers=saved is None, lot=lot
+        heads, head_encoders, inputs, teachers = self._task_vectors_and_teachers(
+            family, tasks, merger, pretrained_params, device, teachers=saved is None, lot=lot,
+            head_encoder_names=head_encoder_names,
         )
         check_loss_for_regression(self.loss, [t for t, head in heads.items() if family.is_regression(head)])
-        states = self._task_states(tasks, heads, merger, block_names, inputs, teachers)
+        states = self._task_states(tasks, heads, head_encoders, merger, block_names, inputs, teachers)
         if saved is not None:
             check_matches(
                 saved,
                 task_names=tasks,
                 coefficient_groups=merger.group_names,
                 tinted_layer=str(self.tinted_layer),
-                tinted_shapes=self._tinted_shapes(heads, pretrained_params, block_names),
+                tinted_shapes={s.name: {k: v.shape for k, v in self._tinted_state(s).items()} for s in states},
                 origin=self._origin(),
             )
             self._load_saved(saved, merger, states)
@@ -279,19 +310,24 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return model
 
     # ----- pieces ------------------------------------------------------------------------------
-    def _task_vectors_and_teachers(self, family, tasks, merger, pretrained_params, device, teachers: bool, lot=None):
-        """Load each fine-tuned model once: keep its head, store its task vector, feed LOT's statistics
-        (``init_from=lot``) and, unless adaptation is skipped, keep the task's preprocessed inputs and
-        the teacher's outputs on them. Then let it go."""
+    def _task_vectors_and_teachers(
+        self, family, tasks, merger, pretrained_params, device, teachers: bool, lot=None, head_encoder_names=()
+    ):
+        """Load each fine-tuned model once: keep its head (and the encoder tensors that belong to it),
+        store its task vector, feed LOT's statistics (``init_from=lot``) and, unless adaptation is
+        skipped, keep the task's preprocessed inputs and the teacher's outputs on them. Then let it go."""
         heads: Dict[str, nn.Module] = {}
+        head_encoders: Dict[str, Dict[str, Tensor]] = {}
         inputs: Dict[str, AdaptationInputs] = {}
         outputs: Dict[str, Tensor] = {}
         for index, task in enumerate(tqdm(tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
             with self.profile("load fine-tuned"):
                 finetuned = family.load_encoder(task)
                 heads[task] = family.load_head(task)
-            check_same_parameters(pretrained_params, dict(finetuned.named_parameters()), task)
-            merger.set_task_vector(index, dict(finetuned.named_parameters()))
+            finetuned_params = dict(finetuned.named_parameters())
+            check_same_parameters(pretrained_params, finetuned_params, task)
+            merger.set_task_vector(index, finetuned_params)
+            head_encoders[task] = {n: finetuned_params[n].detach().float().to(device) for n in head_encoder_names}
             if lot is not None:
                 with self.profile("LOT statistics"):
                     observe_expert(
@@ -306,7 +342,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             with self.profile("LOT solve"):
                 merger.rebase(lot.task_vector())
         merger.check_complete()
-        return heads, inputs, outputs
+        return heads, head_encoders, inputs, outputs
 
     def _inputs_and_teacher(self, family, task, finetuned, head, device):
         """The task's preprocessed inputs and the teacher's outputs on them, from the cache when the
@@ -386,6 +422,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 train_coefficients=self.train_coefficients,
                 train_tinted_layer=self.train_tinted_layer,
                 log_every=self.log_every,
+                coefficient_lr=None if self.coefficient_lr is None else float(self.coefficient_lr),
+                zero_grad=self.zero_grad,
+                empty_batch=self.empty_batch,
             ),
             device=device,
             generator=torch.Generator().manual_seed(int(self.seed)),
@@ -459,11 +498,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             )
         return [n for n, _ in encoder.named_parameters() if n.startswith(prefixes[index])]
 
-    def _tinted_shapes(self, heads, pretrained_params, block_names):
-        if block_names:
-            return {task: {n: pretrained_params[n].shape for n in block_names} for task in heads}
-        return {task: {k: v.shape for k, v in head.state_dict().items()} for task, head in heads.items()}
-
     def _place(self, inputs: AdaptationInputs, device: torch.device) -> AdaptationInputs:
         on_device = self.inputs_on_device
         if on_device == "auto":
@@ -482,7 +516,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 outputs.append(head(family.encode(encoder, batch)).float())
         return torch.cat(outputs)
 
-    def _task_states(self, tasks, heads, merger, block_names, inputs, teachers) -> List[TaskState]:
+    def _task_states(self, tasks, heads, head_encoders, merger, block_names, inputs, teachers) -> List[TaskState]:
         initial = None
         if block_names:
             with torch.no_grad():
@@ -503,15 +537,18 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                     teacher=teachers.get(task, torch.empty(0, 1)),
                     head=head,
                     block=block,
+                    head_encoder={n: nn.Parameter(v.clone()) for n, v in head_encoders[task].items()},
                 )
             )
         return states
 
     @staticmethod
     def _tinted_state(state: TaskState) -> Dict[str, Tensor]:
+        """What is saved of a task: its tinted block or head, and the encoder tensors of its head."""
+        own = {HEAD_ENCODER_PREFIX + n: p.detach() for n, p in state.head_encoder.items()}
         if state.block:
-            return {n: p.detach() for n, p in state.block.items()}
-        return {k: v.detach() for k, v in state.head.state_dict().items()}
+            return {**{n: p.detach() for n, p in state.block.items()}, **own}
+        return {**{k: v.detach() for k, v in state.head.state_dict().items()}, **own}
 
     @torch.no_grad()
     def _load_saved(self, saved, merger: LayerWiseMerger, states: List[TaskState]) -> None:
@@ -519,12 +556,15 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         order = [row[s.name] for s in states]
         merger.coefficients.copy_(saved.coefficients[order].to(merger.coefficients))
         for state in states:
-            tensors = saved.tinted[state.name]
+            tensors = dict(saved.tinted[state.name])
+            for name, param in state.head_encoder.items():
+                param.copy_(tensors.pop(HEAD_ENCODER_PREFIX + name).to(param))
             if state.block:
                 for name, param in state.block.items():
                     param.copy_(tensors[name].to(param))
             else:
-                state.head.load_state_dict({k: v.to(state.head.weight.device) for k, v in tensors.items()})
+                device = next(state.head.parameters()).device
+                state.head.load_state_dict({k: v.to(device) for k, v in tensors.items()})
         log.info("Loaded merging coefficients and tinted layers from %s; adaptation skipped.", saved.path)
 
     def _sparsity(self, merger: LayerWiseMerger, block_names: List[str]) -> float:
@@ -537,11 +577,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         merger.load_into(pretrained)
         modulators = {}
         for state in states:
+            own = {n: p.detach() for n, p in state.own_tensors().items()}
             if block_names:
-                modulators[state.name] = TintModulator(block=self._tinted_state(state))
+                modulators[state.name] = TintModulator(block=own)
             else:
                 head = state.head.eval().requires_grad_(False)
-                modulators[state.name] = TintModulator(head=head)
+                modulators[state.name] = TintModulator(head=head, block=own)
         coefficients = merger.effective_coefficients().detach()
         report = {
             "method": self.method_name,

@@ -2,7 +2,8 @@
 
 Headline ("score") per task: Matthews correlation for CoLA, the mean of Pearson and Spearman
 correlations for STS-B (and any regression task), accuracy otherwise; MRPC and QQP also get F1.
-The suite's score is the unweighted mean of the task scores.
+The suite's score is the unweighted mean of the task scores. Classification tasks also get the expected
+calibration error (``ece``: 15 equal-width confidence bins, as the authors' evaluation computes it).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 from torchmetrics.functional import matthews_corrcoef, pearson_corrcoef, spearman_corrcoef
-from torchmetrics.functional.classification import binary_f1_score
+from torchmetrics.functional.classification import binary_f1_score, multiclass_calibration_error
+
+ECE_BINS = 15
 
 HEADLINE = {"cola": "matthews_correlation", "stsb": "pearson_spearman"}
 WITH_F1 = {"mrpc", "qqp"}
@@ -49,16 +52,28 @@ def compute_metrics(task: str, logits: Tensor, labels: Tensor) -> Dict[str, floa
             results["f1"] = float(binary_f1_score(predictions, targets))
     names = metric_names(task, num_outputs)
     ordered = {name: results[name] for name in names}
+    if num_outputs > 1:
+        ordered["ece"] = expected_calibration_error(logits, labels)
     return {"metric": names[0], "score": ordered[names[0]], **ordered}
+
+
+def expected_calibration_error(logits: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
+    """Top-label ECE: over ``bins`` equal-width bins of the predicted class's probability, the
+    sample-weighted mean gap between the bin's accuracy and its mean confidence."""
+    probabilities = logits.float().softmax(dim=-1).cpu()
+    return float(
+        multiclass_calibration_error(probabilities, labels.long().cpu(), num_classes=logits.shape[-1], n_bins=bins, norm="l1")
+    )
 
 
 def average_scores(report: Dict[str, Dict]) -> Dict[str, float]:
     """Unweighted means over tasks of the headline score and of accuracy (classification tasks)."""
     tasks = [v for v in report.values() if isinstance(v, dict) and "score" in v]
     average = {"score": sum(t["score"] for t in tasks) / len(tasks)} if tasks else {}
-    accuracies = [t["accuracy"] for t in tasks if "accuracy" in t]
-    if accuracies:
-        average["accuracy"] = sum(accuracies) / len(accuracies)
+    for metric in ("accuracy", "ece"):
+        values = [t[metric] for t in tasks if metric in t]
+        if values:
+            average[metric] = sum(values) / len(values)
     return average
 
 

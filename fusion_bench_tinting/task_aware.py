@@ -85,11 +85,20 @@ class TaskAwareEvaluation:
             report = evaluate(model, *args, **kwargs)
         finally:
             self._model_under_evaluation = None
+        _average_calibration_error(report)
         extras = getattr(model, "report_extras", None)
         if extras:
             report["adaptation"] = extras
         print_report_table(report)
         return report
+
+
+def _average_calibration_error(report: Dict[str, Any]) -> None:
+    """Add the mean of the tasks' expected calibration errors to the report's average (FusionBench's task
+    pools average accuracy and loss only)."""
+    values = [v["ece"] for k, v in report.items() if k != "average" and isinstance(v, dict) and "ece" in v]
+    if values and isinstance(report.get("average"), dict) and "ece" not in report["average"]:
+        report["average"]["ece"] = sum(values) / len(values)
 
 
 @rank_zero_only
@@ -104,11 +113,17 @@ def print_report_table(report: Dict[str, Any]) -> None:
     table.add_column("task")
     table.add_column("metric" if key == "score" else "", justify="left")
     table.add_column(key, justify="right")
+    table.add_column("ECE", justify="right")  # expected calibration error, %, where reported
+
+    def ece(result: Dict[str, Any]) -> str:
+        return f"{100 * result['ece']:.2f}" if "ece" in result else ""
+
     for task, result in report.items():
         if isinstance(result, dict) and key in result and task != "average":
-            table.add_row(task, result.get("metric", ""), f"{100 * result[key]:.2f}")
-    if key in report.get("average", {}):
-        table.add_row("[bold]average[/bold]", "", f"[bold]{100 * report['average'][key]:.2f}[/bold]")
+            table.add_row(task, result.get("metric", ""), f"{100 * result[key]:.2f}", ece(result))
+    average = report.get("average", {})
+    if key in average:
+        table.add_row("[bold]average[/bold]", "", f"[bold]{100 * average[key]:.2f}[/bold]", ece(average))
     Console().print(table)
 
 

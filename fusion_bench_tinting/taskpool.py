@@ -20,6 +20,7 @@ from torch import nn
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
 
 from .compat import ensure_typing_override
+from .metrics import expected_calibration_error
 from .task_aware import PredictionRecorder, TaskAwareEvaluation
 
 ensure_typing_override()
@@ -48,14 +49,14 @@ class TaskHeadCLIPClassifier(nn.Module):
 
 
 def _recorded_evaluation(pool, evaluate, classifier, test_loader, task_name, logits_of, **kwargs):
-    """Run the stock per-task evaluation, keeping its logits and labels when predictions are saved."""
-    if not pool.save_predictions:
-        return evaluate(classifier, test_loader, task_name=task_name, **kwargs)
+    """Run the stock per-task evaluation, keeping its logits and labels: they add the expected calibration
+    error to the task's result and are saved when predictions are."""
     recorder = PredictionRecorder()
     result = evaluate(recorder.classifier(classifier, logits_of), recorder.loader(test_loader), task_name=task_name, **kwargs)
-    logits, labels = recorder.result()
-    pool._save_task_predictions(task_name, *pool._whole_test_set(logits, labels, len(pool.test_datasets[task_name])))
-    return result
+    logits, labels = pool._whole_test_set(*recorder.result(), len(pool.test_datasets[task_name]))
+    if pool.save_predictions:
+        pool._save_task_predictions(task_name, logits, labels)
+    return {**result, "ece": expected_calibration_error(logits, labels)}
 
 
 class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskPool):

@@ -23,7 +23,8 @@ def _buffer_name(parameter_name: str) -> str:
 
 
 class TintModulator(TaskModulator):
-    """A task's tinted layer: its trained head, or its own copy of one transformer block."""
+    """A task's own part: its trained head and/or encoder tensors swapped in at ``set_task`` (its copy of a
+    tinted transformer block, or encoder tensors that belong to its head, e.g. BERT's pooler)."""
 
     def __init__(self, head: Optional[nn.Module] = None, block: Optional[Mapping[str, Tensor]] = None):
         super().__init__()
@@ -52,10 +53,10 @@ class TintModulator(TaskModulator):
         modulated_model._current_task = None
 
     def tinted_state(self) -> Dict[str, Tensor]:
-        """The tensors that make this task's tinted layer (what gets saved)."""
-        if self.head is not None:
-            return {f"head.{k}": v for k, v in self.head.state_dict().items()}
-        return {f"block.{k}": v for k, v in self.block_state().items()}
+        """The tensors that make this task's own part (what gets saved): its head, and the encoder
+        tensors it replaces (a tinted block, or the encoder tensors of its head such as BERT's pooler)."""
+        head = {f"head.{k}": v for k, v in self.head.state_dict().items()} if self.head is not None else {}
+        return {**head, **{f"block.{k}": v for k, v in self.block_state().items()}}
 
 
 class TintedModel(ModulatedModel):

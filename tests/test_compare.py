@@ -30,7 +30,7 @@ def test_compare_writes_tables_charts_and_json_and_resumes(tiny_suites, tmp_path
     for name in ("comparison.md", "comparison.csv", "comparison.json", "radar.png", "bars.png", "coefficients_model_tinting.png"):
         assert (out / name).stat().st_size > 0, name
 
-    runs = result["runs"]
+    runs = {name: group[0] for name, group in result["runs"].items()}  # one run each: no --seeds
     assert [runs[m]["status"] for m in ("individual", "task_arithmetic", "model_tinting")] == ["finished"] * 3
     assert runs["model_tinting_plusplus"]["status"] == "failed"
     assert "Unknown loss 'hinge'" in runs["model_tinting_plusplus"]["reason"]
@@ -53,8 +53,8 @@ def test_compare_writes_tables_charts_and_json_and_resumes(tiny_suites, tmp_path
     before = finished_log.stat().st_mtime_ns
     again = compare(_arguments(tiny_suites, out))
     assert finished_log.stat().st_mtime_ns == before
-    assert again["runs"]["model_tinting"]["report"] == runs["model_tinting"]["report"]
-    assert again["runs"]["model_tinting_plusplus"]["status"] == "failed"
+    assert again["runs"]["model_tinting"][0]["report"] == runs["model_tinting"]["report"]
+    assert again["runs"]["model_tinting_plusplus"][0]["status"] == "failed"
 
 
 def test_methods_fusion_bench_lacks_for_a_family_are_marked_not_available(tmp_path):
@@ -72,7 +72,7 @@ def test_markdown_marks_the_best_merged_result_and_our_gain():
         "task_arithmetic": {"a": {"accuracy": 0.5}, "average": {"accuracy": 0.5}},
         "model_tinting": {"a": {"accuracy": 0.8}, "average": {"accuracy": 0.8}},
     }
-    results = [RunResult(name, "finished", report=report) for name, report in reports.items()]
+    results = [[RunResult(name, "finished", report=report)] for name, report in reports.items()]
     tasks, rows = build_rows(results)
     table = markdown_table(tasks, rows, {"model_tinting": (89.6, "paper")})
     assert "| Model Tinting | **80.0** | **80.0** | 89.6 (paper) |" in table
@@ -87,3 +87,74 @@ def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit):
         parse_arguments(["--suite", "s", "--out", "x", "--methods", "model_tinting,magic"])
     assert "unknown methods ['magic']" in capsys.readouterr().err
+
+
+def test_seeds_aggregate_to_mean_and_sample_std():
+    """Three seeds of one method: mean and sample standard deviation per task and average, in the table."""
+    seeded = [
+        RunResult("model_tinting", "finished", seed=seed, report={"a": {"accuracy": a}, "average": {"accuracy": a}})
+        for seed, a in ((42, 0.70), (1, 0.74), (2, 0.75))
+    ]
+    single = [RunResult("task_arithmetic", "finished", report={"a": {"accuracy": 0.5}, "average": {"accuracy": 0.5}})]
+    tasks, rows = build_rows([single, seeded])
+    row = rows[1]
+    assert row["seeds"] == [42, 1, 2]
+    assert row["a"] == pytest.approx(73.0)
+    assert row["a_std"] == pytest.approx(((3.0**2 + 1.0**2 + 2.0**2) / 2) ** 0.5)  # sample std: divide by n - 1
+    assert rows[0]["average_std"] == 0.0
+    table = markdown_table(tasks, rows, {})
+    assert "| Model Tinting | **73.0 ± 2.6** | **73.0 ± 2.6** |" in table
+    assert "mean ± standard deviation over seeds 1, 2, 42" in table
+
+
+def test_a_failed_seed_is_reported_beside_the_finished_ones():
+    group = [
+        RunResult("model_tinting", "finished", seed=42, report={"a": {"accuracy": 0.7}, "average": {"accuracy": 0.7}}),
+        RunResult("model_tinting", "failed", "CUDA out of memory", seed=1),
+    ]
+    _, rows = build_rows([group])
+    assert rows[0]["seeds"] == [42] and rows[0]["a"] == pytest.approx(70.0)
+    assert rows[0]["reason"] == "1 of 2 runs failed: CUDA out of memory"
+
+
+def test_seeded_runs_get_their_own_log_folders_and_seed_overrides(tmp_path, monkeypatch):
+    """Methods that draw at random run once per seed with their seed option; deterministic ones once."""
+    from fusion_bench_tinting.comparison import runner
+
+    commands = []
+
+    def fake_run(command, stdout, **kwargs):
+        log_dir = next(a.split("=", 1)[1] for a in command if a.startswith("path.log_dir="))
+        (runner.Path(log_dir) / "program_report.json").write_text(json.dumps({"average": {"accuracy": 0.5}}))
+        commands.append(command)
+        return runner.subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    suite = runner.Suite("minilm_text", "minilm_text")
+    assert runner.seeds_for("task_arithmetic", [42, 1]) == [None]
+    assert runner.seeds_for("model_tinting", [42, 1]) == [42, 1]
+    for seed in runner.seeds_for("model_tinting", [42, 1]):
+        result = runner.run_method("model_tinting", "seq_cls", suite, tmp_path, [], [], seed=seed)
+        assert result.status == "finished" and result.seed == seed
+        assert result.log_dir == str(tmp_path / "runs" / "model_tinting" / f"seed_{seed}")
+    assert [c[-3] for c in commands] == ["method.seed=42", "method.seed=1"]
+    # finished runs are reused, not run again
+    runner.run_method("model_tinting", "seq_cls", suite, tmp_path, [], [], seed=42)
+    assert len(commands) == 2
+
+
+def test_variant_rows_run_their_base_method_with_their_overrides():
+    args = parse_arguments([
+        "--suite", "minilm_text", "--out", "x", "--methods", "model_tinting,mt_merged_pooler",
+        "--variant", "mt_merged_pooler=model_tinting", "--set", "mt_merged_pooler:method.head_projection=merged",
+        "--seeds", "42,1",
+    ])
+    try:
+        spec = METHODS["mt_merged_pooler"]
+        assert spec.label == "Model Tinting (head_projection=merged)" and spec.ours and spec.seed_key == "method.seed"
+        assert spec.overrides_for("seq_cls") == ["method=model_tinting"]
+        assert args.seeds == [42, 1]
+    finally:
+        METHODS.pop("mt_merged_pooler", None)
+    with pytest.raises(SystemExit):
+        parse_arguments(["--suite", "s", "--out", "x", "--variant", "v=no_such_method"])

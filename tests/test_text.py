@@ -16,7 +16,7 @@ from fusion_bench_tinting import ModelTintingAlgorithm
 from fusion_bench_tinting.data import TokenInputs
 from fusion_bench_tinting.errors import TintingConfigError
 from fusion_bench_tinting.families import family_for
-from fusion_bench_tinting.metrics import average_scores, compute_metrics
+from fusion_bench_tinting.metrics import average_scores, compute_metrics, expected_calibration_error
 
 
 def _pool(root, suite):
@@ -53,10 +53,24 @@ def test_metrics_against_hand_computed_values():
     assert stsb["pearson"] == pytest.approx(pearson, abs=1e-6)
     assert stsb["spearman"] == pytest.approx(spearman, abs=1e-6)
     assert stsb["score"] == pytest.approx((pearson + spearman) / 2, abs=1e-6)
+    assert "ece" in cola and "ece" not in stsb  # calibration is a classification metric
     assert average_scores({"cola": cola, "stsb": stsb}) == {
         "score": pytest.approx((cola["score"] + stsb["score"]) / 2),
         "accuracy": pytest.approx(cola["accuracy"]),
+        "ece": pytest.approx(cola["ece"]),
     }
+
+
+def test_expected_calibration_error_against_a_hand_computed_value():
+    """15 equal-width bins of the top-class probability; sample-weighted |accuracy - confidence| per bin."""
+    probabilities = torch.tensor(
+        [[0.95, 0.03, 0.02], [0.95, 0.03, 0.02], [0.2, 0.7, 0.1], [0.25, 0.2, 0.55]]
+    )
+    labels = torch.tensor([0, 1, 1, 0])  # right, wrong (both at 0.95), right at 0.7, wrong at 0.55
+    # bins (14/15, 1]: accuracy 1/2, confidence 0.95; (10/15, 11/15]: 1 vs 0.7; (8/15, 9/15]: 0 vs 0.55
+    expected = 2 / 4 * abs(0.5 - 0.95) + 1 / 4 * abs(1 - 0.7) + 1 / 4 * abs(0 - 0.55)
+    assert expected_calibration_error(probabilities.log(), labels) == pytest.approx(expected, abs=1e-6)
+    assert compute_metrics("sst2", probabilities.log(), labels)["ece"] == pytest.approx(expected, abs=1e-6)
 
 
 # ----- inputs and the encoder/head split --------------------------------------------------------
@@ -153,6 +167,73 @@ def test_block_tinting_on_text(tiny_text):
     assert all(n.startswith("encoder.layer.1.") for n in model.modulators["cola"].block_names)
     gpt2 = _run(_pool(tiny_text, "tiny-gpt2_glue"), tinted_layer=0)
     assert all(n.startswith("h.0.") for n in gpt2.modulators["sst2"].block_names)
+
+
+# ----- BERT: the pooler belongs to the task's head ---------------------------------------------
+POOLER = ["pooler.dense.weight", "pooler.dense.bias"]
+
+
+def _bert_classifiers(pool):
+    from fusion_bench_tinting.families.sequence_classification import load_classifier
+
+    return {task: load_classifier(pool, task) for task in ("sst2", "cola")}
+
+
+def test_bert_head_holds_each_tasks_pooler_and_the_merge_leaves_it_out(tiny_text):
+    from fusion_bench_tinting.families.sequence_classification import task_classifier
+
+    pool = _pool(tiny_text, "tiny-bert_glue")
+    finetuned = _bert_classifiers(pool)
+    pretrained_pooler = pool.load_model("_pretrained_").pooler.dense.weight.detach().clone()
+    model = _run(pool, max_steps=0)  # the initial merge: each task's pooler is its fine-tuned one
+    for task, classifier in finetuned.items():
+        assert model.modulators[task].block_names == POOLER
+        own = model.modulators[task].block_state()["pooler.dense.weight"]
+        assert torch.equal(own, classifier.bert.pooler.dense.weight)
+    # the merged encoder keeps the pretrained pooler; set_task swaps the task's own in
+    assert torch.equal(model.backbone.pooler.dense.weight, pretrained_pooler)
+    batch = {"input_ids": torch.tensor([[2, 7, 30, 12, 3], [2, 25, 9, 3, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])}
+    for task, classifier in finetuned.items():
+        evaluated = task_classifier(pool, task, model)
+        assert torch.equal(model.backbone.pooler.dense.weight, classifier.bert.pooler.dense.weight)
+        # by hand: the merged encoder body, the task's own pooler and classifier
+        merged = {n: p for n, p in model.backbone.named_parameters() if not n.startswith("pooler.")}
+        reference = _bert_classifiers(pool)[task].eval()
+        reference.bert.load_state_dict(merged, strict=False)
+        with torch.no_grad():
+            assert torch.allclose(evaluated(**batch).logits, reference(**batch).logits, atol=1e-6)
+
+    trained = _run(_pool(tiny_text, "tiny-bert_glue"), max_steps=3)
+    for task, classifier in finetuned.items():  # the pooler is tinted with the classifier
+        assert not torch.equal(trained.modulators[task].block_state()["pooler.dense.weight"],
+                               classifier.bert.pooler.dense.weight)
+
+
+def test_bert_pooler_merged_keeps_the_classifier_alone_as_head(tiny_text):
+    pool = _pool(tiny_text, "tiny-bert_glue")
+    pretrained_pooler = pool.load_model("_pretrained_").pooler.dense.weight.detach().clone()
+    model = _run(pool, max_steps=0, head_projection="merged")
+    assert all(model.modulators[t].block_names == [] for t in ("sst2", "cola"))
+    assert not torch.equal(model.backbone.pooler.dense.weight, pretrained_pooler)  # merged like the rest
+    assert set(model.modulators["sst2"].tinted_state()) == {"head.weight", "head.bias"}
+
+
+def test_bert_pooler_head_saves_and_loads_to_the_same_scores(tiny_text, tmp_path):
+    config = ["--config-dir", str(tiny_text / "config"), "modelpool=tiny-bert_glue", "method=model_tinting"]
+    first = run_cli([*config, "method.max_steps=5"], tmp_path / "adapted")
+    again = run_cli([*config, f"method.weights={tmp_path / 'adapted'}"], tmp_path / "loaded")
+    assert [again[t]["score"] for t in ("sst2", "cola")] == [first[t]["score"] for t in ("sst2", "cola")]
+    with pytest.raises(AssertionError, match="exited with 1"):  # the saved head holds a pooler: refused
+        run_cli([*config, f"method.weights={tmp_path / 'adapted'}", "method.head_projection=merged"], tmp_path / "x")
+
+
+def test_new_training_options_reject_bad_values(tiny_text):
+    pool = _pool(tiny_text, "tiny-bert_glue")
+    for option, value, allowed in (("head_projection", "pooler", "own"), ("zero_grad", "yes", "zero"),
+                                   ("empty_batch", "nan", "step"), ("coefficient_lr", -1.0, "positive number")):
+        with pytest.raises(TintingConfigError, match=f"{option}=.*{allowed}"):
+            _run(pool, **{option: value})
 
 
 # ----- bad input --------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
     python scripts/compare.py --suite clip-vit-base-patch32_TA8 --out comparisons/b32_ta8
     python scripts/compare.py --suite minilm_text --out docs/minilm_text --analyses all -- fabric.accelerator=cpu
+    python scripts/compare.py --suite minilm_text --out levers --methods model_tinting,mt_merged_pooler \
+        --variant mt_merged_pooler=model_tinting --set mt_merged_pooler:method.head_projection=merged --seeds 42,1,2
 
 Each method runs through the ``fusion_bench`` CLI on the same model pool and task pool; finished runs
 are skipped on the next call; a failing method is marked failed with its reason while the others go on.
-Output folder: ``comparison.md``, ``comparison.csv``, ``comparison.json``, ``radar.png``, ``bars.png``
+With ``--seeds``, every method that draws at random runs once per seed and the tables give the mean and
+standard deviation over seeds. Output folder: ``comparison.md``, ``comparison.csv``, ``comparison.json``, ``radar.png``, ``bars.png``
 (and heat maps for the sparsity analysis), plus ``runs/<method>/`` with every run's log folder.
 """
 
@@ -18,10 +21,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import analyses as analysis
-from .methods import DEFAULT_METHODS, METHODS, family_of
+from .methods import DEFAULT_METHODS, METHODS, family_of, register_variant
 from .plots import bar_chart, radar_chart
-from .runner import RunResult, Suite, composed_config, run_method
-from .tables import build_rows, csv_table, markdown_table, published_for
+from .runner import RunResult, Suite, composed_config, run_method, seeds_for
+from .tables import build_rows, calibration_table, csv_table, markdown_table, published_for
 
 
 def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -37,9 +40,18 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--analyses", default="", help=f"comma-separated from {list(analysis.ANALYSES)}, or 'all'")
     parser.add_argument("--set", action="append", default=[], metavar="METHOD:OVERRIDE",
                         help="an override for one method only, e.g. adamerging:method.max_steps=100 (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=METHOD",
+                        help="an extra row NAME running METHOD with the --set overrides of NAME (repeatable)")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 42,1,2: methods that draw at "
+                        "random run once per seed; tables show mean and standard deviation")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each method")
     parser.add_argument("overrides", nargs="*", help="fusion_bench overrides for every run (after --)")
     args = parser.parse_args(argv)
+    _register_variants(parser, args)
+    try:
+        args.seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: comma-separated integers, e.g. 42,1,2")
     if not (args.suite or (args.modelpool and args.taskpool)):
         parser.error("give --suite, or both --modelpool and --taskpool")
     unknown = [m for m in args.methods.split(",") if m not in METHODS]
@@ -51,6 +63,21 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error(f"unknown analyses {bad}; choose from {list(analysis.ANALYSES)}")
     args.analyses = chosen
     return args
+
+
+def _register_variants(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    overrides: Dict[str, List[str]] = {}
+    for item in args.set:
+        method, _, override = item.partition(":")
+        overrides.setdefault(method, []).append(override)
+    for item in args.variant:
+        name, _, base = item.partition("=")
+        if not name or not base:
+            parser.error(f"--variant {item!r}: write NAME=METHOD")
+        try:
+            register_variant(name, base, overrides.get(name, []))
+        except ValueError as error:
+            parser.error(str(error))
 
 
 def compare(args: argparse.Namespace) -> Dict:
@@ -66,13 +93,17 @@ def compare(args: argparse.Namespace) -> Dict:
     if {"discrepancy", "loss_correlation"} & set(args.analyses):
         extra.append("++taskpool.save_predictions=true")
 
-    results: Dict[str, RunResult] = {}
+    runs: Dict[str, List[RunResult]] = {}
     for name in args.methods.split(","):
-        print(f"[compare] {name} ...", flush=True)
-        results[name] = run_method(name, family, suite, out, extra, per_method.get(name, []), args.timeout)
-        print(f"[compare] {name}: {results[name].status} {results[name].reason}", flush=True)
+        for seed in seeds_for(name, args.seeds):
+            which = name if seed is None else f"{name} (seed {seed})"
+            print(f"[compare] {which} ...", flush=True)
+            result = run_method(name, family, suite, out, extra, per_method.get(name, []), args.timeout, seed=seed)
+            runs.setdefault(name, []).append(result)
+            print(f"[compare] {which}: {result.status} {result.reason}", flush=True)
+    results = {name: group[0] for name, group in runs.items()}  # the analyses look at the first seed's run
 
-    tasks, rows = build_rows(list(results.values()))
+    tasks, rows = build_rows(list(runs.values()))
     published = published_for(suite.modelpool)
     title = f"{suite.modelpool} ({family})"
     found: Dict[str, dict] = {}
@@ -83,7 +114,11 @@ def compare(args: argparse.Namespace) -> Dict:
     if "loss_correlation" in args.analyses:
         found["loss_correlation"] = analysis.loss_correlation(results)
 
+    ece_tasks, ece_rows = build_rows(list(runs.values()), metric="ece")
     markdown = f"## {title}\n\n" + markdown_table(tasks, rows, published)
+    calibration = calibration_table(ece_tasks, ece_rows)
+    if calibration:
+        markdown += "\n### Calibration\n\n" + calibration
     if found:
         markdown += "\n" + analysis.markdown(found)
     (out / "comparison.md").write_text(markdown)
@@ -95,9 +130,12 @@ def compare(args: argparse.Namespace) -> Dict:
         "suite": {"modelpool": suite.modelpool, "taskpool": suite.taskpool, "family": family, "config_dirs": suite.config_dirs},
         "tasks": tasks,
         "rows": rows,
+        "calibration_rows": ece_rows,
         "published": {k: {"value": v[0], "source": v[1]} for k, v in published.items()},
-        "runs": {name: {"status": r.status, "reason": r.reason, "seconds": r.seconds, "command": r.command,
-                        "log_dir": r.log_dir, "report": r.report} for name, r in results.items()},
+        "seeds": args.seeds,
+        "runs": {name: [{"seed": r.seed, "status": r.status, "reason": r.reason, "seconds": r.seconds,
+                         "command": r.command, "log_dir": r.log_dir, "report": r.report} for r in group]
+                 for name, group in runs.items()},
         "analyses": found,
     }
     (out / "comparison.json").write_text(json.dumps(everything, indent=2, default=str))

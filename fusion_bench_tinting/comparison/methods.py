@@ -6,7 +6,7 @@ method for a model family, the method is *not available* there (said so in the t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, FrozenSet, List, Optional
 
 FAMILIES = ("clip", "open_clip", "seq_cls", "gpt2")
@@ -19,6 +19,8 @@ class MethodSpec:
     ours: bool = False
     reference: bool = False  # a reference row (zero-shot, individual), not a merging baseline
     adaptive: bool = False  # uses the test inputs (test-time adaptation)
+    #: the override that sets the run's seed (``--seeds``); None: the method draws nothing at random
+    seed_key: Optional[str] = None
 
     def overrides_for(self, family: str) -> Optional[List[str]]:
         return self.overrides.get(family, self.overrides.get("*"))
@@ -37,20 +39,26 @@ METHODS: Dict[str, MethodSpec] = {
             "gpt2": ["method=adamerging/layer_wise_gpt2"],
         },
         adaptive=True,
+        seed_key="seed",
     ),
     "adamerging_surgery": MethodSpec(
-        "AdaMerging + Surgery", {"clip": ["method=surgery/adamerging_surgery"]}, adaptive=True
+        "AdaMerging + Surgery", {"clip": ["method=surgery/adamerging_surgery"]}, adaptive=True, seed_key="seed"
     ),
     "emr_merging": MethodSpec("EMR-Merging", {"*": ["method=emr_merging/emr_merging"]}),
     # FusionBench 0.2.33 has no LOT Merging: this plugin's implementation, for every family
-    "lot_merging": MethodSpec("LOT Merging (this plugin)", {"*": ["method=lot_merging"]}, adaptive=True),
-    "model_tinting": MethodSpec("Model Tinting", {"*": ["method=model_tinting"]}, ours=True, adaptive=True),
+    "lot_merging": MethodSpec(
+        "LOT Merging (this plugin)", {"*": ["method=lot_merging"]}, adaptive=True, seed_key="method.seed"
+    ),
+    "model_tinting": MethodSpec(
+        "Model Tinting", {"*": ["method=model_tinting"]}, ours=True, adaptive=True, seed_key="method.seed"
+    ),
     "model_tinting_plusplus": MethodSpec(
-        "Model Tinting++", {"*": ["method=model_tinting_plusplus"]}, ours=True, adaptive=True
+        "Model Tinting++", {"*": ["method=model_tinting_plusplus"]}, ours=True, adaptive=True, seed_key="method.seed"
     ),
     # not in the default list: Model Tinting started from the LOT-merged encoder
     "model_tinting_lot": MethodSpec(
-        "Model Tinting from LOT", {"*": ["method=model_tinting", "method.init_from=lot"]}, ours=True, adaptive=True
+        "Model Tinting from LOT", {"*": ["method=model_tinting", "method.init_from=lot"]}, ours=True, adaptive=True,
+        seed_key="method.seed",
     ),
     # not in the default list: AdaMerging's entropy objective run by our implementation (coefficients
     # only), for families where FusionBench has no AdaMerging
@@ -59,12 +67,26 @@ METHODS: Dict[str, MethodSpec] = {
         {"*": ["method=model_tinting", "method.loss=entropy", "method.train_tinted_layer=false"]},
         ours=True,
         adaptive=True,
+        seed_key="method.seed",
     ),
 }
 DEFAULT_METHODS = [
     "pretrained", "individual", "simple_average", "task_arithmetic", "ties_merging", "adamerging",
     "adamerging_surgery", "emr_merging", "lot_merging", "model_tinting", "model_tinting_plusplus",
 ]
+
+
+def register_variant(name: str, base: str, overrides: List[str]) -> MethodSpec:
+    """A comparison row ``name``: method ``base`` run with ``overrides`` (given to the run as the row's
+    ``--set`` overrides), labelled by them."""
+    if base not in METHODS:
+        raise ValueError(f"variant {name!r}: unknown base method {base!r}; choose from {sorted(METHODS)}")
+    if name in METHODS:
+        raise ValueError(f"variant {name!r}: the name is already a method")
+    spec = METHODS[base]
+    shown = ", ".join(o.removeprefix("method.") for o in overrides)
+    METHODS[name] = replace(spec, label=f"{spec.label} ({shown})" if shown else spec.label)
+    return METHODS[name]
 
 
 def not_available_reason(name: str, family: str) -> Optional[str]:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .methods import METHODS  # noqa: E402
+
 
 def radar_chart(tasks: List[str], rows: List[dict], path: Path, title: str) -> None:
     """One polygon per finished method over the per-task scores."""
@@ -37,9 +39,13 @@ def bar_chart(rows: List[dict], path: Path, title: str) -> None:
     figure, axes = plt.subplots(figsize=(8, 0.45 * max(len(finished), 1) + 1.5))
     labels = [r["label"] for r in finished]
     values = [r["average"] for r in finished]
-    bars = axes.barh(labels, values, color=["tab:orange" if r["method"].startswith("model_tinting") else "tab:blue" for r in finished])
-    for bar, value in zip(bars, values):
-        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.1f}", va="center", fontsize=8)
+    spreads = [r.get("average_std", 0.0) if len(r.get("seeds", [])) > 1 else 0.0 for r in finished]
+    colours = ["tab:orange" if METHODS[r["method"]].ours else "tab:blue" for r in finished]
+    # over several seeds: the bar is the mean and the whisker one standard deviation either side
+    bars = axes.barh(labels, values, xerr=spreads, capsize=3, color=colours)
+    for bar, value, spread in zip(bars, values, spreads):
+        text = f" {value:.1f}" + (f" ± {spread:.1f}" if spread else "")
+        axes.text(bar.get_width() + spread, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)
     axes.invert_yaxis()
     axes.set_xlabel("average score (%)")
     missing = [f"{r['label']}: {r['status'].replace('_', ' ')}" for r in rows if r not in finished]

@@ -41,6 +41,7 @@ class RunResult:
     seconds: Optional[float] = None
     log_dir: Optional[str] = None
     command: Optional[List[str]] = None
+    seed: Optional[int] = None
 
 
 def composed_config(suite: Suite) -> dict:
@@ -69,20 +70,24 @@ def run_method(
     extra: List[str],
     method_overrides: List[str],
     timeout: Optional[float] = None,
+    seed: Optional[int] = None,
 ) -> RunResult:
+    """Run method ``name`` once (with ``seed`` when given: its log folder is then ``runs/<name>/seed_<seed>``)."""
     reason = not_available_reason(name, family)
     if reason is not None:
-        return RunResult(name, "not_available", reason)
-    log_dir = out / "runs" / name
+        return RunResult(name, "not_available", reason, seed=seed)
+    log_dir = out / "runs" / name / (f"seed_{seed}" if seed is not None else "")
     report_path, status_path = log_dir / "program_report.json", log_dir / "status.json"
     if report_path.exists():  # finished by an earlier call
         status = json.loads(status_path.read_text()) if status_path.exists() else {}
         return RunResult(
             name, "finished", report=json.loads(report_path.read_text()), seconds=status.get("seconds"),
-            log_dir=str(log_dir), command=status.get("command"),
+            log_dir=str(log_dir), command=status.get("command"), seed=seed,
         )
+    seeding = [f"{METHODS[name].seed_key}={seed}"] if seed is not None else []
     command = suite.command(
-        [*METHODS[name].overrides_for(family), f"path.log_dir={log_dir}", "print_config=false", *extra, *method_overrides]
+        [*METHODS[name].overrides_for(family), f"path.log_dir={log_dir}", "print_config=false", *extra, *method_overrides,
+         *seeding]
     )
     log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -100,7 +105,12 @@ def run_method(
         status = {"status": "finished", "seconds": seconds, "command": command}
         status_path.write_text(json.dumps(status, indent=2))
         return RunResult(name, "finished", report=json.loads(report_path.read_text()), seconds=seconds,
-                         log_dir=str(log_dir), command=command)
+                         log_dir=str(log_dir), command=command, seed=seed)
     reason = "timed out" if returncode is None else _last_error_line(output)
     status_path.write_text(json.dumps({"status": "failed", "reason": reason, "seconds": seconds, "command": command}, indent=2))
-    return RunResult(name, "failed", reason, seconds=seconds, log_dir=str(log_dir), command=command)
+    return RunResult(name, "failed", reason, seconds=seconds, log_dir=str(log_dir), command=command, seed=seed)
+
+
+def seeds_for(name: str, seeds: List[int]) -> List[Optional[int]]:
+    """The seeds a method runs with: each of ``seeds`` when it draws at random, else one unseeded run."""
+    return list(seeds) if seeds and METHODS[name].seed_key is not None else [None]

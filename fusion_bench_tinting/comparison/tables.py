@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Dict, List, Optional, Tuple
 
+from ..metrics import ECE_BINS
 from .methods import METHODS
 from .runner import RunResult
 
@@ -58,22 +60,61 @@ def average_score(report: dict) -> Optional[float]:
     return average.get("score", average.get("accuracy"))
 
 
-def build_rows(results: List[RunResult]) -> Tuple[List[str], List[dict]]:
+_NOT_TASKS = ("average", "model_info", "adaptation", "name")
+
+
+def task_values(report: dict, metric: str) -> Dict[str, float]:
+    """Per-task values of ``metric``: ``score`` (the headline, see :func:`task_scores`) or a reported key
+    such as ``ece``."""
+    if metric == "score":
+        return task_scores(report)
+    return {t: v[metric] for t, v in report.items() if t not in _NOT_TASKS and isinstance(v, dict) and metric in v}
+
+
+def average_value(report: dict, metric: str) -> Optional[float]:
+    return average_score(report) if metric == "score" else report.get("average", {}).get(metric)
+
+
+def _mean_and_std(values: List[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, spread
+
+
+def build_rows(groups: List[List[RunResult]], metric: str = "score") -> Tuple[List[str], List[dict]]:
+    """One row per method from its runs (one per seed): per-task and average values of ``metric`` in %, as
+    the mean over the finished runs, with ``<column>_std`` (sample standard deviation) and ``seeds``."""
     tasks: List[str] = []
-    for result in results:
-        for task in task_scores(result.report or {}):
-            if task not in tasks:
-                tasks.append(task)
+    for group in groups:
+        for result in group:
+            for task in task_values(result.report or {}, metric):
+                if task not in tasks:
+                    tasks.append(task)
     rows = []
-    for result in results:
-        row = {"method": result.name, "label": METHODS[result.name].label, "status": result.status, "reason": result.reason}
-        if result.report is not None:
-            row.update({task: 100 * v for task, v in task_scores(result.report).items()})
-            average = average_score(result.report)
-            row["average"] = None if average is None else 100 * average
-            row["seconds"] = result.seconds
+    for group in groups:
+        finished = [r for r in group if r.report is not None]
+        first = finished[0] if finished else group[0]
+        failed = [r for r in group if r.status == "failed"]
+        row = {"method": first.name, "label": METHODS[first.name].label,
+               "status": "finished" if finished else first.status, "reason": "" if finished else first.reason,
+               "seeds": [r.seed for r in finished]}
+        if failed and finished:
+            row["reason"] = f"{len(failed)} of {len(group)} runs failed: {failed[0].reason}"
+        if finished:
+            for column in [*tasks, "average"]:
+                values = [_value(r.report, column, metric) for r in finished]
+                values = [100 * v for v in values if v is not None]
+                if values:
+                    row[column], row[f"{column}_std"] = _mean_and_std(values)
+            seconds = [r.seconds for r in finished if r.seconds is not None]
+            row["seconds"] = sum(seconds) / len(seconds) if seconds else None
         rows.append(row)
     return tasks, rows
+
+
+def _value(report: dict, column: str, metric: str) -> Optional[float]:
+    return average_value(report, metric) if column == "average" else task_values(report, metric).get(column)
 
 
 def best_baseline(rows: List[dict], column: str) -> Optional[float]:
@@ -102,6 +143,8 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
         for column in columns:
             value = row.get(column)
             text = "" if value is None else f"{value:.1f}"
+            if value is not None and len(row.get("seeds", [])) > 1:
+                text += f" ± {row[column + '_std']:.1f}"
             if value is not None and best[column] is not None and abs(value - best[column]) < 1e-9 and not METHODS[row["method"]].reference:
                 text = f"**{text}**"
             cells.append(text)
@@ -113,14 +156,40 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
         if METHODS[row["method"]].ours and row.get("average") is not None and baseline is not None:
             gains.append(f"{row['label']}: {row['average'] - baseline:+.1f} points against the best baseline ({leader}, {baseline:.1f})")
     note = "Bold: best merged result per column (reference rows excluded). Scores in %."
+    seeded = sorted({seed for row in rows for seed in row.get("seeds", []) if seed is not None})
+    if seeded:
+        note += (f" Methods that draw at random: mean ± standard deviation over seeds {', '.join(map(str, seeded))};"
+                 " the others are deterministic and ran once.")
     return "\n".join(lines) + "\n\n" + note + ("\n\n" + "\n".join(f"- {g}" for g in gains) if gains else "") + "\n"
+
+
+def calibration_table(tasks: List[str], rows: List[dict]) -> str:
+    """Expected calibration error (%) per task for the methods whose task pool reports it (lower is better)."""
+    columns = [*tasks, "average"]
+    with_ece = [r for r in rows if r["status"] == "finished" and any(r.get(c) is not None for c in columns)]
+    if not with_ece:
+        return ""
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]
+    for row in with_ece:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            text = "" if value is None else f"{value:.1f}"
+            if value is not None and len(row.get("seeds", [])) > 1:
+                text += f" ± {row[column + '_std']:.1f}"
+            cells.append(text)
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    note = f"Expected calibration error (%, {ECE_BINS} equal-width confidence bins; lower is better)."
+    return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def csv_table(tasks: List[str], rows: List[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["method", "status", *tasks, "average", "seconds", "reason"])
+    columns = [*tasks, "average"]
+    writer.writerow(["method", "status", *columns, *[f"{c}_std" for c in columns], "seeds", "seconds", "reason"])
     for row in rows:
-        values = [("" if row.get(t) is None else f"{row[t]:.4f}") for t in [*tasks, "average"]]
-        writer.writerow([row["method"], row["status"], *values, row.get("seconds") or "", row.get("reason", "")])
+        values = [("" if row.get(c) is None else f"{row[c]:.4f}") for c in [*columns, *[f"{c}_std" for c in columns]]]
+        seeds = " ".join(str(s) for s in row.get("seeds", []) if s is not None)
+        writer.writerow([row["method"], row["status"], *values, seeds, row.get("seconds") or "", row.get("reason", "")])
     return buffer.getvalue()

@@ -40,6 +40,9 @@ class ModelFamily(ABC):
         self.device = device
         #: extra keyword arguments of ``torch.func.functional_call`` (``tie_weights``, ``strict``)
         self.functional_call_kwargs: Dict[str, Any] = {}
+        #: where a task-specific projection between the encoder body and the classifier goes, for
+        #: families that have one (BERT's pooler): ``own`` (each task's, part of its head) or ``merged``
+        self.head_projection: str = "merged"
 
     # ----- tasks -------------------------------------------------------------------------------
     def task_names(self) -> List[str]:
@@ -84,6 +87,12 @@ class ModelFamily(ABC):
     def merged_parameter_names(self, encoder: nn.Module) -> List[str]:
         """Parameters that are merged (the encoder's, by default all of them)."""
         return [name for name, _ in encoder.named_parameters()]
+
+    def head_encoder_parameter_names(self, encoder: nn.Module) -> List[str]:
+        """Encoder parameters that belong to each task's head rather than to the merge: a task-specific
+        projection that the encoder holds but only the task's classifier reads (BERT's pooler, with
+        ``head_projection=own``). None for most families."""
+        return []
 
     @abstractmethod
     def block_prefixes(self, encoder: nn.Module) -> List[str]:

@@ -47,6 +47,9 @@ class ClassifierLayout:
     head_attribute: str
     features: Callable[[Any, Mapping[str, Tensor]], Tensor]
     blocks: Callable[[nn.Module], int]
+    #: encoder parameters (by name prefix) of a task-specific projection that only the classifier reads
+    #: (BERT's pooler: dense + tanh on the first token), or None
+    projection_prefix: Optional[str] = None
 
 
 def _encoder_layers(encoder: nn.Module) -> int:
@@ -57,7 +60,7 @@ LAYOUTS: Dict[str, ClassifierLayout] = {
     "roberta": ClassifierLayout("classifier", _sequence_output, _encoder_layers),
     "xlm-roberta": ClassifierLayout("classifier", _sequence_output, _encoder_layers),
     "camembert": ClassifierLayout("classifier", _sequence_output, _encoder_layers),
-    "bert": ClassifierLayout("classifier", _pooled_output, _encoder_layers),
+    "bert": ClassifierLayout("classifier", _pooled_output, _encoder_layers, projection_prefix="pooler."),
     "gpt2": ClassifierLayout("score", _last_token, lambda encoder: len(encoder.h)),
 }
 BLOCK_PREFIX = {"gpt2": "h.{}."}
@@ -224,6 +227,15 @@ class SequenceClassificationFamily(ModelFamily):
 
     def features(self, encoder_output: Any, inputs: Any) -> Tensor:
         return self.layout.features(encoder_output, inputs)
+
+    def head_encoder_parameter_names(self, encoder: nn.Module) -> List[str]:
+        """BERT's pooler with ``head_projection=own``: each fine-tuned classifier's pooler is trained for
+        its task alone, like the dense layer of RoBERTa's head, so it stays the task's (not merged) and is
+        tinted with the classifier, which makes BERT's tinted layer the analogue of RoBERTa's."""
+        prefix = layout_for(encoder.config.model_type).projection_prefix
+        if self.head_projection != "own" or prefix is None:
+            return []
+        return [n for n, _ in encoder.named_parameters() if n.startswith(prefix)]
 
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         model_type = encoder.config.model_type

@@ -1,9 +1,9 @@
-"""Tiny sequence classification suites (RoBERTa and GPT-2), built locally with the real classes.
+"""Tiny sequence classification suites (RoBERTa, BERT and GPT-2), built locally with the real classes.
 
 Tasks are learnable synthetic stand-ins named after GLUE tasks so that GLUE's metric choices apply:
 ``sst2`` (binary, accuracy), ``cola`` (binary, Matthews correlation) and ``stsb`` (regression,
 Pearson/Spearman). Sentences are drawn from small word lists; each copy of the model is really
-fine-tuned on its task. The RoBERTa suite uses FusionBench's ``SequenceClassificationModelPool`` and
+fine-tuned on its task. The RoBERTa and BERT suites use FusionBench's ``SequenceClassificationModelPool`` and
 our ``SequenceClassificationTaskPool``; the GPT-2 suite uses FusionBench's GPT-2 GLUE pool and task
 pool classes (data padded to a fixed length, as FusionBench's GLUE loader does).
 """
@@ -37,7 +37,7 @@ class TinyTextSpec:
     finetune_steps: int = 150
     finetune_lr: float = 3e-3
     seed: int = 0
-    version: int = 1
+    version: int = 3
 
 
 def _sentence(rng: random.Random, task: str) -> Tuple[str, float]:
@@ -62,9 +62,19 @@ def _byte_vocab(leading: List[str], trailing: List[str] = ()) -> Dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
+def _bert_tokenizer():
+    """A WordPiece tokenizer whose vocabulary is the suites' words."""
+    from transformers import BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL, *GRAMMAR]
+    return BertTokenizer(vocab={word: index for index, word in enumerate(words)})
+
+
 def tiny_tokenizer(kind: str):
     from transformers import GPT2Tokenizer, RobertaTokenizer
 
+    if kind == "bert":
+        return _bert_tokenizer()
     if kind == "roberta":
         vocab = _byte_vocab(["<s>", "<pad>", "</s>", "<unk>"], ["<mask>"])  # RoBERTa's ids: <pad> = 1
         return RobertaTokenizer(vocab=vocab, merges=[])
@@ -75,9 +85,19 @@ def tiny_tokenizer(kind: str):
 
 
 def tiny_classifier(kind: str, tokenizer, num_labels: int, seed: int):
-    from transformers import GPT2Config, GPT2ForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+    from transformers import (
+        BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification, RobertaConfig,
+        RobertaForSequenceClassification,
+    )
 
     torch.manual_seed(seed)
+    if kind == "bert":
+        config = BertConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=MAX_LENGTH + 4, pad_token_id=tokenizer.pad_token_id,
+            num_labels=num_labels,
+        )
+        return BertForSequenceClassification(config)
     if kind == "roberta":
         config = RobertaConfig(
             vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -93,7 +113,7 @@ def tiny_classifier(kind: str, tokenizer, num_labels: int, seed: int):
     return GPT2ForSequenceClassification(config)
 
 
-TASKS = {"roberta": {"sst2": 2, "cola": 2, "stsb": 1}, "gpt2": {"sst2": 2, "cola": 2}}
+TASKS = {"roberta": {"sst2": 2, "cola": 2, "stsb": 1}, "gpt2": {"sst2": 2, "cola": 2}, "bert": {"sst2": 2, "cola": 2}}
 
 
 def _dataset(tokenizer, task: str, size: int, seed: int, pad: bool):
@@ -115,7 +135,8 @@ def _finetune(model, dataset, collate, steps: int, lr: float, seed: int, desc: s
     generator = torch.Generator().manual_seed(seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    rows = dataset.select_columns([c for c in ("input_ids", "attention_mask", "label") if c in dataset.column_names])
+    columns = ("input_ids", "attention_mask", "token_type_ids", "label")
+    rows = dataset.select_columns([c for c in columns if c in dataset.column_names])
     for _ in tqdm(range(steps), desc=desc, leave=False):
         index = torch.randint(0, len(rows), (32,), generator=generator).tolist()
         batch = collate([rows[i] for i in index])
@@ -129,7 +150,8 @@ def _finetune(model, dataset, collate, steps: int, lr: float, seed: int, desc: s
 
 
 def build_tiny_text_suites(out, spec: TinyTextSpec = TinyTextSpec()) -> List[str]:
-    """Build (or reuse) ``tiny-roberta_glue`` and ``tiny-gpt2_glue`` under ``out``; return their names."""
+    """Build (or reuse) ``tiny-roberta_glue``, ``tiny-gpt2_glue`` and ``tiny-bert_glue`` under ``out``; return
+    their names."""
     from transformers import DataCollatorWithPadding
 
     out = Path(out).resolve()
@@ -169,7 +191,7 @@ def build_tiny_text_suites(out, spec: TinyTextSpec = TinyTextSpec()) -> List[str
 
 def _write_configs(out: Path, kind: str, root: Path, models: Dict[str, str], data: Dict[str, dict]) -> str:
     name = f"tiny-{kind}_glue"
-    if kind == "roberta":
+    if kind in ("roberta", "bert"):
         loader = "transformers.AutoModelForSequenceClassification.from_pretrained"
         tokenizer = {"_target_": "transformers.AutoTokenizer.from_pretrained", "pretrained_model_name_or_path": str(root / "tokenizer")}
         modelpool = {"_target_": "fusion_bench_tinting.modelpools.SequenceClassificationEncoderPool", "_recursive_": False}
