@@ -142,6 +142,7 @@ class TintingTrainer:
         section: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext(),
         compile_options: Optional[Mapping[str, Any]] = None,
         fused_optimizer: Optional[bool] = None,
+        grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
         if options.update not in ("sequential", "joint"):
             raise ValueError(f"update must be 'sequential' or 'joint', got {options.update!r}")
@@ -172,7 +173,11 @@ class TintingTrainer:
         self._empty_batch: Optional[Tensor] = None
 
         fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
+        self.fused = fused
         self.optimizer, self._trained = self._make_optimizer(fused)
+        #: fp16 autocast (``fabric.precision=16-mixed``): losses are scaled so that small gradients do not
+        #: underflow in fp16; a step whose gradients overflow is skipped (Fabric's own GradScaler)
+        self.scaler = grad_scaler
         # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc);
         # with empty_batch=step that step is made on its zero gradients, so there is nothing to cancel
         self._skip_on_device = (
@@ -291,22 +296,44 @@ class TintingTrainer:
         if loss is None:
             self.skipped += 1
             return
-        with self.section("backward"):
-            loss.backward()
-            self.data_parallel.sum_gradients(self._trained)
-        empty = self._empty_batch
-        with self.section("optimizer"):
-            if empty is None:
-                self.optimizer.step()
-            else:
-                self._step_unless(empty)
+        cancelled = self._backward_and_step(loss, self._empty_batch)
         self.steps += 1
         self._window_loss += loss.detach()  # zero for an empty batch
-        if empty is None:
+        if cancelled is None:
             self._window_count += 1
         else:
-            self._window_count += ~empty
-            self._empty_steps += empty
+            self._window_count += ~cancelled
+            self._empty_steps += cancelled
+
+    def _backward_and_step(self, loss: Tensor, empty: Optional[Tensor]) -> Optional[Tensor]:
+        """Backward, gradients summed over processes, optimizer step. Returns a device flag that is true when
+        the step was cancelled (a ++ batch with no kept sample, or fp16 gradients that overflowed), or None
+        when the step was certainly made."""
+        with self.section("backward"):
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            self.data_parallel.sum_gradients(self._trained)
+        with self.section("optimizer"):
+            if self.scaler is not None:
+                return self._scaled_step(empty)
+            if empty is None:
+                self.optimizer.step()
+                return None
+            self._step_unless(empty)
+            return empty
+
+    def _scaled_step(self, empty: Optional[Tensor]) -> Tensor:
+        """The step under loss scaling: gradients unscaled in place, the step cancelled where they are not
+        finite (or the ++ batch was empty), the scale updated from the overflow alone."""
+        self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self._trained if p.grad is not None]
+        finite = torch.stack([g.isfinite().all() for g in grads]).all() if grads else torch.ones((), dtype=torch.bool, device=self.device)
+        cancelled = ~finite if empty is None else (~finite | empty)
+        if self.fused:
+            self._step_unless(cancelled)
+        elif not bool(cancelled):  # host check: only the fused kernel can cancel a step on the device
+            self.optimizer.step()
+        self.scaler.update()
+        return cancelled
 
     def _step_unless(self, empty: Tensor) -> None:
         """An optimizer step that the fused kernel skips on the device when ``empty`` is true (parameters,
@@ -318,7 +345,8 @@ class TintingTrainer:
             self.optimizer.found_inf = None
 
     def _settle_empty_steps(self) -> None:
-        """Move the device-side count of cancelled ++ steps into the host's step counters (one sync)."""
+        """Move the device-side count of cancelled steps (++ batches with no kept sample, fp16 overflows)
+        into the host's step counters (one sync)."""
         empty = int(self._empty_steps)
         if empty:
             self.steps -= empty
@@ -334,14 +362,12 @@ class TintingTrainer:
             self.skipped += 1
             return
         total = torch.stack(losses).sum()
-        with self.section("backward"):
-            total.backward()
-            self.data_parallel.sum_gradients(self._trained)
-        with self.section("optimizer"):
-            self.optimizer.step()
+        cancelled = self._backward_and_step(total, None)
         self.steps += 1
         self._window_loss += total.detach() / len(losses)
         self._window_count += 1
+        if cancelled is not None:
+            self._empty_steps += cancelled
 
     def _log_window(self, iteration: int, progress) -> None:
         self._settle_empty_steps()
@@ -428,6 +454,7 @@ class TintingTrainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "samplers": [s.state_dict() for s in self.samplers],
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     @torch.no_grad()
@@ -446,4 +473,6 @@ class TintingTrainer:
         self.generator.set_state(state["generator"])
         for sampler, sampler_state in zip(self.samplers, state["samplers"]):
             sampler.load_state_dict(sampler_state)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self._fixed_merge = None

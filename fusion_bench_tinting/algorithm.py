@@ -434,6 +434,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             data_parallel=self._data_parallel(),
             section=self._synchronised_section if self.profile_steps else (lambda name: contextlib.nullcontext()),
             compile_options=compile_options(self.compile_step, self.compile_backend),
+            grad_scaler=self._grad_scaler(),
         )
         run_fingerprint = self._fingerprint(family.modelpool, [s.name for s in states])
         if self.resume:
@@ -445,6 +446,13 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             trainer.load_state_dict(state["trainer"])
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
         return trainer.run(on_visit=self._checkpointer(run_fingerprint))
+
+    def _grad_scaler(self) -> Optional[torch.amp.GradScaler]:
+        """Fabric's gradient scaler under fp16 autocast (``fabric.precision=16-mixed``, as the SyMerge
+        version of the method trains): our loop calls backward and step itself, so it scales the loss
+        with it. None for other precisions (bf16 and fp32 need no scaling)."""
+        precision = self.fabric.strategy.precision
+        return getattr(precision, "scaler", None) if getattr(precision, "precision", None) == "16-mixed" else None
 
     @contextlib.contextmanager
     def _synchronised_section(self, name: str):

@@ -79,3 +79,62 @@ def test_coefficient_learning_rate_is_a_second_adam_group():
     moved = (after_coefficients - coefficients).abs()
     assert moved.max().item() == pytest.approx(0.2, rel=1e-3)
     assert (after_heads[0] - heads[0]).abs().max().item() == pytest.approx(0.05, rel=1e-3)
+
+
+def _fp16_trainer(scaler, fused=False, **options):
+    """Tasks whose head weights are tiny (1e-7): in fp16 the gradients reaching the coefficients underflow."""
+    from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
+
+    merger, encode, states = _toy()
+    with torch.no_grad():
+        for state in states:
+            state.head.weight.mul_(1e-7)
+    defaults = dict(max_steps=2, lr=0.05, batch_size=8, train_tinted_layer=False)
+    defaults.update(options)
+    return TintingTrainer(
+        merger, encode, states, AdaptationOptions(**defaults), device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0), autocast=lambda: torch.autocast("cpu", dtype=torch.float16),
+        grad_scaler=scaler, fused_optimizer=fused,
+    )
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["host-check", "fused"])
+def test_fp16_loss_scaling_trains_where_plain_fp16_underflows(fused):
+    plain = _fp16_trainer(None, fused=fused)
+    before = plain.merger.coefficients.detach().clone()
+    plain._sequential_step(0)
+    assert torch.count_nonzero(plain.merger.coefficients.grad) == 0  # every gradient underflowed
+    assert torch.equal(plain.merger.coefficients.detach(), before)
+
+    scaled = _fp16_trainer(torch.amp.GradScaler("cpu"), fused=fused)
+    scaled._sequential_step(0)
+    assert torch.count_nonzero(scaled.merger.coefficients.grad) > 0  # unscaled, small but not zero
+    assert not torch.equal(scaled.merger.coefficients.detach(), before)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["host-check", "fused"])
+def test_fp16_overflowing_step_is_skipped_and_the_scale_backs_off(fused):
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)  # scaled gradients overflow fp16
+    trainer = _fp16_trainer(scaler, fused=fused, confidence_filter=True)
+    before = trainer.merger.coefficients.detach().clone()
+    trainer._sequential_step(0)
+    trainer._settle_empty_steps()
+    assert (trainer.steps, trainer.skipped) == (0, 1)
+    assert torch.equal(trainer.merger.coefficients.detach(), before)
+    assert scaler.get_scale() == 2.0**59
+    assert trainer.state_dict()["scaler"]["scale"] == 2.0**59  # resumed runs continue with the same scale
+
+
+def test_the_method_scales_with_fabrics_scaler_under_16_mixed_only():
+    from types import SimpleNamespace
+
+    from lightning.fabric.plugins.precision import MixedPrecision
+
+    from fusion_bench_tinting import ModelTintingAlgorithm
+
+    algorithm = ModelTintingAlgorithm()
+    fp16 = MixedPrecision("16-mixed", device="cuda", scaler=torch.amp.GradScaler("cpu"))
+    algorithm.fabric = SimpleNamespace(strategy=SimpleNamespace(precision=fp16))
+    assert algorithm._grad_scaler() is fp16.scaler
+    algorithm.fabric = SimpleNamespace(strategy=SimpleNamespace(precision=MixedPrecision("bf16-mixed", device="cpu")))
+    assert algorithm._grad_scaler() is None
