@@ -27,6 +27,7 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
 from .adaptation import AdaptationOptions, AdaptationStats, DataParallel, TaskState, TintingTrainer
+from .adamerging_start import load_adamerging_weights, resolve_adamerging_weights
 from .caching import TaskCache, library_versions
 from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, check_resumable, fingerprint
 from .compiled import compile_options
@@ -39,6 +40,7 @@ from .losses import check_loss_for_regression, check_loss_name
 from .memory import check_fits, explain_out_of_memory, merge_bytes
 from .merging import LayerWiseMerger, check_same_parameters
 from .suites import ensure_task_aware_taskpool
+from .surgery import SurgeryHead, check_surgery_options
 from .tinted_model import TintedModel, TintModulator
 from .weights_io import WEIGHTS_FILE, check_matches, load_tinting, resolve_weights_path, save_tinting
 
@@ -57,7 +59,7 @@ ZERO_GRAD = ("none", "zero")
 EMPTY_BATCH = ("skip", "step")
 #: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
 HEAD_ENCODER_PREFIX = "encoder."
-INIT_FROM = ("task_arithmetic", "lot")
+INIT_FROM = ("task_arithmetic", "lot", "adamerging")
 _TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: uint8 keeps images on their 8-bit grid (normalised on the device; text inputs are token ids anyway)
 _INPUT_DTYPES = {**_TENSOR_DTYPES, "uint8": torch.uint8}
@@ -89,9 +91,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         seed: seeds the task order and batch sampling.
         weights: a ``model_tinting.safetensors`` (or the log folder of a run) to load; skips adaptation.
         save_weights: write coefficients, tinted layers and the resolved config to the log folder.
-        input_dtype: dtype of the cached preprocessed inputs (float16 is exact to well below the
-            quantisation of 8-bit images and halves the memory; ``uint8`` keeps images on their 8-bit grid,
-            exact and half of float16, normalised on the device at each batch).
+        input_dtype: dtype of the cached preprocessed inputs. ``uint8`` (default) keeps images on their
+            8-bit grid: exact, half of float16, normalised on the device at each batch (falls back to float16
+            with a warning when the preprocessing is not 8-bit; token ids are integers anyway). ``float16``
+            is off by up to ~1e-3 per pixel; ``float32`` is exact and twice float16.
         inputs_on_device: keep the cached inputs on the accelerator (``auto``: when they take less
             than a quarter of its free memory).
         preprocess_batch_size, num_workers: data loading for the one preprocessing and teacher pass
@@ -106,7 +109,13 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         init_from: ``task_arithmetic`` (the reference: ``theta_pre + sum_k lambda_k tau_k``) or ``lot``:
             the merge starts at the LOT-merged encoder, ``theta_lot + sum_k lambda_k (theta_k - theta_lot)``,
             with coefficients initialised to 0 (``init_values=auto``) and clamped to [-1, 1].
+            ``adamerging``: the coefficients start from those FusionBench's layer-wise AdaMerging learned
+            (``adamerging_weights``), as the reference's ``adastart``.
         lot_num_samples, lot_ridge: LOT Merging's ``num_samples`` and ``ridge`` for ``init_from=lot``.
+        adamerging_weights: for ``init_from=adamerging``, the ``merging_weights.pt`` that FusionBench's
+            layer-wise AdaMerging saved, or the log folder of its run.
+        surgery, surgery_rank: Representation Surgery with tinting (the reference's ``--surgery``): each task's
+            head reads its features through ``z - up(relu(down(z)))`` (rank 16), trained with the head.
         task_vector_dtype: dtype in which the K task vectors are stored (``bfloat16`` halves the largest
             buffer, e.g. for ViT-L/14 with 20 tasks on a smaller GPU); merges still compute in float32.
         profile_steps: time the parts of each step (data, merge, forward, backward, optimizer) in the
@@ -150,7 +159,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         seed: int = 42,
         weights: Optional[str] = None,
         save_weights: bool = True,
-        input_dtype: str = "float16",
+        input_dtype: str = "uint8",
         inputs_on_device: Union[bool, str] = "auto",
         preprocess_batch_size: int = 128,
         num_workers: Union[int, str] = "auto",
@@ -171,6 +180,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         coefficient_lr: Union[float, str, None] = None,
         zero_grad: str = "none",
         empty_batch: str = "skip",
+        adamerging_weights: Optional[str] = None,
+        surgery: bool = False,
+        surgery_rank: int = 16,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -203,6 +215,14 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 raise TintingConfigError(f"{option}={getattr(self, option)!r}: choose one of {list(allowed)}.")
         if self.coefficient_lr is not None and not _is_positive_number(self.coefficient_lr):
             raise TintingConfigError(f"coefficient_lr={self.coefficient_lr!r}: null (one learning rate) or a positive number.")
+        check_surgery_options(self.surgery, self.surgery_rank, self.tinted_layer, self.train_tinted_layer)
+        if self.init_from == "adamerging":
+            resolve_adamerging_weights(self.adamerging_weights)  # the file exists, before any model is loaded
+            if self.init_values != "auto":
+                raise TintingConfigError(
+                    f"init_values={self.init_values!r} with init_from=adamerging: the initial coefficients are "
+                    "AdaMerging's (adamerging_weights); leave init_values=auto."
+                )
         if self.init_from == "lot":
             check_num_samples(self.lot_num_samples)
             check_lot_options(self.lot_ridge, "auto", "float64")
@@ -271,6 +291,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
             task_vector_dtype=_TENSOR_DTYPES[self.task_vector_dtype],
         ).to(device)
+        if self.init_from == "adamerging":
+            with torch.no_grad():
+                merger.coefficients.copy_(load_adamerging_weights(self.adamerging_weights, tasks, merger.group_names))
         pretrained.to(device)
 
         lot = None
@@ -525,6 +548,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return torch.cat(outputs)
 
     def _task_states(self, tasks, heads, head_encoders, merger, block_names, inputs, teachers) -> List[TaskState]:
+        surgery_generator = torch.Generator().manual_seed(int(self.seed))
         initial = None
         if block_names:
             with torch.no_grad():
@@ -537,6 +561,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 block = {n: nn.Parameter(v.clone()) for n, v in initial.items()}
             else:  # the task's head becomes trainable; the teacher keeps the original
                 head = copy.deepcopy(heads[task])
+                if self.surgery:
+                    head = SurgeryHead(head, self.surgery_rank, surgery_generator)
                 block = {}
             states.append(
                 TaskState(
@@ -597,7 +623,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             "tinted_layer": str(self.tinted_layer),
             "coefficients_below_1e-5": self._sparsity(merger, block_names),
             "mean_coefficient_per_task": {s.name: float(c) for s, c in zip(states, coefficients.mean(dim=1))},
-            "init_from": self._origin(),
+            "init_from": self._start_description(),
             "seed": int(self.seed),
             "versions": library_versions(),
         }
@@ -653,6 +679,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         if self.init_from == "lot":
             return f"lot(num_samples={self.lot_num_samples}, ridge={float(self.lot_ridge)}, seed={self.seed})"
         return "task_arithmetic"
+
+    def _start_description(self) -> str:
+        """Where the coefficients started, for the report."""
+        if self.init_from == "adamerging":
+            return f"adamerging({os.path.abspath(resolve_adamerging_weights(self.adamerging_weights))})"
+        return self._origin()
 
     def _log_metrics(self, metrics: Dict[str, float], step: int) -> None:
         if self.fabric.loggers:

@@ -1,0 +1,50 @@
+"""``init_from=adamerging``: the coefficients FusionBench's layer-wise AdaMerging saved, as the starting point."""
+
+import pytest
+import torch
+from conftest import cpu_fabric, load_pool, run_cli, task_accuracies
+
+from fusion_bench_tinting import ModelTintingAlgorithm
+from fusion_bench_tinting.errors import TintingConfigError
+
+
+@pytest.mark.slow
+def test_starting_from_adamerging_reproduces_its_merged_model(tiny_suites, tmp_path):
+    """With no adaptation step, the zero-shot heads and AdaMerging's coefficients (unclamped, as its config
+    leaves them), our merged model is AdaMerging's: the same accuracy on every task."""
+    config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4"]
+    adamerging = run_cli(
+        [*config, "method=adamerging/clip", "method.name=clip_layer_wise_adamerging", "method.max_steps=4",
+         "method.num_workers=0", "method.lr=0.05"],
+        tmp_path / "adamerging",
+    )
+    saved = torch.load(tmp_path / "adamerging" / "merging_weights.pt", weights_only=True)
+    assert not torch.allclose(saved, torch.full_like(saved, 0.3))  # AdaMerging moved them
+    ours = run_cli(
+        [*config, "method=model_tinting", "method.init_from=adamerging", "method.max_steps=0",
+         f"method.adamerging_weights={tmp_path / 'adamerging'}", "method.clamp_weights=false"],
+        tmp_path / "ours",
+    )
+    assert task_accuracies(ours) == pytest.approx(task_accuracies(adamerging), abs=1e-6)
+    assert ours["adaptation"]["init_from"].startswith("adamerging(")
+
+
+def _run(pool, **options):
+    algorithm = ModelTintingAlgorithm(max_steps=0, **options)
+    algorithm.fabric = cpu_fabric()
+    return algorithm.run(pool)
+
+
+def test_adamerging_weights_of_another_layout_are_refused_before_adaptation(tiny_suites, tmp_path):
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    wrong = tmp_path / "merging_weights.pt"
+    torch.save(torch.full((3, 10), 0.3), wrong)  # 3 tasks x 10 layers; the pool has 4 tasks
+    with pytest.raises(TintingConfigError, match=r"holds 3 tasks x 10 layers, but this run merges 4 tasks \(eurosat"):
+        _run(pool, init_from="adamerging", adamerging_weights=str(tmp_path))
+    with pytest.raises(TintingConfigError, match="no such file"):
+        _run(pool, init_from="adamerging", adamerging_weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(TintingConfigError, match="needs method.adamerging_weights"):
+        _run(pool, init_from="adamerging")
+    wrong.write_bytes(b"not a tensor file")
+    with pytest.raises(TintingConfigError, match="not a readable torch tensor file"):
+        _run(pool, init_from="adamerging", adamerging_weights=str(wrong))
