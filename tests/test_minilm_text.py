@@ -38,3 +38,24 @@ def test_model_tinting_beats_task_arithmetic_on_the_quick_suite(quick_minilm_tex
     )
     assert set(tinting) >= set(TASKS)
     assert tinting["average"]["score"] > task_arithmetic["average"]["score"], (tinting["average"], task_arithmetic["average"])
+
+
+@pytest.mark.parametrize("train_embeddings", [False, True])
+def test_fine_tuning_trains_the_word_embeddings_only_in_the_strong_variant(train_embeddings):
+    import torch
+
+    from fusion_bench_tinting.offline.minilm_text import finetune, tokenized_dataset
+    from fusion_bench_tinting.testing.tiny_text import tiny_classifier, tiny_tokenizer
+
+    assert MiniLMTextSpec.strong().train_embeddings and not MiniLMTextSpec().train_embeddings
+    assert MiniLMTextSpec.strong().finetune_steps == 5 * MiniLMTextSpec().finetune_steps
+    tokenizer = tiny_tokenizer("bert")
+    examples = [("good movie", 1), ("bad day", 0), ("the great song", 1), ("a sad tree", 0)] * 4
+    dataset = tokenized_dataset(examples, ["negative", "positive"], tokenizer, max_length=8)
+    model = tiny_classifier("bert", tokenizer, num_labels=2, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    spec = MiniLMTextSpec(finetune_steps=3, batch_size=4, finetune_lr=1e-2, train_embeddings=train_embeddings)
+    model = finetune(model, dataset, tokenizer, spec, seed=0, desc="test", device=torch.device("cpu"))
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert ("bert.embeddings.word_embeddings.weight" in changed) is train_embeddings
+    assert "bert.encoder.layer.0.attention.self.query.weight" in changed
