@@ -1,6 +1,6 @@
 """The test-time adaptation loop of Model Tinting (family-agnostic).
 
-Reference behaviour (ALGORITHM.md): Adam, one parameter group with the merging coefficients and every
+Reference behaviour (docs/algorithm.md): Adam, one parameter group with the merging coefficients and every
 task's tinted layer; each iteration visits the tasks in a fresh random order and makes one optimizer
 step per task (gradients set to None first, so Adam leaves the other tasks' tinted layers alone).
 ``update="joint"`` sums all tasks' losses into one step per iteration instead (AdaMerging's way).

@@ -4,7 +4,7 @@ Model Tinting (arXiv 2412.19098) merges K fine-tuned encoders with layer-wise co
 each task one trainable layer of its own (by default its classification head); coefficients and
 tinted layers are trained together on the unlabelled test inputs against the fine-tuned models'
 predictions. Model Tinting++ drops the samples where the merged model disagrees with the teacher
-and is more confident than it. See ALGORITHM.md in the project for the specification.
+and is more confident than it. docs/algorithm.md is the specification.
 
 This module knows nothing of a particular model family: ``families`` adapts each kind of model pool.
 """
@@ -71,7 +71,7 @@ def _is_positive_number(value) -> bool:
 
 @auto_register_config
 class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
-    """Model Tinting. Every option of ALGORITHM.md is a constructor argument with the reference default.
+    """Model Tinting. Every option of docs/algorithm.md is a constructor argument with the reference default.
 
     Args:
         max_steps: adaptation iterations; each makes one optimizer step per task (``update=sequential``).

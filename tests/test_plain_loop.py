@@ -1,4 +1,4 @@
-"""The adaptation loop against a plain, obviously-correct one written from ALGORITHM.md: per-tensor
+"""The adaptation loop against a plain, obviously-correct one written from docs/algorithm.md: per-tensor
 merge as a Python sum, a fresh ``functional_call``, cross-entropy on the teacher's argmax, Adam, one
 step per task in random order. Same data order (same seed), fp32: the results agree tightly."""
 

@@ -30,7 +30,7 @@ _QKV = re.compile(r"\.(q_proj|k_proj|v_proj|query|key|value)\.")
 class ModelFamily(ABC):
     """Adapter between one FusionBench model pool type and the family-agnostic algorithm."""
 
-    #: reference learning rates and iteration count for this family (ALGORITHM.md)
+    #: reference learning rates and iteration count for this family (docs/algorithm.md)
     default_lr_tinted_layer: float = 1e-2
     default_lr_coefficients_only: float = 1e-3
     default_max_steps: int = 500

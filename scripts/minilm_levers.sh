@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The accuracy levers of Model Tinting on the offline text suite, one variable at a time against the
+# default (docs/minilm_levers.md). Each row is a `compare` variant; finished runs are reused, so rows can
+# run in separate processes (e.g. two at a time on two cores) and a last call without ROWS writes the table:
+#
+#   ROWS=mt bash scripts/minilm_levers.sh & ROWS=mt_pooler_merged bash scripts/minilm_levers.sh & wait
+#   bash scripts/minilm_levers.sh                       # every row; only the missing ones run
+#
+# STEPS (default 500) is the iteration count of every adaptive row, SEEDS (default 42) their seeds, OUT the
+# output folder (default docs/minilm_levers; its runs/ folder is not committed). Extra arguments go to
+# every fusion_bench run (default: fabric.accelerator=cpu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=${STEPS:-500}
+SEEDS=${SEEDS:-42}
+OUT=${OUT:-docs/minilm_levers}
+SUITE=${SUITE:-minilm_text}
+
+# name | base method | overrides (space-separated) beyond max_steps
+LEVERS=(
+  "mt|model_tinting|"
+  "mt_pooler_merged|model_tinting|method.head_projection=merged"
+  "mt_coefficient_lr|model_tinting|method.coefficient_lr=0.005"
+  "mt_zero_grad|model_tinting|method.zero_grad=zero"
+  "mt_lr_2e-3|model_tinting|method.lr=0.002"
+  "mt_surgery|model_tinting|method.surgery=true"
+  "mt_plusplus|model_tinting_plusplus|"
+  "mt_plusplus_reference_empty|model_tinting_plusplus|method.empty_batch=step"
+  "mt_lot|model_tinting|method.init_from=lot"
+)
+BASELINES=pretrained,individual,task_arithmetic,ties_merging,emr_merging
+
+arguments=()
+names=()
+for lever in "${LEVERS[@]}"; do
+  IFS="|" read -r name base overrides <<< "$lever"
+  arguments+=(--variant "$name=$base" --set "$name:method.max_steps=$STEPS")
+  for override in $overrides; do arguments+=(--set "$name:$override"); done
+  names+=("$name")
+done
+rows=${ROWS:-$BASELINES,$(IFS=,; echo "${names[*]}")}
+extra=("$@")
+[ ${#extra[@]} -gt 0 ] || extra=(fabric.accelerator=cpu)
+exec python scripts/compare.py --suite "$SUITE" --out "$OUT" --methods "$rows" --seeds "$SEEDS" "${arguments[@]}" -- "${extra[@]}"
