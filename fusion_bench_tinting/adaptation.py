@@ -162,6 +162,9 @@ class TintingTrainer:
         self._kept = [torch.zeros((), dtype=torch.long, device=device) for _ in tasks]
         self._seen = [0 for _ in tasks]
         self._last_loss = [torch.zeros((), device=device) for _ in tasks]
+        # per task: summed norm of its steps' gradients of the coefficients, over the logging window
+        self._coefficient_grad_norm = torch.zeros(len(tasks), device=device)
+        self._coefficient_grad_steps = torch.zeros(len(tasks), device=device)
         # where the loop is: iteration, its task order and the next position in it
         self.iteration, self.order, self.position = 0, None, 0
         self.visits = self.steps = self.skipped = 0
@@ -297,6 +300,7 @@ class TintingTrainer:
             self.skipped += 1
             return
         cancelled = self._backward_and_step(loss, self._empty_batch)
+        self._record_coefficient_gradient(index)
         self.steps += 1
         self._window_loss += loss.detach()  # zero for an empty batch
         if cancelled is None:
@@ -304,6 +308,14 @@ class TintingTrainer:
         else:
             self._window_count += ~cancelled
             self._empty_steps += cancelled
+
+    def _record_coefficient_gradient(self, index: int) -> None:
+        """Add the norm of this step's coefficient gradient (unscaled) to task ``index``'s window, on the
+        device; logged as ``coefficients/grad_norm/<task>`` to see how much signal each task gives them."""
+        grad = self.merger.coefficients.grad
+        if grad is not None and self.log_metrics is not None:
+            self._coefficient_grad_norm[index] += grad.norm()
+            self._coefficient_grad_steps[index] += 1
 
     def _backward_and_step(self, loss: Tensor, empty: Optional[Tensor]) -> Optional[Tensor]:
         """Backward, gradients summed over processes, optimizer step. Returns a device flag that is true when
@@ -376,9 +388,25 @@ class TintingTrainer:
             mean_loss = (self.data_parallel.all_reduce_sum(self._window_loss) / count).item()
             progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps)
             if self.log_metrics is not None:
-                self.log_metrics({"train/loss": mean_loss}, iteration + 1)
+                self.log_metrics({"train/loss": mean_loss, **self._coefficient_metrics()}, iteration + 1)
         self._window_loss = torch.zeros((), device=self.device)
         self._window_count = torch.zeros((), device=self.device)
+
+    def _coefficient_metrics(self) -> Dict[str, float]:
+        """Per task: the mean of its (clamped) coefficients and its steps' mean coefficient-gradient norm over
+        the window; the mean, min and max of all coefficients (one host read for all)."""
+        coefficients = self.merger.effective_coefficients().detach()
+        steps = self._coefficient_grad_steps.clamp(min=1)
+        rows = torch.stack([coefficients.mean(dim=1), self._coefficient_grad_norm / steps]).tolist()
+        overall = torch.stack([coefficients.mean(), coefficients.min(), coefficients.max()]).tolist()
+        self._coefficient_grad_norm.zero_()
+        self._coefficient_grad_steps.zero_()
+        metrics = {f"coefficients/{name}": value for name, value in zip(("mean", "min", "max"), overall)}
+        for task, mean, grad_norm in zip(self.tasks, *rows):
+            metrics[f"coefficients/mean/{task.name}"] = mean
+            if self.options.train_coefficients:
+                metrics[f"coefficients/grad_norm/{task.name}"] = grad_norm
+        return metrics
 
     def run(self, on_visit: Optional[Callable[["TintingTrainer"], None]] = None) -> AdaptationStats:
         """Adapt until ``max_steps`` iterations are done (from where :meth:`load_state_dict` left off).

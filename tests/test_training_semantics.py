@@ -138,3 +138,23 @@ def test_the_method_scales_with_fabrics_scaler_under_16_mixed_only():
     assert algorithm._grad_scaler() is fp16.scaler
     algorithm.fabric = SimpleNamespace(strategy=SimpleNamespace(precision=MixedPrecision("bf16-mixed", device="cpu")))
     assert algorithm._grad_scaler() is None
+
+
+def test_coefficient_trajectories_and_gradient_norms_are_logged_per_task():
+    logged = []
+    merger, encode, states = _toy()
+    from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
+
+    trainer = TintingTrainer(
+        merger, encode, states, AdaptationOptions(max_steps=4, lr=0.05, batch_size=8, log_every=2),
+        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+        log_metrics=lambda metrics, step: logged.append((step, metrics)),
+    )
+    trainer.run()
+    assert [step for step, _ in logged] == [2, 4]
+    last = logged[-1][1]
+    clamped = merger.effective_coefficients().detach()
+    for k, state in enumerate(states):
+        assert last[f"coefficients/mean/{state.name}"] == pytest.approx(clamped[k].mean().item(), abs=1e-6)
+        assert last[f"coefficients/grad_norm/{state.name}"] > 0
+    assert last["coefficients/min"] <= last["coefficients/mean"] <= last["coefficients/max"]
