@@ -16,7 +16,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
@@ -36,8 +36,9 @@ from .errors import TintingConfigError
 from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import check_lot_options, make_solver
 from .lot.expert_pass import check_num_samples, observe_expert
-from .losses import check_loss_for_regression, check_loss_name
+from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
 from .memory import check_fits, explain_out_of_memory, merge_bytes
+from .options import check_init_values, check_values, rules
 from .merging import LayerWiseMerger, check_same_parameters
 from .suites import ensure_task_aware_taskpool
 from .surgery import SurgeryHead, check_surgery_options
@@ -54,19 +55,12 @@ def fusion_bench_cache_dir() -> str:
     return os.environ.get("FUSION_BENCH_CACHE_DIR") or str(RuntimeConstants().cache_dir)
 
 SPARSITY_THRESHOLD = 1e-5
-HEAD_PROJECTIONS = ("own", "merged")
-ZERO_GRAD = ("none", "zero")
-EMPTY_BATCH = ("skip", "step")
 #: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
 HEAD_ENCODER_PREFIX = "encoder."
 INIT_FROM = ("task_arithmetic", "lot", "adamerging")
 _TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: uint8 keeps images on their 8-bit grid (normalised on the device; text inputs are token ids anyway)
 _INPUT_DTYPES = {**_TENSOR_DTYPES, "uint8": torch.uint8}
-
-
-def _is_positive_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 @auto_register_config
@@ -186,6 +180,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._check_options()  # before any model is loaded: a bad option never wastes a run
 
     # ----- options -----------------------------------------------------------------------------
     @property
@@ -193,29 +188,14 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return "model_tinting_plusplus" if self.confidence_filter else "model_tinting"
 
     def _check_options(self) -> None:
-        check_loss_name(self.loss)
-        if self.update not in ("sequential", "joint"):
-            raise TintingConfigError(f"update={self.update!r}: choose 'sequential' (reference) or 'joint'.")
+        """Types, ranges and combinations of every option (see :mod:`.options`)."""
+        option_rules = rules(CLASSIFICATION_LOSSES, _INPUT_DTYPES, _TENSOR_DTYPES, INIT_FROM)
+        check_values({name: getattr(self, name) for name in option_rules}, option_rules)
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
-        if self.task_vector_dtype not in _TENSOR_DTYPES:
-            raise TintingConfigError(f"task_vector_dtype={self.task_vector_dtype!r}: choose one of {sorted(_TENSOR_DTYPES)}.")
-        if self.input_dtype not in _INPUT_DTYPES:
-            raise TintingConfigError(f"input_dtype={self.input_dtype!r}: choose one of {sorted(_INPUT_DTYPES)}.")
-        if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0):
-            raise TintingConfigError(f"num_workers={self.num_workers!r}: 'auto' or a non-negative integer.")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise TintingConfigError(f"batch_size={self.batch_size!r}: must be a positive integer.")
-        self._tinted_block_index()  # validates the form; the range is checked once the encoder is loaded
-        if self.init_from not in INIT_FROM:
-            raise TintingConfigError(f"init_from={self.init_from!r}: choose one of {list(INIT_FROM)}.")
-        compile_options(self.compile_step, self.compile_backend)  # raises on a bad value
-        for option, allowed in (("head_projection", HEAD_PROJECTIONS), ("zero_grad", ZERO_GRAD), ("empty_batch", EMPTY_BATCH)):
-            if getattr(self, option) not in allowed:
-                raise TintingConfigError(f"{option}={getattr(self, option)!r}: choose one of {list(allowed)}.")
-        if self.coefficient_lr is not None and not _is_positive_number(self.coefficient_lr):
-            raise TintingConfigError(f"coefficient_lr={self.coefficient_lr!r}: null (one learning rate) or a positive number.")
-        check_surgery_options(self.surgery, self.surgery_rank, self.tinted_layer, self.train_tinted_layer)
+        check_init_values(self.init_values, self.clamp_weights, self._clamp_range())
+        compile_options(self.compile_step, self.compile_backend)  # raises on a bad mode
+        check_surgery_options(self.surgery, self.tinted_layer, self.train_tinted_layer)
         if self.init_from == "adamerging":
             resolve_adamerging_weights(self.adamerging_weights)  # the file exists, before any model is loaded
             if self.init_values != "auto":
@@ -226,6 +206,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         if self.init_from == "lot":
             check_num_samples(self.lot_num_samples)
             check_lot_options(self.lot_ridge, "auto", "float64")
+
+    def _clamp_range(self) -> Tuple[float, float]:
+        """[0, 1] as the reference; from LOT, a negative coefficient (away from expert k) is a real direction."""
+        return (-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0)
 
     def _tinted_block_index(self) -> Optional[int]:
         if self.tinted_layer == "head":
@@ -287,7 +271,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             clamp=self.clamp_weights,
             # from LOT, a negative coefficient (away from expert k) is a real direction; a clamp at 0
             # would also freeze every coefficient that starts at 0 and takes one step below it
-            clamp_range=(-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0),
+            clamp_range=self._clamp_range(),
             coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
             task_vector_dtype=_TENSOR_DTYPES[self.task_vector_dtype],
         ).to(device)

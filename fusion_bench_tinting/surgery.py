@@ -55,14 +55,9 @@ def feature_dim(head: nn.Module) -> int:
     return first.in_features
 
 
-def check_surgery_options(surgery: bool, rank: int, tinted_layer, train_tinted_layer: bool) -> None:
-    if not isinstance(surgery, bool):
-        raise TintingConfigError(f"surgery={surgery!r}: true or false.")
-    if not surgery:
-        return
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise TintingConfigError(f"surgery_rank={rank!r}: a positive integer (the reference uses 16).")
-    if str(tinted_layer) != "head" or not train_tinted_layer:
+def check_surgery_options(surgery: bool, tinted_layer, train_tinted_layer: bool) -> None:
+    """Surgery trains each task's adapter with its head (as the reference code), so it needs a trained head."""
+    if surgery and (str(tinted_layer) != "head" or not train_tinted_layer):
         raise TintingConfigError(
             "surgery=true trains each task's adapter with its head (as the reference code): it needs "
             "tinted_layer=head and train_tinted_layer=true."

@@ -176,23 +176,36 @@ def test_tinted_block_out_of_range_is_refused(tiny_suites):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"loss": "hinge"}, "Unknown loss 'hinge'"),
+        ({"loss": "hinge"}, r"method.loss='hinge': one of \['ce'"),
         ({"update": "parallel"}, "update='parallel'"),
         ({"tinted_layer": "neck"}, "tinted_layer='neck'"),
-        ({"tinted_layer": -1}, "non-negative"),
+        ({"tinted_layer": -1}, r"index \(>= 0\)"),
         ({"train_coefficients": False, "train_tinted_layer": False}, "nothing to adapt"),
         ({"input_dtype": "int8"}, "input_dtype='int8'"),
         ({"batch_size": 0}, "batch_size=0"),
         ({"compile_step": "turbo"}, "compile_step='turbo'"),
         ({"num_workers": -1}, "num_workers=-1"),
         ({"num_workers": "many"}, "num_workers='many'"),
+        # values a command line passes through unconverted, or that would silently change or waste the run
+        ({"confidence_filter": "maybe"}, "method.confidence_filter='maybe': true or false"),
+        ({"lr": 0}, r"method.lr=0: 'auto' or a number > 0"),
+        ({"lr": -1.0}, r"method.lr=-1.0: 'auto' or a number > 0"),
+        ({"max_steps": -1}, r"method.max_steps=-1: 'auto' or an integer >= 0"),
+        ({"max_steps": "abc"}, r"method.max_steps='abc'"),
+        ({"init_values": 2}, r"init_values=2 lies outside the clamp range \[0, 1\]"),
+        ({"init_values": -1.5, "init_from": "lot"}, r"outside the clamp range \[-1, 1\]"),
+        ({"seed": "x"}, "method.seed='x': an integer"),
+        ({"checkpoint_every": -5}, "checkpoint_every=-5"),
+        ({"reuse_cache": "no"}, "reuse_cache='no'"),
     ],
 )
-def test_bad_options_are_refused_before_any_loading(options, message):
-    algorithm = ModelTintingAlgorithm(**options)
-    algorithm.fabric = cpu_fabric()
-    with pytest.raises(ValueError, match=message):
-        algorithm.run(None)  # the options are checked before the pool is touched
+def test_bad_options_are_refused_when_the_method_is_constructed(options, message):
+    with pytest.raises(TintingConfigError, match=message):
+        ModelTintingAlgorithm(**options)  # before any model pool exists
+
+
+def test_init_values_outside_the_range_are_accepted_without_the_clamp():
+    assert ModelTintingAlgorithm(init_values=2, clamp_weights=False).init_values == 2
 
 
 def test_unsupported_model_pool_is_refused():

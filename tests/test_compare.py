@@ -33,7 +33,7 @@ def test_compare_writes_tables_charts_and_json_and_resumes(tiny_suites, tmp_path
     runs = {name: group[0] for name, group in result["runs"].items()}  # one run each: no --seeds
     assert [runs[m]["status"] for m in ("individual", "task_arithmetic", "model_tinting")] == ["finished"] * 3
     assert runs["model_tinting_plusplus"]["status"] == "failed"
-    assert "Unknown loss 'hinge'" in runs["model_tinting_plusplus"]["reason"]
+    assert "method.loss='hinge'" in runs["model_tinting_plusplus"]["reason"]
 
     # the table's numbers are the reports' numbers
     rows = {row["method"]: row for row in csv.DictReader((out / "comparison.csv").open())}

@@ -253,8 +253,8 @@ def test_surgery_adapters_start_as_the_identity_and_train_with_the_heads(tiny_te
 def test_new_training_options_reject_bad_values(tiny_text):
     pool = _pool(tiny_text, "tiny-bert_glue")
     for option, value, allowed in (("head_projection", "pooler", "own"), ("zero_grad", "yes", "zero"),
-                                   ("empty_batch", "nan", "step"), ("coefficient_lr", -1.0, "positive number"),
-                                   ("surgery", "yes", "true or false"), ("surgery_rank", 0, "positive integer")):
+                                   ("empty_batch", "nan", "step"), ("coefficient_lr", -1.0, "number > 0"),
+                                   ("surgery", "yes", "true or false"), ("surgery_rank", 0, "integer >= 1")):
         with pytest.raises(TintingConfigError, match=f"{option}=.*{allowed}"):
             _run(pool, **{option: value, **({"surgery": True} if option == "surgery_rank" else {})})
     with pytest.raises(TintingConfigError, match="surgery=true .* needs tinted_layer=head"):

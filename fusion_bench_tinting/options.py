@@ -1,0 +1,120 @@
+"""Every option of the tinting methods, checked when the method is constructed (before any model is loaded).
+
+Each option has a rule: a test of its value and the words that say what is allowed. A value Hydra passes
+through unconverted (``max_steps=abc`` arrives as the string ``'abc'``, ``confidence_filter=maybe`` as
+``'maybe'``) fails its rule with one line naming the option, the value and what is allowed, instead of a
+conversion error deep in the run or a silently different run.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
+
+from .errors import TintingConfigError
+
+Test = Callable[[Any], bool]
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _int_at_least(minimum: int) -> Test:
+    return lambda value: _is_int(value) and value >= minimum
+
+
+def _positive_number(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _one_of(choices: Iterable[Any]) -> Test:
+    allowed = tuple(choices)
+    return lambda value: isinstance(value, (str, bool, int)) and value in allowed and type(value) in {type(c) for c in allowed}
+
+
+def _or_auto(test: Test) -> Test:
+    return lambda value: value == "auto" or test(value)
+
+
+def _or_none(test: Test) -> Test:
+    return lambda value: value is None or test(value)
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _block_or_head(value: Any) -> bool:
+    return value == "head" or (_is_int(value) and value >= 0) or (isinstance(value, str) and value.isdigit())
+
+
+_BOOLEAN = (_is_bool, "true or false")
+
+
+def rules(losses: Iterable[str], input_dtypes: Iterable[str], tensor_dtypes: Iterable[str], init_from: Iterable[str]) -> Dict[str, Tuple[Test, str]]:
+    """Option -> (test, what is allowed). The choices that other modules own are passed in."""
+    losses, input_dtypes, tensor_dtypes, init_from = map(tuple, (losses, input_dtypes, tensor_dtypes, init_from))
+    return {
+        "max_steps": (_or_auto(_int_at_least(0)), "'auto' or an integer >= 0 (0 evaluates the initial merge)"),
+        "lr": (_or_auto(_positive_number), "'auto' or a number > 0"),
+        "batch_size": (_int_at_least(1), "an integer >= 1"),
+        "init_values": (_or_auto(_is_number), "'auto' or a number"),
+        "tinted_layer": (_block_or_head, "'head' or the index (>= 0) of a transformer block"),
+        "loss": (_one_of(losses), f"one of {list(losses)}"),
+        "update": (_one_of(("sequential", "joint")), "'sequential' (reference) or 'joint'"),
+        "seed": (_is_int, "an integer"),
+        "weights": (_or_none(_is_path), "null or the path of a saved run"),
+        "input_dtype": (_one_of(input_dtypes), f"one of {list(input_dtypes)}"),
+        "inputs_on_device": (_or_auto(_is_bool), "'auto', true or false"),
+        "preprocess_batch_size": (_int_at_least(1), "an integer >= 1"),
+        "num_workers": (_or_auto(_int_at_least(0)), "'auto' or an integer >= 0"),
+        "log_every": (_int_at_least(1), "an integer >= 1"),
+        "checkpoint_every": (_int_at_least(0), "an integer >= 0 (0: no checkpoints)"),
+        "keep_checkpoints": (_int_at_least(1), "an integer >= 1"),
+        "resume": (_or_none(_is_path), "null or a run's log folder"),
+        "init_from": (_one_of(init_from), f"one of {list(init_from)}"),
+        "lot_num_samples": (_int_at_least(1), "an integer >= 1"),
+        "lot_ridge": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "task_vector_dtype": (_one_of(tensor_dtypes), f"one of {list(tensor_dtypes)}"),
+        "compile_step": (lambda v: isinstance(v, (bool, str)), "false, true or a torch.compile mode"),
+        "compile_backend": (_is_path, "a torch.compile backend name"),
+        "head_projection": (_one_of(("own", "merged")), "one of ['own', 'merged']"),
+        "coefficient_lr": (_or_none(_positive_number), "null (one learning rate) or a number > 0"),
+        "zero_grad": (_one_of(("none", "zero")), "one of ['none', 'zero']"),
+        "empty_batch": (_one_of(("skip", "step")), "one of ['skip', 'step']"),
+        "adamerging_weights": (_or_none(_is_path), "null or the path of AdaMerging's merging_weights.pt"),
+        "surgery_rank": (_int_at_least(1), "an integer >= 1 (the reference uses 16)"),
+        **{name: _BOOLEAN for name in (
+            "clamp_weights", "tie_weights", "strict", "train_coefficients", "train_tinted_layer", "tie_qkv",
+            "confidence_filter", "save_weights", "reuse_cache", "profile_steps", "evaluate_on_cached_inputs", "surgery",
+        )},
+    }
+
+
+def check_values(values: Mapping[str, Any], option_rules: Mapping[str, Tuple[Test, str]]) -> None:
+    """Raise :class:`TintingConfigError` for the first option whose value breaks its rule."""
+    for name, (test, allowed) in option_rules.items():
+        if name in values and not test(values[name]):
+            raise TintingConfigError(f"method.{name}={values[name]!r}: {allowed}.")
+
+
+def check_init_values(init_values: Any, clamp: bool, clamp_range: Tuple[float, float]) -> None:
+    """An initial coefficient outside the clamp range would sit on its edge, where the clamp's gradient is
+    zero: it could never move."""
+    if init_values == "auto" or not clamp:
+        return
+    low, high = clamp_range
+    if not low <= init_values <= high:
+        raise TintingConfigError(
+            f"method.init_values={init_values!r} lies outside the clamp range [{low:g}, {high:g}]: every coefficient "
+            "would be clamped and could not move. Choose a value inside it, or method.clamp_weights=false."
+        )
