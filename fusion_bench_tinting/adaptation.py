@@ -125,6 +125,13 @@ class AdaptationStats:
         }
 
 
+def iterations_done(state: Mapping[str, Any]) -> int:
+    """Complete iterations in a trainer state (a checkpoint taken after the last task step of an iteration
+    holds that iteration's index with every task visited)."""
+    order = state["order"]
+    return state["iteration"] + int(order is not None and state["position"] >= len(order))
+
+
 class TintingTrainer:
     def __init__(
         self,

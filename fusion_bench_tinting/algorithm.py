@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
-from .adaptation import AdaptationOptions, AdaptationStats, DataParallel, TaskState, TintingTrainer
+from .adaptation import AdaptationOptions, AdaptationStats, DataParallel, TaskState, TintingTrainer, iterations_done
 from .adamerging_start import load_adamerging_weights, resolve_adamerging_weights
 from .caching import TaskCache, library_versions
 from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, check_resumable, fingerprint
@@ -55,6 +55,7 @@ def fusion_bench_cache_dir() -> str:
     return os.environ.get("FUSION_BENCH_CACHE_DIR") or str(RuntimeConstants().cache_dir)
 
 SPARSITY_THRESHOLD = 1e-5
+DEFAULT_SEED = 42
 #: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
 HEAD_ENCODER_PREFIX = "encoder."
 INIT_FROM = ("task_arithmetic", "lot", "adamerging")
@@ -82,7 +83,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         tie_qkv: one coefficient for a layer's q/k/v projections (parity with open_clip's fused qkv).
         update: ``sequential`` (one step per task, random task order) or ``joint`` (summed losses).
         confidence_filter: Model Tinting++'s filter (on in :class:`ModelTintingPlusPlus`).
-        seed: seeds the task order and batch sampling.
+        seed: seeds the task order, batch sampling and any random initialisation. null: the program's
+            ``seed=``, else 42 (the reference sets none; a run always seeds and reports one).
         weights: a ``model_tinting.safetensors`` (or the log folder of a run) to load; skips adaptation.
         save_weights: write coefficients, tinted layers and the resolved config to the log folder.
         input_dtype: dtype of the cached preprocessed inputs. ``uint8`` (default) keeps images on their
@@ -150,7 +152,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         tie_qkv: bool = False,
         update: str = "sequential",
         confidence_filter: bool = False,
-        seed: int = 42,
+        seed: Optional[int] = None,
         weights: Optional[str] = None,
         save_weights: bool = True,
         input_dtype: str = "uint8",
@@ -206,6 +208,14 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         if self.init_from == "lot":
             check_num_samples(self.lot_num_samples)
             check_lot_options(self.lot_ridge, "auto", "float64")
+
+    @property
+    def run_seed(self) -> int:
+        """``method.seed``, else the program's ``seed=`` (FusionBench users set that one), else 42."""
+        if self.seed is not None:
+            return int(self.seed)
+        program_seed = getattr(getattr(self, "_program", None), "seed", None)
+        return int(program_seed) if program_seed is not None else DEFAULT_SEED
 
     def _clamp_range(self) -> Tuple[float, float]:
         """[0, 1] as the reference; from LOT, a negative coefficient (away from expert k) is a real direction."""
@@ -339,7 +349,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 with self.profile("LOT statistics"):
                     observe_expert(
                         lot, family, task, pretrained_params, finetuned, num_samples=self.lot_num_samples,
-                        seed=self.seed, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
+                        seed=self.run_seed, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
                         device=device,
                     )
             if teachers:
@@ -434,7 +444,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 empty_batch=self.empty_batch,
             ),
             device=device,
-            generator=torch.Generator().manual_seed(int(self.seed)),
+            generator=torch.Generator().manual_seed(self.run_seed),
             input_dtype=torch.float32,
             autocast=self.fabric.autocast,
             log_metrics=self._log_metrics,
@@ -450,6 +460,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             if state is None:
                 raise TintingConfigError(f"resume={self.resume!r}: no readable checkpoint in {store.folder}")
             check_resumable(state["fingerprint"], run_fingerprint, str(path))
+            done = iterations_done(state["trainer"])
+            if done > max_steps:
+                raise TintingConfigError(
+                    f"method.max_steps={max_steps} is below the {done} iterations the checkpoint {path} has done: "
+                    f"resume with max_steps >= {done} (a larger value extends the run)."
+                )
             trainer.load_state_dict(state["trainer"])
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
         return trainer.run(on_visit=self._checkpointer(run_fingerprint))
@@ -532,7 +548,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return torch.cat(outputs)
 
     def _task_states(self, tasks, heads, head_encoders, merger, block_names, inputs, teachers) -> List[TaskState]:
-        surgery_generator = torch.Generator().manual_seed(int(self.seed))
+        surgery_generator = torch.Generator().manual_seed(self.run_seed)
         initial = None
         if block_names:
             with torch.no_grad():
@@ -608,7 +624,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             "coefficients_below_1e-5": self._sparsity(merger, block_names),
             "mean_coefficient_per_task": {s.name: float(c) for s, c in zip(states, coefficients.mean(dim=1))},
             "init_from": self._start_description(),
-            "seed": int(self.seed),
+            "seed": self.run_seed,
             "versions": library_versions(),
         }
         if stats is None:
@@ -661,7 +677,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     def _origin(self) -> str:
         """What the coefficients are relative to (saved with the weights, checked when loading them)."""
         if self.init_from == "lot":
-            return f"lot(num_samples={self.lot_num_samples}, ridge={float(self.lot_ridge)}, seed={self.seed})"
+            return f"lot(num_samples={self.lot_num_samples}, ridge={float(self.lot_ridge)}, seed={self.run_seed})"
         return "task_arithmetic"
 
     def _start_description(self) -> str:

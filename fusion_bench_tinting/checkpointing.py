@@ -28,6 +28,8 @@ NON_SEMANTIC_OPTIONS = {
     "preprocess_batch_size", "reuse_cache", "inputs_on_device", "weights",
     # how fast, not what: a compiled step computes the same function (an eager run may resume compiled)
     "profile_steps", "compile_step", "compile_backend", "evaluate_on_cached_inputs",
+    # a resumed run may be extended (or end sooner): checked against the iterations done instead
+    "max_steps",
 }
 
 

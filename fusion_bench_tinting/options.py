@@ -71,7 +71,7 @@ def rules(losses: Iterable[str], input_dtypes: Iterable[str], tensor_dtypes: Ite
         "tinted_layer": (_block_or_head, "'head' or the index (>= 0) of a transformer block"),
         "loss": (_one_of(losses), f"one of {list(losses)}"),
         "update": (_one_of(("sequential", "joint")), "'sequential' (reference) or 'joint'"),
-        "seed": (_is_int, "an integer"),
+        "seed": (_or_none(_is_int), "null (the program's seed) or an integer"),
         "weights": (_or_none(_is_path), "null or the path of a saved run"),
         "input_dtype": (_one_of(input_dtypes), f"one of {list(input_dtypes)}"),
         "inputs_on_device": (_or_auto(_is_bool), "'auto', true or false"),

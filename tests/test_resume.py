@@ -149,3 +149,28 @@ def test_resume_on_cuda_ends_within_last_bits_of_an_uninterrupted_run(tiny_suite
     largest = max(float((reference[k].float() - resumed[k].float()).abs().max()) for k in reference)
     print(f"largest difference after resuming on {torch.cuda.get_device_name()}: {largest:.3g}")
     assert largest < 1e-4
+
+
+def test_the_programs_seed_is_used_when_the_method_has_none(tiny_suites, tmp_path):
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
+              "method.max_steps=3"]
+    program = run_cli([*config, "seed=5"], tmp_path / "program")
+    method = run_cli([*config, "method.seed=5"], tmp_path / "method")
+    both = run_cli([*config, "seed=5", "method.seed=7"], tmp_path / "both")
+    assert program["adaptation"]["seed"] == 5 and both["adaptation"]["seed"] == 7
+    saved = [load_file(str(tmp_path / run / "model_tinting.safetensors")) for run in ("program", "method", "both")]
+    assert torch.equal(saved[0]["coefficients"], saved[1]["coefficients"])  # same seed, same run
+    assert not torch.equal(saved[0]["coefficients"], saved[2]["coefficients"])
+
+
+def test_a_finished_run_resumed_with_more_steps_equals_a_longer_run(tiny_suites, tmp_path):
+    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4",
+              "taskpool=dummy", "method.checkpoint_every=1"]
+    run_cli([*config, "method.max_steps=6"], tmp_path / "long")
+    run_cli([*config, "method.max_steps=3"], tmp_path / "short")
+    run_cli([*config, "method.max_steps=6", f"method.resume={tmp_path / 'short'}"], tmp_path / "extended")
+    long = load_file(str(tmp_path / "long" / "model_tinting.safetensors"))
+    extended = load_file(str(tmp_path / "extended" / "model_tinting.safetensors"))
+    assert long.keys() == extended.keys() and all(torch.equal(long[k], extended[k]) for k in long)
+    with pytest.raises(AssertionError, match="exited with 1"):  # fewer steps than the checkpoint has done
+        run_cli([*config, "method.max_steps=2", f"method.resume={tmp_path / 'short'}"], tmp_path / "shorter")
