@@ -419,10 +419,30 @@ class TintingTrainer:
         """Adapt until ``max_steps`` iterations are done (from where :meth:`load_state_dict` left off).
         ``on_visit`` is called after every task step (sequential) or joint step, e.g. to checkpoint."""
         start = time.perf_counter()
-        num_tasks = len(self.tasks)
         progress = tqdm(
             total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation", dynamic_ncols=True
         )
+        try:
+            first_iteration = self._iterate(progress, on_visit, start)
+        finally:  # also when a callback stops the run (Ctrl-C): the bar is done before anything is printed
+            progress.close()
+        self._settle_empty_steps()
+        self.seconds += time.perf_counter() - start
+        kept = [int(k) for k in self._kept]
+        final_losses = self.data_parallel.all_reduce_sum(torch.stack(self._last_loss))  # each process's share
+        return AdaptationStats(
+            optimizer_steps=self.steps,
+            skipped_steps=self.skipped,
+            seconds=self.seconds,
+            samples_seen={t.name: seen for t, seen in zip(self.tasks, self._seen)},
+            samples_dropped={t.name: seen - k for t, seen, k in zip(self.tasks, self._seen, kept)},
+            final_loss={t.name: float(loss) for t, loss in zip(self.tasks, final_losses)},
+            first_iteration_seconds=first_iteration or 0.0,
+        )
+
+    def _iterate(self, progress, on_visit, start: float) -> Optional[float]:
+        """The loop itself; returns the seconds of this run's first iteration."""
+        num_tasks = len(self.tasks)
         first_iteration: Optional[float] = None
         while self.iteration < self.options.max_steps:
             if self.order is None:  # a new iteration: a fresh random task order
@@ -448,20 +468,7 @@ class TintingTrainer:
             progress.update(1)
             if first_iteration is None:
                 first_iteration = self._elapsed_since(start)
-        progress.close()
-        self._settle_empty_steps()
-        self.seconds += time.perf_counter() - start
-        kept = [int(k) for k in self._kept]
-        final_losses = self.data_parallel.all_reduce_sum(torch.stack(self._last_loss))  # each process's share
-        return AdaptationStats(
-            optimizer_steps=self.steps,
-            skipped_steps=self.skipped,
-            seconds=self.seconds,
-            samples_seen={t.name: seen for t, seen in zip(self.tasks, self._seen)},
-            samples_dropped={t.name: seen - k for t, seen, k in zip(self.tasks, self._seen, kept)},
-            final_loss={t.name: float(loss) for t, loss in zip(self.tasks, final_losses)},
-            first_iteration_seconds=first_iteration or 0.0,
-        )
+        return first_iteration
 
     def _elapsed_since(self, start: float) -> float:
         """Seconds since ``start`` with the device's queued work done (one synchronisation per run)."""

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -36,6 +37,8 @@ from .errors import TintingConfigError
 from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import check_lot_options, make_solver
 from .lot.expert_pass import check_num_samples, observe_expert
+from .interrupts import EXIT_STATUS as INTERRUPT_EXIT_STATUS
+from .interrupts import AdaptationInterrupted, StopRequest, stop_requests
 from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
 from .memory import check_fits, explain_out_of_memory, merge_bytes
 from .options import check_init_values, check_values, rules
@@ -317,7 +320,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 "Lower method.batch_size, run under fabric.precision=bf16-mixed, store the task vectors in "
                 "method.task_vector_dtype=bfloat16, or keep the cached inputs on the host (method.inputs_on_device=false).",
             ):
-                stats = self._adapt(family, pretrained, merger, states, device, lr, max_steps)
+                try:
+                    stats = self._adapt(family, pretrained, merger, states, device, lr, max_steps)
+                except AdaptationInterrupted as interrupted:
+                    self._exit_interrupted(interrupted)
         self.print_profile_summary()
 
         model = self._result_model(pretrained, merger, states, block_names, stats, lr, max_steps, init_value)
@@ -468,7 +474,19 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 )
             trainer.load_state_dict(state["trainer"])
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
-        return trainer.run(on_visit=self._checkpointer(run_fingerprint))
+        with stop_requests() as stop:
+            return trainer.run(on_visit=self._checkpointer(run_fingerprint, stop))
+
+    def _exit_interrupted(self, interrupted: AdaptationInterrupted) -> None:
+        """One line saying where the work is and how to continue, then exit status 130, no traceback."""
+        if self.fabric.is_global_zero:
+            if interrupted.checkpoint is None:
+                line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
+            else:
+                line = (f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
+                        f"Continue with: method.resume={os.path.normpath(self.log_dir)}")
+            print(line, file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPT_EXIT_STATUS)
 
     def _grad_scaler(self) -> Optional[torch.amp.GradScaler]:
         """Fabric's gradient scaler under fp16 autocast (``fabric.precision=16-mixed``, as the SyMerge
@@ -503,19 +521,28 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             all_reduce_sum=lambda tensor: fabric.all_reduce(tensor, reduce_op="sum"),
         )
 
-    def _checkpointer(self, run_fingerprint: dict):
-        if self.checkpoint_every <= 0:
-            return None
-        if self.log_dir is None:
+    def _checkpointer(self, run_fingerprint: dict, stop: StopRequest):
+        """What runs after every task step: a checkpoint every ``checkpoint_every`` steps, and on Ctrl-C or
+        SIGTERM a last checkpoint and :class:`AdaptationInterrupted` (see :mod:`.interrupts`)."""
+        store = None
+        if self.log_dir is not None:
+            store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints)
+        elif self.checkpoint_every > 0:
             log.warning("No log folder (no Fabric logger): checkpoints are not written.")
-            return None
-        store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints)
 
-        def save(trainer: TintingTrainer) -> None:
-            if trainer.visits % self.checkpoint_every == 0 and self.fabric.is_global_zero:
-                store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict()}, trainer.visits)
+        def save(trainer: TintingTrainer) -> Optional[Path]:
+            if store is None or not self.fabric.is_global_zero:
+                return None
+            return store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict()}, trainer.visits)
 
-        return save
+        def after_step(trainer: TintingTrainer) -> None:
+            if stop.requested:
+                path = save(trainer)
+                raise AdaptationInterrupted(stop.name, None if path is None else str(path))
+            if self.checkpoint_every > 0 and trainer.visits % self.checkpoint_every == 0:
+                save(trainer)
+
+        return after_step
 
     def _block_parameter_names(self, family: ModelFamily, encoder: nn.Module) -> List[str]:
         index = self._tinted_block_index()

@@ -174,3 +174,37 @@ def test_a_finished_run_resumed_with_more_steps_equals_a_longer_run(tiny_suites,
     assert long.keys() == extended.keys() and all(torch.equal(long[k], extended[k]) for k in long)
     with pytest.raises(AssertionError, match="exited with 1"):  # fewer steps than the checkpoint has done
         run_cli([*config, "method.max_steps=2", f"method.resume={tmp_path / 'short'}"], tmp_path / "shorter")
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_suites, tmp_path):
+    common = [
+        "fusion_bench", "--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
+        "taskpool=dummy", "method.max_steps=200", "fabric.accelerator=cpu", "print_config=false",
+    ]
+    subprocess.run([*common, f"path.log_dir={tmp_path / 'reference'}"], check=True, capture_output=True)
+
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "w") as stderr:
+        run = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'stopped'}"], stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.time() + 300
+        while "Model Tinting adaptation" not in errors.read_text() and run.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few steps in
+        assert run.poll() is None, "the run finished before it could be interrupted; make it longer"
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=120) == 130
+    lines = [line for line in errors.read_text().splitlines() if line.strip()]
+    assert "Traceback" not in errors.read_text()
+    assert lines[-1].startswith("Adaptation stopped by SIGINT; checkpoint written to ")
+    assert lines[-1].endswith(f"Continue with: method.resume={tmp_path / 'stopped'}")
+    assert len(list((tmp_path / "stopped" / "checkpoints").glob("checkpoint-*.pt"))) == 1  # checkpoint_every=0
+    assert not (tmp_path / "stopped" / "model_tinting.safetensors").exists()
+
+    subprocess.run(
+        [*common, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={tmp_path / 'stopped'}"],
+        check=True, capture_output=True,
+    )
+    expected = load_file(str(tmp_path / "reference" / "model_tinting.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
+    assert expected.keys() == resumed.keys() and all(torch.equal(expected[k], resumed[k]) for k in expected)
