@@ -15,7 +15,6 @@ import contextlib
 import copy
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -33,7 +32,7 @@ from .caching import TaskCache, library_versions
 from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, check_resumable, fingerprint
 from .compiled import compile_options
 from .data import AdaptationInputs, TensorInputs
-from .errors import TintingConfigError
+from .errors import TintingConfigError, exit_with_message, one_line_config_errors, reports_config_errors
 from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import check_lot_options, make_solver
 from .lot.expert_pass import check_num_samples, observe_expert
@@ -185,7 +184,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self._check_options()  # before any model is loaded: a bad option never wastes a run
+        with one_line_config_errors():
+            self._check_options()  # before any model is loaded: a bad option never wastes a run
 
     # ----- options -----------------------------------------------------------------------------
     @property
@@ -251,6 +251,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return lr, steps, init
 
     # ----- run ---------------------------------------------------------------------------------
+    @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         self._check_options()
         family = family_for(modelpool, self.fabric)
@@ -479,14 +480,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
 
     def _exit_interrupted(self, interrupted: AdaptationInterrupted) -> None:
         """One line saying where the work is and how to continue, then exit status 130, no traceback."""
-        if self.fabric.is_global_zero:
-            if interrupted.checkpoint is None:
-                line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
-            else:
-                line = (f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
-                        f"Continue with: method.resume={os.path.normpath(self.log_dir)}")
-            print(line, file=sys.stderr, flush=True)
-        raise SystemExit(INTERRUPT_EXIT_STATUS)
+        if interrupted.checkpoint is None:
+            line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
+        else:
+            line = (f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
+                    f"Continue with: method.resume={os.path.normpath(self.log_dir)}")
+        exit_with_message(line if self.fabric.is_global_zero else "", INTERRUPT_EXIT_STATUS)
 
     def _grad_scaler(self) -> Optional[torch.amp.GradScaler]:
         """Fabric's gradient scaler under fp16 autocast (``fabric.precision=16-mixed``, as the SyMerge

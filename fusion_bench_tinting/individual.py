@@ -17,6 +17,7 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin
 from fusion_bench.models.modulator.base import ModulatedModel, TaskModulator
 
+from .errors import reports_config_errors
 from .families import PRETRAINED, family_for
 
 
@@ -49,6 +50,7 @@ class IndividualModels(LightningFabricMixin, BaseAlgorithm):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
 
+    @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> ModulatedModel:
         family = family_for(modelpool, self.fabric)
         backbone = family.load_encoder(PRETRAINED)

@@ -124,3 +124,16 @@ def test_unknown_suite_name_is_a_clear_error(tmp_path):
     output = result.stdout + result.stderr
     assert "Could not find 'modelpool/clip-vit-base-patch32_TA9'" in output
     assert "clip-vit-base-patch32_TA8" in output  # the available suites are listed
+
+
+def test_a_config_error_is_one_line_without_traceback_from_the_command(tiny_suites, tmp_path):
+    """The method is constructed before any model is loaded; its error is the output's last line, status 2;
+    FUSION_BENCH_TINTING_TRACEBACK=1 keeps the traceback for whoever wants it."""
+    args = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "method.lr=0"]
+    result = run_cli_subprocess(args, tmp_path / "plain", check=False)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 2
+    assert output.splitlines()[-1] == "Configuration error: method.lr=0: 'auto' or a number > 0."
+    assert "Traceback" not in output
+    full = run_cli_subprocess(args, tmp_path / "full", check=False, env={"FUSION_BENCH_TINTING_TRACEBACK": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stdout + full.stderr

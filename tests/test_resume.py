@@ -172,7 +172,7 @@ def test_a_finished_run_resumed_with_more_steps_equals_a_longer_run(tiny_suites,
     long = load_file(str(tmp_path / "long" / "model_tinting.safetensors"))
     extended = load_file(str(tmp_path / "extended" / "model_tinting.safetensors"))
     assert long.keys() == extended.keys() and all(torch.equal(long[k], extended[k]) for k in long)
-    with pytest.raises(AssertionError, match="exited with 1"):  # fewer steps than the checkpoint has done
+    with pytest.raises(AssertionError, match="exited with 2"):  # fewer steps than the checkpoint has done
         run_cli([*config, "method.max_steps=2", f"method.resume={tmp_path / 'short'}"], tmp_path / "shorter")
 
 
@@ -184,9 +184,9 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
     ]
     subprocess.run([*common, f"path.log_dir={tmp_path / 'reference'}"], check=True, capture_output=True)
 
-    errors = tmp_path / "stderr.txt"
+    errors = tmp_path / "output.txt"
     with open(errors, "w") as stderr:
-        run = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'stopped'}"], stdout=subprocess.DEVNULL, stderr=stderr)
+        run = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'stopped'}"], stdout=stderr, stderr=subprocess.STDOUT)
         deadline = time.time() + 300
         while "Model Tinting adaptation" not in errors.read_text() and run.poll() is None and time.time() < deadline:
             time.sleep(0.05)

@@ -56,6 +56,9 @@ def composed_config(suite: Suite) -> dict:
 
 def _last_error_line(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
+    stated = [line for line in lines if line.startswith("Configuration error:")]  # our methods' one-line errors
+    if stated:
+        return stated[-1][:500]
     for line in reversed(lines):
         if "Error" in line or "Exception" in line or line.startswith("Could not"):
             return line[:500]

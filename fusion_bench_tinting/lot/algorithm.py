@@ -20,7 +20,7 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
 from ..caching import library_versions
-from ..errors import TintingConfigError
+from ..errors import TintingConfigError, reports_config_errors
 from ..families import PRETRAINED, family_for
 from ..merging import check_same_parameters
 from ..suites import ensure_task_aware_taskpool
@@ -81,6 +81,7 @@ class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorit
     ):
         super().__init__(**kwargs)
 
+    @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         check_num_samples(self.num_samples)
         check_lot_options(self.ridge, self.fallback_scale, self.statistics_dtype)
