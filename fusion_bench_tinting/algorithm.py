@@ -36,6 +36,7 @@ from .errors import TintingConfigError, exit_with_message, one_line_config_error
 from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import check_lot_options, make_solver
 from .lot.expert_pass import check_num_samples, observe_expert
+from .input_checks import check_labels, check_not_empty, num_classes, reading, source_of
 from .interrupts import EXIT_STATUS as INTERRUPT_EXIT_STATUS
 from .interrupts import AdaptationInterrupted, StopRequest, stop_requests
 from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
@@ -260,13 +261,17 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         device = torch.device(self.fabric.device)
         tasks = family.task_names()
         for task in tasks:
-            family.validate_task(task)
+            source = self._source(family, task, "test")
+            with reading(f"the test set of task {task!r} ({source})"):
+                check_not_empty(task, family.test_size(task), source)
+                family.validate_task(task)
         check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1])
         lr, max_steps, init_value = self._resolved(family, len(tasks))
         saved = load_tinting(self.weights) if self.weights else None
 
         with self.profile("load pretrained"):
-            pretrained = family.load_encoder(PRETRAINED)
+            with reading(f"the pretrained model ({self._source(family, PRETRAINED)})"):
+                pretrained = family.load_encoder(PRETRAINED)
         block_names = self._block_parameter_names(family, pretrained)
         head_encoder_names = family.head_encoder_parameter_names(pretrained)
         merged_names = [n for n in family.merged_parameter_names(pretrained) if n not in set(head_encoder_names)]
@@ -346,8 +351,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         outputs: Dict[str, Tensor] = {}
         for index, task in enumerate(tqdm(tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
             with self.profile("load fine-tuned"):
-                finetuned = family.load_encoder(task)
-                heads[task] = family.load_head(task)
+                with reading(f"the model of task {task!r} ({self._source(family, task)})"):
+                    finetuned = family.load_encoder(task)
+                    heads[task] = family.load_head(task)
+            self._check_test_set(family, task, heads[task])
             finetuned_params = dict(finetuned.named_parameters())
             check_same_parameters(pretrained_params, finetuned_params, task)
             merger.set_task_vector(index, finetuned_params)
@@ -367,6 +374,18 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 merger.rebase(lot.task_vector())
         merger.check_complete()
         return heads, head_encoders, inputs, outputs
+
+    @staticmethod
+    def _source(family: ModelFamily, name: str, kind: str = "model") -> str:
+        configs = getattr(family.modelpool, "_test_datasets" if kind == "test" else "_models", None) or {}
+        return source_of(configs.get(name)) if name in configs else "not configured"
+
+    def _check_test_set(self, family: ModelFamily, task: str, head: nn.Module) -> None:
+        """Before any adaptation: the test set's labels are the head's classes."""
+        source = self._source(family, task, "test")
+        with reading(f"the test set of task {task!r} ({source})"):
+            labels = family.test_labels(task)
+        check_labels(task, labels, num_classes(head), source)
 
     def _inputs_and_teacher(self, family, task, finetuned, head, device):
         """The task's preprocessed inputs and the teacher's outputs on them, from the cache when the

@@ -148,6 +148,12 @@ class ModelFamily(ABC):
         """Number of samples in the task's test set."""
         return len(self.modelpool.load_test_dataset(task))
 
+    def test_labels(self, task: str) -> Optional[Tensor]:
+        """The task's test labels when they can be read without decoding its inputs, else None."""
+        from ..task_aware import dataset_labels
+
+        return dataset_labels(self.modelpool.load_test_dataset(task))
+
     def token_mask(self, inputs: Any) -> Optional[Tensor]:
         """A (batch, length) mask of the real tokens of a padded text batch; None for other inputs."""
         if isinstance(inputs, Mapping) and "attention_mask" in inputs:

@@ -246,6 +246,11 @@ class SequenceClassificationFamily(ModelFamily):
     def test_size(self, task: str) -> int:
         return len(self._test_dataset(task))
 
+    def test_labels(self, task: str) -> Optional[Tensor]:
+        from ..task_aware import dataset_labels
+
+        return dataset_labels(self._test_dataset(task))
+
     def _test_dataset(self, task: str):
         if task not in self._datasets:
             self._datasets[task] = self.modelpool.load_test_dataset(task)

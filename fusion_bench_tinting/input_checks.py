@@ -1,0 +1,67 @@
+"""The files and test sets a run reads, checked before any adaptation: a failure names the task and the file.
+
+A truncated safetensors file, a config whose sizes disagree with its weights or an unreadable dataset
+otherwise surfaces as a library's own error (``incomplete metadata``, ``look at the above report``) that
+says neither which task nor which file; labels outside a head's classes would only fail in the evaluation,
+after the whole adaptation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Mapping, Optional
+
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from .errors import TintingConfigError
+
+
+def source_of(config: Any) -> str:
+    """Where a model or dataset config reads from (its path or hub id), for messages."""
+    if isinstance(config, str):
+        return config
+    if isinstance(config, (Mapping, DictConfig)):
+        for key in ("pretrained_model_name_or_path", "dataset_path", "path", "data_files", "name"):
+            if config.get(key) is not None:
+                return str(config.get(key))
+    return type(config).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@contextlib.contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Turn a failure while reading ``what`` (e.g. "the model of task 'mnist' (path)") into one named error."""
+    try:
+        yield
+    except TintingConfigError:
+        raise
+    except Exception as error:  # any library's reading error: the message adds which task and file
+        raise TintingConfigError(f"{what} could not be read: {_first_line(error)}") from error
+
+
+def num_classes(head: nn.Module) -> int:
+    """The number of outputs of a head: the output width of its last linear layer."""
+    linear = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return linear[-1].out_features if linear else 0
+
+
+def check_not_empty(task: str, size: int, source: str) -> None:
+    if size == 0:
+        raise TintingConfigError(f"The test set of task {task!r} ({source}) is empty: there is nothing to adapt on.")
+
+
+def check_labels(task: str, labels: Optional[Tensor], classes: int, source: str) -> None:
+    """Every label one of the head's classes (regression heads, or labels not readable cheaply: no check)."""
+    if labels is None or classes <= 1 or labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise TintingConfigError(
+            f"The test set of task {task!r} ({source}) has labels {low}..{high}, but the task's head has {classes} "
+            f"classes (0..{classes - 1}): the model pool pairs this task with another task's data or head."
+        )

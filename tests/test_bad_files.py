@@ -1,0 +1,104 @@
+"""Broken files and test sets are refused before any adaptation, naming the task and the file, and nothing the
+user had is changed."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import cpu_fabric, load_pool
+from omegaconf import OmegaConf
+
+from fusion_bench.utils import instantiate
+from fusion_bench_tinting import ModelTintingAlgorithm
+from fusion_bench_tinting.errors import TintingConfigError
+
+
+def _text_pool(tiny_text):
+    import fusion_bench_tinting  # noqa: F401
+
+    return instantiate(OmegaConf.load(tiny_text / "config" / "modelpool" / "tiny-roberta_glue.yaml"), _recursive_=False)
+
+
+def _run(pool):
+    algorithm = ModelTintingAlgorithm(max_steps=1, reuse_cache=False)
+    algorithm.fabric = cpu_fabric()
+    return algorithm.run(pool)
+
+
+def _copy_checkpoint(pool, task, tmp_path):
+    source = pool._models[task]["pretrained_model_name_or_path"]
+    copy = tmp_path / f"{task}_copy"
+    shutil.copytree(source, copy)
+    pool._models[task]["pretrained_model_name_or_path"] = str(copy)
+    return copy
+
+
+def _snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_a_truncated_model_file_names_the_task_and_the_file(tiny_text, tmp_path):
+    pool = _text_pool(tiny_text)
+    copy = _copy_checkpoint(pool, "cola", tmp_path)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    before = _snapshot(copy)
+    with pytest.raises(TintingConfigError, match=rf"the model of task 'cola' \({copy}\) could not be read: "):
+        _run(pool)
+    assert _snapshot(copy) == before
+
+
+def test_a_config_that_disagrees_with_its_weights_names_the_task(tiny_text, tmp_path):
+    import json
+
+    pool = _text_pool(tiny_text)
+    copy = _copy_checkpoint(pool, "sst2", tmp_path)
+    config = json.loads((copy / "config.json").read_text())
+    config["hidden_size"] = 48
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TintingConfigError, match=rf"the model of task 'sst2' \({copy}\) could not be read"):
+        _run(pool)
+
+
+def test_an_empty_test_set_is_refused(tiny_text, tmp_path):
+    from datasets import load_from_disk
+
+    pool = _text_pool(tiny_text)
+    source = pool._test_datasets["sst2"]["dataset_path"]
+    rows = load_from_disk(source)
+    load = pool.load_test_dataset
+    pool.load_test_dataset = lambda name, *args, **kwargs: rows.select([]) if name == "sst2" else load(name, *args, **kwargs)
+    with pytest.raises(TintingConfigError, match=rf"The test set of task 'sst2' \({source}\) is empty"):
+        _run(pool)
+    pool.load_test_dataset = load
+    # saved to disk, datasets cannot even open it: the error still names the task and the folder
+    empty = tmp_path / "empty"
+    rows.select([]).save_to_disk(str(empty))
+    pool._test_datasets["sst2"] = OmegaConf.create({"_target_": "datasets.load_from_disk", "dataset_path": str(empty)})
+    with pytest.raises(TintingConfigError, match=rf"the test set of task 'sst2' \({empty}\) could not be read"):
+        _run(pool)
+
+
+def test_an_unreadable_test_set_names_the_task_and_the_folder(tiny_text, tmp_path):
+    pool = _text_pool(tiny_text)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "dataset_info.json").write_text("{not json")
+    pool._test_datasets["cola"]["dataset_path"] = str(broken)
+    with pytest.raises(TintingConfigError, match=rf"the test set of task 'cola' \({broken}\) could not be read"):
+        _run(pool)
+
+
+def test_labels_outside_the_heads_classes_are_found_before_adaptation(tiny_suites, tmp_path):
+    from datasets import load_from_disk
+
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    dataset = load_from_disk(pool._test_datasets["stl10"]["dataset_path"])
+    shifted = tmp_path / "stl10_shifted"
+    dataset.cast_column("label", dataset.features["label"].__class__(num_classes=17)).map(
+        lambda row: {"label": 16}
+    ).save_to_disk(str(shifted))
+    pool._test_datasets["stl10"]["dataset_path"] = str(shifted)
+    with pytest.raises(TintingConfigError, match=r"task 'stl10' .* has labels 16..16, but the task's head has 10 classes"):
+        _run(pool)
