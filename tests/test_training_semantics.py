@@ -158,3 +158,21 @@ def test_coefficient_trajectories_and_gradient_norms_are_logged_per_task():
         assert last[f"coefficients/mean/{state.name}"] == pytest.approx(clamped[k].mean().item(), abs=1e-6)
         assert last[f"coefficients/grad_norm/{state.name}"] > 0
     assert last["coefficients/min"] <= last["coefficients/mean"] <= last["coefficients/max"]
+
+
+def test_coefficient_trajectories_are_read_back_from_tensorboard_and_plotted(tmp_path):
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    from fusion_bench_tinting.comparison.trajectories import plot_trajectories, read_scalars, summarise
+
+    logger = TensorBoardLogger(root_dir=str(tmp_path), name="", version="")
+    for step, (mean, norm) in enumerate([(0.3, 1e-3), (0.32, 5e-4), (0.35, 2e-4)], start=1):
+        logger.log_metrics({"coefficients/mean/a": mean, "coefficients/grad_norm/a": norm, "train/loss": 1.0}, step=step)
+    logger.finalize("success")
+    series = read_scalars(tmp_path)
+    assert set(series) == {"coefficients/mean/a", "coefficients/grad_norm/a"}  # train/loss is not a coefficient
+    summary = summarise(series, ["a"])["a"]
+    assert summary["first_mean"] == pytest.approx(0.3) and summary["last_mean"] == pytest.approx(0.35)
+    assert summary["mean_grad_norm"] == pytest.approx((1e-3 + 5e-4 + 2e-4) / 3)
+    plot_trajectories({"run": series}, tmp_path / "coefficients.png")
+    assert (tmp_path / "coefficients.png").stat().st_size > 0
