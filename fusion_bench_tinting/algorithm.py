@@ -36,7 +36,7 @@ from .errors import TintingConfigError, exit_with_message, one_line_config_error
 from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import check_lot_options, make_solver
 from .lot.expert_pass import check_num_samples, observe_expert
-from .input_checks import check_labels, check_not_empty, num_classes, reading, source_of
+from .input_checks import check_labels, num_classes, reading, source_of
 from .interrupts import EXIT_STATUS as INTERRUPT_EXIT_STATUS
 from .interrupts import AdaptationInterrupted, StopRequest, stop_requests
 from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
@@ -261,9 +261,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         device = torch.device(self.fabric.device)
         tasks = family.task_names()
         for task in tasks:
-            source = self._source(family, task, "test")
-            with reading(f"the test set of task {task!r} ({source})"):
-                check_not_empty(task, family.test_size(task), source)
+            with reading(f"the test set of task {task!r} ({self._source(family, task, 'test')})"):
                 family.validate_task(task)
         check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1])
         lr, max_steps, init_value = self._resolved(family, len(tasks))

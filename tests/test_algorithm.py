@@ -194,7 +194,7 @@ def test_tinted_block_out_of_range_is_refused(tiny_suites):
         ({"max_steps": "abc"}, r"method.max_steps='abc'"),
         ({"init_values": 2}, r"init_values=2 lies outside the clamp range \[0, 1\]"),
         ({"init_values": -1.5, "init_from": "lot"}, r"outside the clamp range \[-1, 1\]"),
-        ({"seed": "x"}, "method.seed='x': an integer"),
+        ({"seed": "x"}, r"method.seed='x': null \(the program's seed\) or an integer"),
         ({"checkpoint_every": -5}, "checkpoint_every=-5"),
         ({"reuse_cache": "no"}, "reuse_cache='no'"),
     ],

@@ -239,7 +239,5 @@ def test_tinting_from_lot_starts_at_the_lot_merge_and_its_weights_remember_it(ti
 
 
 def test_bad_init_from_is_refused():
-    algorithm = ModelTintingAlgorithm(init_from="ties")
-    algorithm.fabric = cpu_fabric()
     with pytest.raises(TintingConfigError, match="init_from='ties'"):
-        algorithm.run(None)
+        ModelTintingAlgorithm(init_from="ties")  # when the method is constructed

@@ -22,6 +22,7 @@ from fusion_bench import BaseModelPool
 from ..caching import describe_source
 from ..data import AdaptationInputs
 from ..errors import TintingConfigError
+from ..input_checks import check_not_empty, source_of
 
 PRETRAINED = "_pretrained_"
 _QKV = re.compile(r"\.(q_proj|k_proj|v_proj|query|key|value)\.")
@@ -64,6 +65,7 @@ class ModelFamily(ABC):
                 f"{self.modelpool.test_dataset_names}). Model Tinting adapts on each task's unlabelled "
                 "test inputs; add it under `modelpool.test_datasets`."
             )
+        check_not_empty(task, self.test_size(task), source_of(self.modelpool._test_datasets[task]))
 
     # ----- models ------------------------------------------------------------------------------
     @abstractmethod
