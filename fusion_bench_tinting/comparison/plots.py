@@ -42,7 +42,7 @@ def bar_chart(rows: List[dict], path: Path, title: str) -> None:
     spreads = [r.get("average_std", 0.0) if len(r.get("seeds", [])) > 1 else 0.0 for r in finished]
     colours = ["tab:orange" if METHODS[r["method"]].ours else "tab:blue" for r in finished]
     # over several seeds: the bar is the mean and the whisker one standard deviation either side
-    bars = axes.barh(labels, values, xerr=spreads, capsize=3, color=colours)
+    bars = axes.barh(labels, values, xerr=spreads if any(spreads) else None, capsize=3, color=colours)
     for bar, value, spread in zip(bars, values, spreads):
         text = f" {value:.1f}" + (f" ± {spread:.1f}" if spread else "")
         axes.text(bar.get_width() + spread, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8)

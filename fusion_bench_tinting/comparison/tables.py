@@ -157,7 +157,9 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
             gains.append(f"{row['label']}: {row['average'] - baseline:+.1f} points against the best baseline ({leader}, {baseline:.1f})")
     note = "Bold: best merged result per column (reference rows excluded). Scores in %."
     seeded = sorted({seed for row in rows for seed in row.get("seeds", []) if seed is not None})
-    if seeded:
+    if len(seeded) == 1:
+        note += f" Methods that draw at random ran with seed {seeded[0]}; the others are deterministic."
+    elif seeded:
         note += (f" Methods that draw at random: mean ± standard deviation over seeds {', '.join(map(str, seeded))};"
                  " the others are deterministic and ran once.")
     return "\n".join(lines) + "\n\n" + note + ("\n\n" + "\n".join(f"- {g}" for g in gains) if gains else "") + "\n"
