@@ -34,6 +34,17 @@ def test_same_seed_same_config_gives_identical_reports(tiny_suites, tmp_path):
     assert {"python", "torch", "transformers", "fusion-bench"} <= set(first["adaptation"]["versions"])
 
 
+def _assert_resumes_to_the_reference(command, tmp_path, interrupted):
+    """Resume ``interrupted`` with ``command``: the saved result equals the uninterrupted ``reference`` run's, bitwise."""
+    subprocess.run([*command, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={interrupted}"],
+                   check=True, capture_output=True)
+    expected = load_file(str(tmp_path / "reference" / "model_tinting.safetensors"))
+    actual = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key  # bitwise on the CPU
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_suites, tmp_path):
     common = [
@@ -53,15 +64,7 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_suit
     killed.wait()
     assert not (tmp_path / "killed" / "model_tinting.safetensors").exists()
 
-    subprocess.run(
-        [*common, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={tmp_path / 'killed'}"],
-        check=True, capture_output=True,
-    )
-    expected = load_file(str(tmp_path / "reference" / "model_tinting.safetensors"))
-    actual = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
-    assert expected.keys() == actual.keys()
-    for key in expected:
-        assert torch.equal(expected[key], actual[key]), key  # bitwise on the CPU
+    _assert_resumes_to_the_reference(common, tmp_path, tmp_path / "killed")
 
 
 def test_truncated_checkpoint_is_skipped_for_the_previous_one(tmp_path, caplog):
@@ -201,10 +204,4 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
     assert len(list((tmp_path / "stopped" / "checkpoints").glob("checkpoint-*.pt"))) == 1  # checkpoint_every=0
     assert not (tmp_path / "stopped" / "model_tinting.safetensors").exists()
 
-    subprocess.run(
-        [*common, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={tmp_path / 'stopped'}"],
-        check=True, capture_output=True,
-    )
-    expected = load_file(str(tmp_path / "reference" / "model_tinting.safetensors"))
-    resumed = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
-    assert expected.keys() == resumed.keys() and all(torch.equal(expected[k], resumed[k]) for k in expected)
+    _assert_resumes_to_the_reference(common, tmp_path, tmp_path / "stopped")

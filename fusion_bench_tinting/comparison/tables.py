@@ -126,6 +126,14 @@ def best_baseline(rows: List[dict], column: str) -> Optional[float]:
     return max(values) if values else None
 
 
+def _cell(row: dict, column: str) -> str:
+    """A table cell: the value, with ``± std`` when several seeds were averaged."""
+    value = row.get(column)
+    if value is None:
+        return ""
+    return f"{value:.1f} ± {row[column + '_std']:.1f}" if len(row.get("seeds", [])) > 1 else f"{value:.1f}"
+
+
 def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tuple[float, str]]) -> str:
     columns = [*tasks, "average"]
     # best merged result per column (references excluded), bold
@@ -141,10 +149,7 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
             continue
         cells = []
         for column in columns:
-            value = row.get(column)
-            text = "" if value is None else f"{value:.1f}"
-            if value is not None and len(row.get("seeds", [])) > 1:
-                text += f" ± {row[column + '_std']:.1f}"
+            value, text = row.get(column), _cell(row, column)
             if value is not None and best[column] is not None and abs(value - best[column]) < 1e-9 and not METHODS[row["method"]].reference:
                 text = f"**{text}**"
             cells.append(text)
@@ -173,14 +178,7 @@ def calibration_table(tasks: List[str], rows: List[dict]) -> str:
         return ""
     lines = ["| method | " + " | ".join(columns) + " |", "|---" + "|---:" * len(columns) + "|"]
     for row in with_ece:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            text = "" if value is None else f"{value:.1f}"
-            if value is not None and len(row.get("seeds", [])) > 1:
-                text += f" ± {row[column + '_std']:.1f}"
-            cells.append(text)
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['label']} | " + " | ".join(_cell(row, c) for c in columns) + " |")
     note = f"Expected calibration error (%, {ECE_BINS} equal-width confidence bins; lower is better)."
     return "\n".join(lines) + "\n\n" + note + "\n"
 
