@@ -81,14 +81,6 @@ CLASSIFICATION_LOSSES: Dict[str, PerSampleLoss] = {
 REGRESSION_LOSSES: Dict[str, PerSampleLoss] = {"ce": _l2, "l1": _l1, "smooth_l1": _smooth_l1, "l2": _l2}
 
 
-def check_loss_name(name: str) -> None:
-    if name not in CLASSIFICATION_LOSSES:
-        raise TintingConfigError(
-            f"Unknown loss {name!r}; choose one of {sorted(CLASSIFICATION_LOSSES)} "
-            "(`ce` is the teacher-label cross-entropy of the paper)."
-        )
-
-
 def check_loss_for_regression(name: str, regression_tasks: List[str]) -> None:
     """Refuse a classification-only loss when some task is a regression."""
     if regression_tasks and name not in REGRESSION_LOSSES:

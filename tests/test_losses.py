@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fusion_bench_tinting.errors import TintingConfigError
-from fusion_bench_tinting.losses import CLASSIFICATION_LOSSES, check_loss_name, confidence_filter, per_sample_loss
+from fusion_bench_tinting.losses import CLASSIFICATION_LOSSES, confidence_filter, per_sample_loss
 
 
 def test_confidence_filter_on_hand_made_logits():
@@ -64,6 +64,9 @@ def test_regression_head_uses_squared_error():
 
 
 def test_unknown_loss_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="Unknown loss 'hinge'.*ce"):
-        check_loss_name("hinge")
+    from fusion_bench_tinting import ModelTintingAlgorithm
+    from fusion_bench_tinting.errors import TintingConfigError
+
+    with pytest.raises(TintingConfigError, match=r"method.loss='hinge': one of \['ce'"):
+        ModelTintingAlgorithm(loss="hinge")
     assert set(CLASSIFICATION_LOSSES) >= {"ce", "soft_ce", "kl", "js", "entropy", "l1", "l2", "cosine"}
