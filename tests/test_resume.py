@@ -183,7 +183,7 @@ def test_a_finished_run_resumed_with_more_steps_equals_a_longer_run(tiny_suites,
 def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_suites, tmp_path):
     common = [
         "fusion_bench", "--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-        "taskpool=dummy", "method.max_steps=200", "fabric.accelerator=cpu", "print_config=false",
+        "taskpool=dummy", "method.max_steps=80", "fabric.accelerator=cpu", "print_config=false",
     ]
     subprocess.run([*common, f"path.log_dir={tmp_path / 'reference'}"], check=True, capture_output=True)
 
