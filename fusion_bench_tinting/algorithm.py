@@ -34,8 +34,8 @@ from .compiled import compile_options
 from .data import AdaptationInputs, TensorInputs
 from .errors import TintingConfigError, exit_with_message, one_line_config_errors, reports_config_errors
 from .families import PRETRAINED, ModelFamily, family_for
-from .lot.algorithm import check_lot_options, make_solver
-from .lot.expert_pass import check_num_samples, observe_expert
+from .lot.algorithm import make_solver
+from .lot.expert_pass import observe_expert
 from .input_checks import check_labels, num_classes, reading, source_of
 from .interrupts import EXIT_STATUS as INTERRUPT_EXIT_STATUS
 from .interrupts import AdaptationInterrupted, StopRequest, stop_requests
@@ -209,9 +209,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                     f"init_values={self.init_values!r} with init_from=adamerging: the initial coefficients are "
                     "AdaMerging's (adamerging_weights); leave init_values=auto."
                 )
-        if self.init_from == "lot":
-            check_num_samples(self.lot_num_samples)
-            check_lot_options(self.lot_ridge, "auto", "float64")
 
     @property
     def run_seed(self) -> int:
@@ -438,6 +435,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 task, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
                 dtype=_INPUT_DTYPES[self.input_dtype],
             )
+        family.check_inputs(task, cached, finetuned)
         with self.profile("teacher outputs"), explain_out_of_memory(
             f"The teacher pass of {task!r} (batches of {self.preprocess_batch_size})",
             "Lower method.preprocess_batch_size or store the task vectors in method.task_vector_dtype=bfloat16.",

@@ -16,36 +16,40 @@ from .errors import TintingConfigError
 Test = Callable[[Any], bool]
 
 
-def _is_bool(value: Any) -> bool:
+def is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def _int_at_least(minimum: int) -> Test:
-    return lambda value: _is_int(value) and value >= minimum
+def int_at_least(minimum: int) -> Test:
+    return lambda value: is_int(value) and value >= minimum
 
 
-def _positive_number(value: Any) -> bool:
-    return _is_number(value) and value > 0
+def number_at_least(minimum: float) -> Test:
+    return lambda value: is_number(value) and value >= minimum
 
 
-def _one_of(choices: Iterable[Any]) -> Test:
+def positive_number(value: Any) -> bool:
+    return is_number(value) and value > 0
+
+
+def one_of(choices: Iterable[Any]) -> Test:
     allowed = tuple(choices)
     return lambda value: isinstance(value, (str, bool, int)) and value in allowed and type(value) in {type(c) for c in allowed}
 
 
-def _or_auto(test: Test) -> Test:
+def or_auto(test: Test) -> Test:
     return lambda value: value == "auto" or test(value)
 
 
-def _or_none(test: Test) -> Test:
+def or_none(test: Test) -> Test:
     return lambda value: value is None or test(value)
 
 
@@ -54,45 +58,45 @@ def _is_path(value: Any) -> bool:
 
 
 def _block_or_head(value: Any) -> bool:
-    return value == "head" or (_is_int(value) and value >= 0) or (isinstance(value, str) and value.isdigit())
+    return value == "head" or (is_int(value) and value >= 0) or (isinstance(value, str) and value.isdigit())
 
 
-_BOOLEAN = (_is_bool, "true or false")
+_BOOLEAN = (is_bool, "true or false")
 
 
 def rules(losses: Iterable[str], input_dtypes: Iterable[str], tensor_dtypes: Iterable[str], init_from: Iterable[str]) -> Dict[str, Tuple[Test, str]]:
     """Option -> (test, what is allowed). The choices that other modules own are passed in."""
     losses, input_dtypes, tensor_dtypes, init_from = map(tuple, (losses, input_dtypes, tensor_dtypes, init_from))
     return {
-        "max_steps": (_or_auto(_int_at_least(0)), "'auto' or an integer >= 0 (0 evaluates the initial merge)"),
-        "lr": (_or_auto(_positive_number), "'auto' or a number > 0"),
-        "batch_size": (_int_at_least(1), "an integer >= 1"),
-        "init_values": (_or_auto(_is_number), "'auto' or a number"),
+        "max_steps": (or_auto(int_at_least(0)), "'auto' or an integer >= 0 (0 evaluates the initial merge)"),
+        "lr": (or_auto(positive_number), "'auto' or a number > 0"),
+        "batch_size": (int_at_least(1), "an integer >= 1"),
+        "init_values": (or_auto(is_number), "'auto' or a number"),
         "tinted_layer": (_block_or_head, "'head' or the index (>= 0) of a transformer block"),
-        "loss": (_one_of(losses), f"one of {list(losses)}"),
-        "update": (_one_of(("sequential", "joint")), "'sequential' (reference) or 'joint'"),
-        "seed": (_or_none(_is_int), "null (the program's seed) or an integer"),
-        "weights": (_or_none(_is_path), "null or the path of a saved run"),
-        "input_dtype": (_one_of(input_dtypes), f"one of {list(input_dtypes)}"),
-        "inputs_on_device": (_or_auto(_is_bool), "'auto', true or false"),
-        "preprocess_batch_size": (_int_at_least(1), "an integer >= 1"),
-        "num_workers": (_or_auto(_int_at_least(0)), "'auto' or an integer >= 0"),
-        "log_every": (_int_at_least(1), "an integer >= 1"),
-        "checkpoint_every": (_int_at_least(0), "an integer >= 0 (0: no checkpoints)"),
-        "keep_checkpoints": (_int_at_least(1), "an integer >= 1"),
-        "resume": (_or_none(_is_path), "null or a run's log folder"),
-        "init_from": (_one_of(init_from), f"one of {list(init_from)}"),
-        "lot_num_samples": (_int_at_least(1), "an integer >= 1"),
-        "lot_ridge": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "task_vector_dtype": (_one_of(tensor_dtypes), f"one of {list(tensor_dtypes)}"),
+        "loss": (one_of(losses), f"one of {list(losses)}"),
+        "update": (one_of(("sequential", "joint")), "'sequential' (reference) or 'joint'"),
+        "seed": (or_none(is_int), "null (the program's seed) or an integer"),
+        "weights": (or_none(_is_path), "null or the path of a saved run"),
+        "input_dtype": (one_of(input_dtypes), f"one of {list(input_dtypes)}"),
+        "inputs_on_device": (or_auto(is_bool), "'auto', true or false"),
+        "preprocess_batch_size": (int_at_least(1), "an integer >= 1"),
+        "num_workers": (or_auto(int_at_least(0)), "'auto' or an integer >= 0"),
+        "log_every": (int_at_least(1), "an integer >= 1"),
+        "checkpoint_every": (int_at_least(0), "an integer >= 0 (0: no checkpoints)"),
+        "keep_checkpoints": (int_at_least(1), "an integer >= 1"),
+        "resume": (or_none(_is_path), "null or a run's log folder"),
+        "init_from": (one_of(init_from), f"one of {list(init_from)}"),
+        "lot_num_samples": (int_at_least(1), "an integer >= 1"),
+        "lot_ridge": (number_at_least(0), "a number >= 0"),
+        "task_vector_dtype": (one_of(tensor_dtypes), f"one of {list(tensor_dtypes)}"),
         "compile_step": (lambda v: isinstance(v, (bool, str)), "false, true or a torch.compile mode"),
         "compile_backend": (_is_path, "a torch.compile backend name"),
-        "head_projection": (_one_of(("own", "merged")), "one of ['own', 'merged']"),
-        "coefficient_lr": (_or_none(_positive_number), "null (one learning rate) or a number > 0"),
-        "zero_grad": (_one_of(("none", "zero")), "one of ['none', 'zero']"),
-        "empty_batch": (_one_of(("skip", "step")), "one of ['skip', 'step']"),
-        "adamerging_weights": (_or_none(_is_path), "null or the path of AdaMerging's merging_weights.pt"),
-        "surgery_rank": (_int_at_least(1), "an integer >= 1 (the reference uses 16)"),
+        "head_projection": (one_of(("own", "merged")), "one of ['own', 'merged']"),
+        "coefficient_lr": (or_none(positive_number), "null (one learning rate) or a number > 0"),
+        "zero_grad": (one_of(("none", "zero")), "one of ['none', 'zero']"),
+        "empty_batch": (one_of(("skip", "step")), "one of ['skip', 'step']"),
+        "adamerging_weights": (or_none(_is_path), "null or the path of AdaMerging's merging_weights.pt"),
+        "surgery_rank": (int_at_least(1), "an integer >= 1 (the reference uses 16)"),
         **{name: _BOOLEAN for name in (
             "clamp_weights", "tie_weights", "strict", "train_coefficients", "train_tinted_layer", "tie_qkv",
             "confidence_filter", "save_weights", "reuse_cache", "profile_steps", "evaluate_on_cached_inputs", "surgery",

@@ -102,3 +102,45 @@ def test_labels_outside_the_heads_classes_are_found_before_adaptation(tiny_suite
     pool._test_datasets["stl10"]["dataset_path"] = str(shifted)
     with pytest.raises(TintingConfigError, match=r"task 'stl10' .* has labels 16..16, but the task's head has 10 classes"):
         _run(pool)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda ids, config: [ids[0], config["vocab_size"] + 5, *ids[1:]], r"has token ids up to \d+, but the model's vocabulary has \d+ tokens"),
+        (lambda ids, config: ids + [ids[-1]] * config["max_position_embeddings"], r"has sequences of \d+ tokens, but the model reads at most \d+"),
+    ],
+    ids=["token id outside the vocabulary", "sequence longer than the positions"],
+)
+def test_token_ids_the_model_cannot_read_are_refused_before_the_teacher_pass(tiny_text, tmp_path, change, message):
+    import json
+
+    from datasets import load_from_disk
+
+    pool = _text_pool(tiny_text)
+    config = json.loads((tiny_text / "roberta" / "cola" / "config.json").read_text())
+    source = pool._test_datasets["cola"]["dataset_path"]
+    changed = tmp_path / "cola_retokenized"
+
+    def retokenize(row):
+        ids = change(list(row["input_ids"]), config)
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+    load_from_disk(source).map(retokenize).save_to_disk(str(changed))
+    pool._test_datasets["cola"]["dataset_path"] = str(changed)
+    with pytest.raises(TintingConfigError, match=rf"test set of task 'cola' \({changed}\) {message}"):
+        _run(pool)
+
+
+def test_images_of_another_size_than_the_model_reads_are_refused(tiny_suites, tmp_path):
+    import json
+
+    pool = load_pool(tiny_suites, "tiny-clip_TA4")
+    processor = tmp_path / "processor"
+    shutil.copytree(pool._processor, processor)
+    settings = json.loads((processor / "processor_config.json").read_text())
+    settings["image_processor"]["crop_size"] = {"height": 24, "width": 24}
+    (processor / "processor_config.json").write_text(json.dumps(settings))
+    pool._processor = str(processor)
+    with pytest.raises(TintingConfigError, match=r"images of task 'eurosat' .* have shape \(3, 24, 24\), but the model expects \(3, 32, 32\)"):
+        _run(pool)

@@ -202,17 +202,17 @@ def test_lot_cli_subprocess_on_open_clip(tiny_suites, tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"num_samples": 0}, "num_samples=0"),
-        ({"ridge": -1.0}, "ridge=-1.0"),
-        ({"fallback_scale": "half"}, "fallback_scale='half'"),
-        ({"statistics_dtype": "int8"}, "statistics_dtype='int8'"),
+        ({"num_samples": 0}, r"method.num_samples=0: an integer >= 1"),
+        ({"num_samples": "many"}, r"method.num_samples='many': an integer >= 1"),
+        ({"ridge": -1.0}, r"method.ridge=-1.0: a number >= 0"),
+        ({"fallback_scale": "half"}, r"method.fallback_scale='half': 'auto' .* or a number"),
+        ({"statistics_dtype": "int8"}, r"method.statistics_dtype='int8': one of \['float32', 'float64'\]"),
+        ({"batch_size": 0}, r"method.batch_size=0: an integer >= 1"),
     ],
 )
-def test_bad_lot_options_are_refused_before_any_loading(options, message):
-    algorithm = LOTMergingAlgorithm(**options)
-    algorithm.fabric = cpu_fabric()
+def test_bad_lot_options_are_refused_when_the_method_is_built(options, message):
     with pytest.raises(TintingConfigError, match=message):
-        algorithm.run(None)
+        LOTMergingAlgorithm(**options)
 
 
 def test_lot_on_text_keeps_each_tasks_head_and_beats_task_arithmetic(tiny_text, tmp_path):

@@ -20,9 +20,9 @@ from torch.func import functional_call
 from fusion_bench import BaseModelPool
 
 from ..caching import describe_source
-from ..data import AdaptationInputs
+from ..data import AdaptationInputs, TensorInputs
 from ..errors import TintingConfigError
-from ..input_checks import check_not_empty, source_of
+from ..input_checks import check_image_shape, check_not_empty, source_of
 
 PRETRAINED = "_pretrained_"
 _QKV = re.compile(r"\.(q_proj|k_proj|v_proj|query|key|value)\.")
@@ -155,6 +155,16 @@ class ModelFamily(ABC):
         from ..task_aware import dataset_labels
 
         return dataset_labels(self.modelpool.load_test_dataset(task))
+
+    def input_shape(self, encoder: nn.Module) -> Optional[Sequence[int]]:
+        """The shape of one preprocessed sample the encoder reads (images: channels, height, width), if fixed."""
+        return None
+
+    def check_inputs(self, task: str, inputs: AdaptationInputs, encoder: nn.Module) -> None:
+        """Before the teacher pass: the preprocessed inputs fit the encoder, or an error naming the task."""
+        expected = self.input_shape(encoder)
+        if expected is not None and isinstance(inputs, TensorInputs):
+            check_image_shape(task, inputs.tensor.shape[1:], expected, source_of(self.modelpool._test_datasets[task]))
 
     def token_mask(self, inputs: Any) -> Optional[Tensor]:
         """A (batch, length) mask of the real tokens of a padded text batch; None for other inputs."""

@@ -87,6 +87,10 @@ class HFCLIPVisionFamily(ModelFamily):
         embeddings = self.visual_projection(pooled.to(self.visual_projection.weight.dtype))
         return embeddings / embeddings.norm(p=2, dim=-1, keepdim=True)
 
+    def input_shape(self, encoder: nn.Module) -> Sequence[int]:
+        config = encoder.config
+        return (config.num_channels, config.image_size, config.image_size)
+
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         return [f"vision_model.encoder.layers.{i}." for i in range(len(encoder.vision_model.encoder.layers))]
 

@@ -90,6 +90,13 @@ class OpenCLIPVisionFamily(ModelFamily):
     def merged_parameter_names(self, encoder: nn.Module) -> List[str]:
         return [name for name, _ in encoder.named_parameters() if name.startswith("model.visual.")]
 
+    def input_shape(self, encoder: nn.Module) -> Optional[Sequence[int]]:
+        size = getattr(encoder.model.visual, "image_size", None)
+        if size is None:
+            return None
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return (3, height, width)
+
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         blocks = encoder.model.visual.transformer.resblocks
         return [f"model.visual.transformer.resblocks.{i}." for i in range(len(blocks))]

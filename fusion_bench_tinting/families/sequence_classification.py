@@ -24,6 +24,7 @@ from fusion_bench import BaseModelPool
 
 from ..data import TokenInputs
 from ..errors import TintingConfigError
+from ..input_checks import check_token_ids, source_of
 from ..text_data import check_glue_task
 from .base import PRETRAINED, ModelFamily
 
@@ -192,6 +193,12 @@ class SequenceClassificationFamily(ModelFamily):
                 "checkpoint or dataset."
             )
 
+    def check_inputs(self, task: str, inputs: Any, encoder: nn.Module) -> None:
+        if isinstance(inputs, TokenInputs):
+            source = source_of(self.modelpool._test_datasets[task])
+            check_token_ids(task, inputs.columns["input_ids"], encoder.get_input_embeddings().num_embeddings,
+                            _max_positions(encoder.config), source)
+
     # ----- models ------------------------------------------------------------------------------
     def _remember_type(self, model_type: str) -> ClassifierLayout:
         if self._model_type is None:
@@ -266,3 +273,11 @@ class SequenceClassificationFamily(ModelFamily):
         rows = dataset.select_columns(columns)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         return TokenInputs.from_rows(list(rows), pad_token_id=pad)
+
+
+def _max_positions(config: Any) -> Optional[int]:
+    """The longest sequence the position table holds (RoBERTa's positions start after its padding id)."""
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if positions is not None and "roberta" in config.model_type:
+        positions -= (config.pad_token_id or 0) + 1
+    return positions

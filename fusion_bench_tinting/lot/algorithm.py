@@ -20,12 +20,13 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
 from ..caching import library_versions
-from ..errors import TintingConfigError, reports_config_errors
+from ..errors import one_line_config_errors, reports_config_errors
 from ..families import PRETRAINED, family_for
 from ..merging import check_same_parameters
+from ..options import check_values, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
 from ..suites import ensure_task_aware_taskpool
 from ..tinted_model import TintedModel, TintModulator
-from .expert_pass import check_num_samples, observe_expert
+from .expert_pass import observe_expert
 from .solver import LOTSolver
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,16 @@ log = logging.getLogger(__name__)
 STATISTICS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def check_lot_options(ridge, fallback_scale, statistics_dtype: str) -> None:
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or ridge < 0:
-        raise TintingConfigError(f"ridge={ridge!r}: a non-negative number (0: pseudo-inverse, the paper's Eq. 9).")
-    if fallback_scale != "auto" and (isinstance(fallback_scale, bool) or not isinstance(fallback_scale, (int, float))):
-        raise TintingConfigError(f"fallback_scale={fallback_scale!r}: `auto` (mean of the task vectors) or a number.")
-    if statistics_dtype not in STATISTICS_DTYPES:
-        raise TintingConfigError(f"statistics_dtype={statistics_dtype!r}: choose one of {sorted(STATISTICS_DTYPES)}.")
+#: LOT Merging's options and what each allows, checked at construction (see :mod:`..options`)
+LOT_RULES = {
+    "num_samples": (int_at_least(1), "an integer >= 1 (the paper: 16-64)"),
+    "ridge": (number_at_least(0), "a number >= 0 (0: pseudo-inverse, the paper's Eq. 9)"),
+    "fallback_scale": (or_auto(is_number), "'auto' (the mean of the task vectors) or a number"),
+    "statistics_dtype": (one_of(STATISTICS_DTYPES), f"one of {list(STATISTICS_DTYPES)}"),
+    "batch_size": (int_at_least(1), "an integer >= 1"),
+    "num_workers": (int_at_least(0), "an integer >= 0"),
+    "seed": (is_int, "an integer"),
+}
 
 
 def make_solver(encoder, merged_names, *, ridge, fallback_scale, statistics_dtype: str, device) -> LOTSolver:
@@ -80,11 +84,11 @@ class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorit
         **kwargs,
     ):
         super().__init__(**kwargs)
+        with one_line_config_errors():  # before any model is loaded
+            check_values({name: getattr(self, name) for name in LOT_RULES}, LOT_RULES)
 
     @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
-        check_num_samples(self.num_samples)
-        check_lot_options(self.ridge, self.fallback_scale, self.statistics_dtype)
         family = family_for(modelpool, self.fabric)
         device = torch.device(self.fabric.device)
         tasks = family.task_names()

@@ -8,15 +8,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..errors import TintingConfigError
 from ..families import ModelFamily
 from .solver import LOTSolver
-
-
-def check_num_samples(num_samples) -> int:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise TintingConfigError(f"num_samples={num_samples!r}: LOT Merging needs a positive number of samples per task.")
-    return num_samples
 
 
 def sample_indices(total: int, num_samples: int, seed: int) -> list:
