@@ -26,45 +26,34 @@ from tqdm.auto import tqdm
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 
-from .adaptation import AdaptationOptions, AdaptationStats, DataParallel, TaskState, TintingTrainer, iterations_done
+from .adaptation import AdaptationOptions, AdaptationStats, DataParallel, TaskState, TintingTrainer
 from .adamerging_start import load_adamerging_weights, resolve_adamerging_weights
-from .caching import TaskCache, library_versions
-from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, check_resumable, fingerprint
+from .caching import library_versions
+from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, checkpoint_hook, fingerprint, resume_state
 from .compiled import compile_options
 from .data import AdaptationInputs, TensorInputs
-from .errors import TintingConfigError, exit_with_message, one_line_config_errors, reports_config_errors
+from .errors import TintingConfigError, one_line_config_errors, reports_config_errors
 from .families import PRETRAINED, ModelFamily, family_for
 from .lot.algorithm import make_solver
 from .lot.expert_pass import observe_expert
 from .input_checks import check_labels, num_classes, reading, source_of
-from .interrupts import EXIT_STATUS as INTERRUPT_EXIT_STATUS
-from .interrupts import AdaptationInterrupted, StopRequest, stop_requests
+from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
 from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
 from .memory import check_fits, explain_out_of_memory, merge_bytes
 from .options import check_init_values, check_values, rules
 from .merging import LayerWiseMerger, check_same_parameters
 from .suites import ensure_task_aware_taskpool
 from .surgery import SurgeryHead, check_surgery_options
-from .tinted_model import TintedModel, TintModulator
-from .weights_io import WEIGHTS_FILE, check_matches, load_tinting, resolve_weights_path, save_tinting
+from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES, TeacherPass
+from .tinted_model import TintedModel
+from .results import adaptation_report, load_saved, save_result, tinted_model, tinted_state
+from .weights_io import check_matches, load_tinting, resolve_weights_path
 
 log = logging.getLogger(__name__)
 
 
-def fusion_bench_cache_dir() -> str:
-    """FusionBench's cache folder: $FUSION_BENCH_CACHE_DIR, else the run's ``path.cache_dir``."""
-    from fusion_bench.constants import RuntimeConstants
-
-    return os.environ.get("FUSION_BENCH_CACHE_DIR") or str(RuntimeConstants().cache_dir)
-
-SPARSITY_THRESHOLD = 1e-5
 DEFAULT_SEED = 42
-#: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
-HEAD_ENCODER_PREFIX = "encoder."
 INIT_FROM = ("task_arithmetic", "lot", "adamerging")
-_TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-#: uint8 keeps images on their 8-bit grid (normalised on the device; text inputs are token ids anyway)
-_INPUT_DTYPES = {**_TENSOR_DTYPES, "uint8": torch.uint8}
 
 
 @auto_register_config
@@ -195,7 +184,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
 
     def _check_options(self) -> None:
         """Types, ranges and combinations of every option (see :mod:`.options`)."""
-        option_rules = rules(CLASSIFICATION_LOSSES, _INPUT_DTYPES, _TENSOR_DTYPES, INIT_FROM)
+        option_rules = rules(CLASSIFICATION_LOSSES, INPUT_DTYPES, TENSOR_DTYPES, INIT_FROM)
         check_values({name: getattr(self, name) for name in option_rules}, option_rules)
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
@@ -273,7 +262,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         pretrained_params = dict(pretrained.named_parameters())
         check_fits(
             device,
-            merge_bytes(sum(pretrained_params[n].numel() for n in merged_names), len(tasks), _TENSOR_DTYPES[self.task_vector_dtype]),
+            merge_bytes(sum(pretrained_params[n].numel() for n in merged_names), len(tasks), TENSOR_DTYPES[self.task_vector_dtype]),
             f"Merging {len(tasks)} task vectors of {len(merged_names)} tensors",
             "Store the task vectors in half precision (method.task_vector_dtype=bfloat16), merge fewer tasks, "
             "or run on a device with more memory.",
@@ -287,7 +276,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             # would also freeze every coefficient that starts at 0 and takes one step below it
             clamp_range=self._clamp_range(),
             coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
-            task_vector_dtype=_TENSOR_DTYPES[self.task_vector_dtype],
+            task_vector_dtype=TENSOR_DTYPES[self.task_vector_dtype],
         ).to(device)
         if self.init_from == "adamerging":
             with torch.no_grad():
@@ -310,10 +299,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 task_names=tasks,
                 coefficient_groups=merger.group_names,
                 tinted_layer=str(self.tinted_layer),
-                tinted_shapes={s.name: {k: v.shape for k, v in self._tinted_state(s).items()} for s in states},
+                tinted_shapes={s.name: {k: v.shape for k, v in tinted_state(s).items()} for s in states},
                 origin=self._origin(),
             )
-            self._load_saved(saved, merger, states)
+            load_saved(saved, merger, states)
             stats = None
         else:
             with self.profile("adaptation"), explain_out_of_memory(
@@ -324,12 +313,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 try:
                     stats = self._adapt(family, pretrained, merger, states, device, lr, max_steps)
                 except AdaptationInterrupted as interrupted:
-                    self._exit_interrupted(interrupted)
+                    exit_interrupted(interrupted, self.log_dir, self.fabric.is_global_zero)
         self.print_profile_summary()
 
-        model = self._result_model(pretrained, merger, states, block_names, stats, lr, max_steps, init_value)
-        if saved is None:
-            self._save(merger, states, tasks, resolved={"lr": lr, "max_steps": max_steps, "init_values": init_value})
+        model = self._result(pretrained, merger, states, block_names, stats, lr, max_steps, init_value)
         ensure_task_aware_taskpool(self._program)
         return model
 
@@ -344,6 +331,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         head_encoders: Dict[str, Dict[str, Tensor]] = {}
         inputs: Dict[str, AdaptationInputs] = {}
         outputs: Dict[str, Tensor] = {}
+        teacher_pass = TeacherPass(
+            self.fabric, self.input_dtype, self.preprocess_batch_size, self.num_workers, self.reuse_cache,
+            self.inputs_on_device, self.profile,
+        )
         for index, task in enumerate(tqdm(tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
             with self.profile("load fine-tuned"):
                 with reading(f"the model of task {task!r} ({self._source(family, task)})"):
@@ -362,7 +353,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                         device=device,
                     )
             if teachers:
-                inputs[task], outputs[task] = self._inputs_and_teacher(family, task, finetuned, heads[task], device)
+                inputs[task], outputs[task] = teacher_pass(family, task, finetuned, heads[task], device)
             del finetuned  # the fine-tuned encoders never stay on the device
         if lot is not None:
             with self.profile("LOT solve"):
@@ -381,67 +372,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         with reading(f"the test set of task {task!r} ({source})"):
             labels = family.test_labels(task)
         check_labels(task, labels, num_classes(head), source)
-
-    def _inputs_and_teacher(self, family, task, finetuned, head, device):
-        """The task's preprocessed inputs and the teacher's outputs on them, from the cache when the
-        files and configs they come from are unchanged."""
-        if not self.reuse_cache:
-            inputs, teacher = self._preprocess_and_teach(family, task, finetuned, head, device)
-            return self._place(inputs, device), teacher
-        cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
-        key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
-        entry = self._cached_entry(cache, key)
-        if entry is not None:
-            log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
-        else:
-            entry = self._fill_cache(cache, key, lambda: self._preprocess_and_teach(family, task, finetuned, head, device))
-        return self._place(entry["inputs"], device), entry["teacher"].to(device)
-
-    def _cached_entry(self, cache: TaskCache, key: str):
-        """The cache entry if every process can read it (they must agree: the barriers of
-        :meth:`_fill_cache` pair up only if all of them go there)."""
-        entry = cache.load(key)
-        if self.fabric.world_size > 1:
-            found = torch.tensor(float(entry is not None), device=self.fabric.device)  # NCCL reduces GPU tensors only
-            readable = self.fabric.all_reduce(found, reduce_op="min")
-            if not bool(readable > 0):
-                return None
-        return entry
-
-    def _fill_cache(self, cache: TaskCache, key: str, compute):
-        """Compute the entry and write it. Data parallel: only each node's first process computes; the
-        others wait for it and read what it wrote, instead of decoding every image again on the same CPUs."""
-        entry = None
-        if self.fabric.local_rank == 0:
-            inputs, teacher = compute()
-            cache.save(key, {"inputs": inputs, "teacher": teacher.cpu()})
-            entry = {"inputs": inputs, "teacher": teacher}  # the teacher stays where it was computed
-        if self.fabric.world_size > 1:
-            self.fabric.barrier()
-        if entry is None:
-            entry = cache.load(key)
-            if entry is None:
-                log.warning("Cache entry %s written by this node's first process cannot be read here: computing it again.", key)
-                inputs, teacher = compute()
-                entry = {"inputs": inputs, "teacher": teacher}
-            else:
-                log.info("Preprocessed inputs and teacher outputs read from this node's first process (%s).", key)
-        return entry
-
-    def _preprocess_and_teach(self, family, task, finetuned, head, device):
-        """Preprocess the task's test inputs once and run the fine-tuned model (teacher) over them."""
-        with self.profile("preprocess inputs"):
-            cached = family.adaptation_inputs(
-                task, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
-                dtype=_INPUT_DTYPES[self.input_dtype],
-            )
-        family.check_inputs(task, cached, finetuned)
-        with self.profile("teacher outputs"), explain_out_of_memory(
-            f"The teacher pass of {task!r} (batches of {self.preprocess_batch_size})",
-            "Lower method.preprocess_batch_size or store the task vectors in method.task_vector_dtype=bfloat16.",
-        ):
-            teacher = self._teacher_outputs(family, finetuned.to(device), head, cached, device)
-        return cached, teacher
 
     def _fingerprint(self, modelpool, tasks) -> dict:
         return fingerprint(tasks, OmegaConf.to_container(modelpool.config, resolve=True), OmegaConf.to_container(self.config))
@@ -477,30 +407,17 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         )
         run_fingerprint = self._fingerprint(family.modelpool, [s.name for s in states])
         if self.resume:
-            store = CheckpointStore.for_resume(self.resume)
-            state, path = store.load_latest()
-            if state is None:
-                raise TintingConfigError(f"resume={self.resume!r}: no readable checkpoint in {store.folder}")
-            check_resumable(state["fingerprint"], run_fingerprint, str(path))
-            done = iterations_done(state["trainer"])
-            if done > max_steps:
-                raise TintingConfigError(
-                    f"method.max_steps={max_steps} is below the {done} iterations the checkpoint {path} has done: "
-                    f"resume with max_steps >= {done} (a larger value extends the run)."
-                )
-            trainer.load_state_dict(state["trainer"])
+            state, path = resume_state(self.resume, run_fingerprint, max_steps)
+            trainer.load_state_dict(state)
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
+        store = None
+        if self.log_dir is not None:
+            store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints)
+        elif self.checkpoint_every > 0:
+            log.warning("No log folder (no Fabric logger): checkpoints are not written.")
         with stop_requests() as stop:
-            return trainer.run(on_visit=self._checkpointer(run_fingerprint, stop))
-
-    def _exit_interrupted(self, interrupted: AdaptationInterrupted) -> None:
-        """One line saying where the work is and how to continue, then exit status 130, no traceback."""
-        if interrupted.checkpoint is None:
-            line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
-        else:
-            line = (f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
-                    f"Continue with: method.resume={os.path.normpath(self.log_dir)}")
-        exit_with_message(line if self.fabric.is_global_zero else "", INTERRUPT_EXIT_STATUS)
+            hook = checkpoint_hook(store, self.checkpoint_every, run_fingerprint, stop, self.fabric.is_global_zero)
+            return trainer.run(on_visit=hook)
 
     def _grad_scaler(self) -> Optional[torch.amp.GradScaler]:
         """Fabric's gradient scaler under fp16 autocast (``fabric.precision=16-mixed``, as the SyMerge
@@ -535,29 +452,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             all_reduce_sum=lambda tensor: fabric.all_reduce(tensor, reduce_op="sum"),
         )
 
-    def _checkpointer(self, run_fingerprint: dict, stop: StopRequest):
-        """What runs after every task step: a checkpoint every ``checkpoint_every`` steps, and on Ctrl-C or
-        SIGTERM a last checkpoint and :class:`AdaptationInterrupted` (see :mod:`.interrupts`)."""
-        store = None
-        if self.log_dir is not None:
-            store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints)
-        elif self.checkpoint_every > 0:
-            log.warning("No log folder (no Fabric logger): checkpoints are not written.")
-
-        def save(trainer: TintingTrainer) -> Optional[Path]:
-            if store is None or not self.fabric.is_global_zero:
-                return None
-            return store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict()}, trainer.visits)
-
-        def after_step(trainer: TintingTrainer) -> None:
-            if stop.requested:
-                path = save(trainer)
-                raise AdaptationInterrupted(stop.name, None if path is None else str(path))
-            if self.checkpoint_every > 0 and trainer.visits % self.checkpoint_every == 0:
-                save(trainer)
-
-        return after_step
-
     def _block_parameter_names(self, family: ModelFamily, encoder: nn.Module) -> List[str]:
         index = self._tinted_block_index()
         if index is None:
@@ -569,24 +463,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 f"(indices 0..{len(prefixes) - 1})."
             )
         return [n for n, _ in encoder.named_parameters() if n.startswith(prefixes[index])]
-
-    def _place(self, inputs: AdaptationInputs, device: torch.device) -> AdaptationInputs:
-        on_device = self.inputs_on_device
-        if on_device == "auto":
-            on_device = device.type == "cpu" or (
-                device.type == "cuda" and inputs.nbytes < torch.cuda.mem_get_info(device)[0] // 4
-            )
-        return inputs.to(device) if on_device else inputs.to(torch.device("cpu"))
-
-    @torch.no_grad()
-    def _teacher_outputs(self, family, encoder, head, inputs: AdaptationInputs, device) -> Tensor:
-        outputs = []
-        batches = inputs.batches(self.preprocess_batch_size, device, torch.float32)
-        total = -(-len(inputs) // self.preprocess_batch_size)
-        for batch in tqdm(batches, total=total, desc="Teacher outputs", leave=False, dynamic_ncols=True):
-            with self.fabric.autocast():
-                outputs.append(head(family.encode(encoder, batch)).float())
-        return torch.cat(outputs)
 
     def _task_states(self, tasks, heads, head_encoders, merger, block_names, inputs, teachers) -> List[TaskState]:
         surgery_generator = torch.Generator().manual_seed(self.run_seed)
@@ -617,53 +493,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             )
         return states
 
-    @staticmethod
-    def _tinted_state(state: TaskState) -> Dict[str, Tensor]:
-        """What is saved of a task: its tinted block or head, and the encoder tensors of its head."""
-        own = {HEAD_ENCODER_PREFIX + n: p.detach() for n, p in state.head_encoder.items()}
-        if state.block:
-            return {**{n: p.detach() for n, p in state.block.items()}, **own}
-        return {**{k: v.detach() for k, v in state.head.state_dict().items()}, **own}
-
-    @torch.no_grad()
-    def _load_saved(self, saved, merger: LayerWiseMerger, states: List[TaskState]) -> None:
-        row = {task: i for i, task in enumerate(saved.task_names)}
-        order = [row[s.name] for s in states]
-        merger.coefficients.copy_(saved.coefficients[order].to(merger.coefficients))
-        for state in states:
-            tensors = dict(saved.tinted[state.name])
-            for name, param in state.head_encoder.items():
-                param.copy_(tensors.pop(HEAD_ENCODER_PREFIX + name).to(param))
-            if state.block:
-                for name, param in state.block.items():
-                    param.copy_(tensors[name].to(param))
-            else:
-                device = next(state.head.parameters()).device
-                state.head.load_state_dict({k: v.to(device) for k, v in tensors.items()})
-        log.info("Loaded merging coefficients and tinted layers from %s; adaptation skipped.", saved.path)
-
-    def _sparsity(self, merger: LayerWiseMerger, block_names: List[str]) -> float:
-        unused = set(merger.groups_of(block_names)) if block_names else set()
-        used = [g for g in range(len(merger.group_names)) if g not in unused]
-        coefficients = merger.effective_coefficients().detach()[:, used]
-        return float((coefficients.abs() < SPARSITY_THRESHOLD).float().mean()) if used else 0.0
-
-    def _result_model(self, pretrained, merger, states, block_names, stats: Optional[AdaptationStats], lr, max_steps, init):
-        merger.load_into(pretrained)
-        modulators = {}
-        for state in states:
-            own = {n: p.detach() for n, p in state.own_tensors().items()}
-            if block_names:
-                modulators[state.name] = TintModulator(block=own)
-            else:
-                head = state.head.eval().requires_grad_(False)
-                modulators[state.name] = TintModulator(head=head, block=own)
-        coefficients = merger.effective_coefficients().detach()
+    def _result(self, pretrained, merger, states, block_names, stats: Optional[AdaptationStats], lr, max_steps, init):
+        """The merged model with each task's tinted layer, its report, and (after an adaptation) the saved
+        coefficients and tinted layers with the config that reproduces them."""
         report = {
             "method": self.method_name,
             "tinted_layer": str(self.tinted_layer),
-            "coefficients_below_1e-5": self._sparsity(merger, block_names),
-            "mean_coefficient_per_task": {s.name: float(c) for s, c in zip(states, coefficients.mean(dim=1))},
             "init_from": self._start_description(),
             "seed": self.run_seed,
             "versions": library_versions(),
@@ -671,49 +506,20 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         if stats is None:
             report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))
         else:
-            report.update(
-                {
-                    "adaptation_time_s": round(stats.seconds, 3),
-                    "first_iteration_s": round(stats.first_iteration_seconds, 3),
-                    "compile_step": self.compile_step,
-                    "optimizer_steps": stats.optimizer_steps,
-                    "skipped_steps": stats.skipped_steps,
-                    "iterations": max_steps,
-                    "lr": lr,
-                    "init_values": init,
-                    "final_loss_per_task": stats.final_loss,
-                }
-            )
-            if self.confidence_filter:
-                report["filter_dropped_fraction"] = stats.dropped_fraction()
-        model = TintedModel(pretrained.eval(), modulators, report)
-        if self.evaluate_on_cached_inputs and stats is not None:
+            report.update(adaptation_report(stats, iterations=max_steps, lr=lr, init_values=init,
+                                             compile_step=self.compile_step, confidence_filter=self.confidence_filter))
+        model = tinted_model(pretrained, merger, states, block_names, report)
+        if stats is None:
+            return model
+        if self.evaluate_on_cached_inputs:
             model.evaluation_inputs = {state.name: state.inputs for state in states}
+        if self.save_weights and self.fabric.is_global_zero and save_result(
+            self.log_dir, merger, states, str(self.tinted_layer), self._origin()
+        ):
+            config = self.config
+            config.update({"lr": lr, "max_steps": max_steps, "init_values": init})  # what `auto` stood for
+            OmegaConf.save(config, os.path.join(self.log_dir, "model_tinting_config.yaml"))
         return model
-
-    def _save(self, merger: LayerWiseMerger, states: List[TaskState], tasks: List[str], resolved: Dict) -> None:
-        if not self.save_weights:
-            return
-        log_dir = self.log_dir
-        if log_dir is None:
-            log.warning("No log folder (no Fabric logger): merging coefficients and tinted layers are not saved.")
-            return
-        if not self.fabric.is_global_zero:
-            return
-        path = os.path.join(log_dir, WEIGHTS_FILE)
-        save_tinting(
-            path,
-            task_names=tasks,
-            coefficient_groups=merger.group_names,
-            coefficients=merger.coefficients.detach(),
-            tinted={s.name: self._tinted_state(s) for s in states},
-            tinted_layer=str(self.tinted_layer),
-            extra_metadata={"origin": self._origin()},
-        )
-        config = self.config
-        config.update(resolved)  # the values `auto` stood for, so that the file reproduces the run
-        OmegaConf.save(config, os.path.join(log_dir, "model_tinting_config.yaml"))
-        log.info("Saved merging coefficients and tinted layers to %s", path)
 
     def _origin(self) -> str:
         """What the coefficients are relative to (saved with the weights, checked when loading them)."""

@@ -13,11 +13,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from .adaptation import iterations_done
 from .errors import TintingConfigError
+from .interrupts import AdaptationInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +108,41 @@ class CheckpointStore:
             except Exception as error:  # truncated or otherwise unreadable file
                 log.warning("Checkpoint %s cannot be read (%s); trying the previous one.", path, error)
         return None, None
+
+
+def resume_state(resume: str, run_fingerprint: Mapping, max_steps: int) -> Tuple[Dict[str, Any], Path]:
+    """The trainer state of the newest readable checkpoint of the run in ``resume``, once it is known to
+    belong to this run and to have done no more than ``max_steps`` iterations (more extends the run)."""
+    store = CheckpointStore.for_resume(resume)
+    state, path = store.load_latest()
+    if state is None:
+        raise TintingConfigError(f"resume={resume!r}: no readable checkpoint in {store.folder}")
+    check_resumable(state["fingerprint"], run_fingerprint, str(path))
+    done = iterations_done(state["trainer"])
+    if done > max_steps:
+        raise TintingConfigError(
+            f"method.max_steps={max_steps} is below the {done} iterations the checkpoint {path} has done: "
+            f"resume with max_steps >= {done} (a larger value extends the run)."
+        )
+    return state["trainer"], path
+
+
+def checkpoint_hook(
+    store: Optional[CheckpointStore], every: int, run_fingerprint: Mapping, stop: Any, writes: bool
+) -> Callable[[Any], None]:
+    """What runs after every task step: a checkpoint every ``every`` steps (0: never) into ``store``, and on
+    Ctrl-C or SIGTERM (``stop``, see :mod:`.interrupts`) a last one, then :class:`AdaptationInterrupted`.
+    Only the process that ``writes`` (the global-zero one) touches the files."""
+    def save(trainer) -> Optional[Path]:
+        if store is None or not writes:
+            return None
+        return store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict()}, trainer.visits)
+
+    def after_step(trainer) -> None:
+        if stop.requested:
+            path = save(trainer)
+            raise AdaptationInterrupted(stop.name, None if path is None else str(path))
+        if every > 0 and trainer.visits % every == 0:
+            save(trainer)
+
+    return after_step

@@ -8,9 +8,12 @@ with :class:`AdaptationInterrupted`, which the method turns into one line and ex
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, NoReturn, Optional
+
+from .errors import exit_with_message
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_STATUS = 130  # what a shell reports for a process ended by Ctrl-C
@@ -61,3 +64,14 @@ def stop_requests() -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def exit_interrupted(interrupted: AdaptationInterrupted, log_dir: Optional[str], prints: bool) -> NoReturn:
+    """One line saying where the work is and how to continue (from the process that ``prints``), then exit
+    status 130 without a traceback."""
+    if interrupted.checkpoint is None:
+        line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
+    else:
+        line = (f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
+                f"Continue with: method.resume={os.path.normpath(str(log_dir))}")
+    exit_with_message(line if prints else "", EXIT_STATUS)

@@ -298,7 +298,7 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     "where, message",
     [
         ("fusion_bench_tinting.adaptation.TintingTrainer.task_loss", "Adaptation with batch_size=32 ran out of device memory"),
-        ("fusion_bench_tinting.algorithm.ModelTintingAlgorithm._teacher_outputs", "The teacher pass of 'eurosat'"),
+        ("fusion_bench_tinting.teacher_pass.TeacherPass._teacher_outputs", "The teacher pass of 'eurosat'"),
     ],
 )
 def test_running_out_of_device_memory_is_explained(tiny_suites, monkeypatch, where, message):

@@ -1,0 +1,117 @@
+"""What a tinting run hands back and keeps: the merged model with each task's tinted layer, its report, and
+the saved coefficients and tinted layers that ``method.weights=<run>`` loads instead of adapting again."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .adaptation import AdaptationStats, TaskState
+from .merging import LayerWiseMerger
+from .tinted_model import TintedModel, TintModulator
+from .weights_io import WEIGHTS_FILE, save_tinting
+
+log = logging.getLogger(__name__)
+
+#: coefficients below this magnitude count as unused in the report's sparsity
+SPARSITY_THRESHOLD = 1e-5
+#: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
+HEAD_ENCODER_PREFIX = "encoder."
+
+
+def tinted_state(state: TaskState) -> Dict[str, Tensor]:
+    """What is saved of a task: its tinted block or head, and the encoder tensors of its head."""
+    own = {HEAD_ENCODER_PREFIX + n: p.detach() for n, p in state.head_encoder.items()}
+    if state.block:
+        return {**{n: p.detach() for n, p in state.block.items()}, **own}
+    return {**{k: v.detach() for k, v in state.head.state_dict().items()}, **own}
+
+
+@torch.no_grad()
+def load_saved(saved: Any, merger: LayerWiseMerger, states: List[TaskState]) -> None:
+    """Coefficients and tinted layers of a saved run into this run's merger and task states (its task order)."""
+    row = {task: i for i, task in enumerate(saved.task_names)}
+    order = [row[s.name] for s in states]
+    merger.coefficients.copy_(saved.coefficients[order].to(merger.coefficients))
+    for state in states:
+        tensors = dict(saved.tinted[state.name])
+        for name, param in state.head_encoder.items():
+            param.copy_(tensors.pop(HEAD_ENCODER_PREFIX + name).to(param))
+        if state.block:
+            for name, param in state.block.items():
+                param.copy_(tensors[name].to(param))
+        else:
+            device = next(state.head.parameters()).device
+            state.head.load_state_dict({k: v.to(device) for k, v in tensors.items()})
+    log.info("Loaded merging coefficients and tinted layers from %s; adaptation skipped.", saved.path)
+
+
+def coefficient_sparsity(merger: LayerWiseMerger, block_names: List[str]) -> float:
+    """Fraction of the coefficients in use (not those of a tinted block) that are practically zero."""
+    unused = set(merger.groups_of(block_names)) if block_names else set()
+    used = [g for g in range(len(merger.group_names)) if g not in unused]
+    coefficients = merger.effective_coefficients().detach()[:, used]
+    return float((coefficients.abs() < SPARSITY_THRESHOLD).float().mean()) if used else 0.0
+
+
+def tinted_model(pretrained: nn.Module, merger: LayerWiseMerger, states: List[TaskState], block_names: List[str],
+                 report: Dict[str, Any]) -> TintedModel:
+    """The merged encoder (written into ``pretrained``) with each task's tinted layer as its modulator."""
+    merger.load_into(pretrained)
+    modulators = {}
+    for state in states:
+        own = {n: p.detach() for n, p in state.own_tensors().items()}
+        if block_names:
+            modulators[state.name] = TintModulator(block=own)
+        else:
+            modulators[state.name] = TintModulator(head=state.head.eval().requires_grad_(False), block=own)
+    coefficients = merger.effective_coefficients().detach()
+    report = {
+        **report,
+        "coefficients_below_1e-5": coefficient_sparsity(merger, block_names),
+        "mean_coefficient_per_task": {s.name: float(c) for s, c in zip(states, coefficients.mean(dim=1))},
+    }
+    return TintedModel(pretrained.eval(), modulators, report)
+
+
+def adaptation_report(stats: AdaptationStats, *, iterations: int, lr: float, init_values: float,
+                      compile_step: Any, confidence_filter: bool) -> Dict[str, Any]:
+    """The report's account of an adaptation: its time, steps, resolved options and final losses."""
+    report = {
+        "adaptation_time_s": round(stats.seconds, 3),
+        "first_iteration_s": round(stats.first_iteration_seconds, 3),
+        "compile_step": compile_step,
+        "optimizer_steps": stats.optimizer_steps,
+        "skipped_steps": stats.skipped_steps,
+        "iterations": iterations,
+        "lr": lr,
+        "init_values": init_values,
+        "final_loss_per_task": stats.final_loss,
+    }
+    if confidence_filter:
+        report["filter_dropped_fraction"] = stats.dropped_fraction()
+    return report
+
+
+def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[TaskState], tinted_layer: str,
+                origin: str) -> Optional[str]:
+    """Write the coefficients and tinted layers to ``<log_dir>/`` :data:`WEIGHTS_FILE`; None without a log folder."""
+    if log_dir is None:
+        log.warning("No log folder (no Fabric logger): merging coefficients and tinted layers are not saved.")
+        return None
+    path = os.path.join(log_dir, WEIGHTS_FILE)
+    save_tinting(
+        path,
+        task_names=[s.name for s in states],
+        coefficient_groups=merger.group_names,
+        coefficients=merger.coefficients.detach(),
+        tinted={s.name: tinted_state(s) for s in states},
+        tinted_layer=tinted_layer,
+        extra_metadata={"origin": origin},
+    )
+    log.info("Saved merging coefficients and tinted layers to %s", path)
+    return path
