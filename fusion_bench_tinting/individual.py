@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Dict
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin

@@ -125,19 +125,17 @@ def test_fp16_overflowing_step_is_skipped_and_the_scale_backs_off(fused):
     assert trainer.state_dict()["scaler"]["scale"] == 2.0**59  # resumed runs continue with the same scale
 
 
-def test_the_method_scales_with_fabrics_scaler_under_16_mixed_only():
+def test_the_method_takes_fabrics_scaler_under_16_mixed_only():
     from types import SimpleNamespace
 
     from lightning.fabric.plugins.precision import MixedPrecision
 
-    from fusion_bench_tinting import ModelTintingAlgorithm
+    from fusion_bench_tinting.fabric_glue import grad_scaler
 
-    algorithm = ModelTintingAlgorithm()
     fp16 = MixedPrecision("16-mixed", device="cuda", scaler=torch.amp.GradScaler("cpu"))
-    algorithm.fabric = SimpleNamespace(strategy=SimpleNamespace(precision=fp16))
-    assert algorithm._grad_scaler() is fp16.scaler
-    algorithm.fabric = SimpleNamespace(strategy=SimpleNamespace(precision=MixedPrecision("bf16-mixed", device="cpu")))
-    assert algorithm._grad_scaler() is None
+    assert grad_scaler(SimpleNamespace(strategy=SimpleNamespace(precision=fp16))) is fp16.scaler
+    bf16 = MixedPrecision("bf16-mixed", device="cpu")
+    assert grad_scaler(SimpleNamespace(strategy=SimpleNamespace(precision=bf16))) is None
 
 
 def test_coefficient_trajectories_and_gradient_norms_are_logged_per_task():

@@ -1,0 +1,59 @@
+"""What the adaptation loop takes from Lightning Fabric: data parallelism over its processes, its gradient
+scaler under fp16 autocast, and device-synchronised profiling sections. The loop calls backward and the
+optimizer itself (one task per step, its own fused update), so it uses these pieces rather than
+``fabric.backward``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, ContextManager, Iterator, Optional
+
+import torch
+
+from .adaptation import DataParallel
+from .errors import TintingConfigError
+
+log = logging.getLogger(__name__)
+
+
+def data_parallel(fabric: Any, batch_size: int) -> DataParallel:
+    """Data-parallel adaptation over Fabric's processes (``fabric.devices=N``, DDP strategies): each
+    process takes a slice of every batch and the gradients are summed across them."""
+    if fabric.world_size == 1:
+        return DataParallel()
+    if batch_size < fabric.world_size:
+        raise TintingConfigError(
+            f"batch_size={batch_size} is smaller than the {fabric.world_size} data-parallel processes: "
+            "every process needs at least one sample of each batch."
+        )
+    log.info("Data-parallel adaptation over %d processes (rank %d).", fabric.world_size, fabric.global_rank)
+    return DataParallel(
+        rank=fabric.global_rank,
+        world_size=fabric.world_size,
+        all_reduce_sum=lambda tensor: fabric.all_reduce(tensor, reduce_op="sum"),
+    )
+
+
+def grad_scaler(fabric: Any) -> Optional[torch.amp.GradScaler]:
+    """Fabric's gradient scaler under fp16 autocast (``fabric.precision=16-mixed``, as the SyMerge version of
+    the method trains). None for other precisions (bf16 and fp32 need no scaling)."""
+    precision = fabric.strategy.precision
+    return getattr(precision, "scaler", None) if getattr(precision, "precision", None) == "16-mixed" else None
+
+
+def step_sections(fabric: Any, profile: Callable[[str], ContextManager], enabled: bool) -> Callable[[str], ContextManager]:
+    """The profiler around each part of a step (``profile_steps``), with the device synchronised on both
+    sides so that each time is the part's own; a no-op when not ``enabled`` (the syncs slow the loop)."""
+    if not enabled:
+        return lambda name: contextlib.nullcontext()
+    synchronize = torch.cuda.synchronize if torch.device(fabric.device).type == "cuda" else (lambda: None)
+
+    @contextlib.contextmanager
+    def section(name: str) -> Iterator[None]:
+        synchronize()
+        with profile(f"step: {name}"):
+            yield
+            synchronize()
+
+    return section
