@@ -65,7 +65,6 @@ def test_regression_head_uses_squared_error():
 
 def test_unknown_loss_is_refused_with_the_choices():
     from fusion_bench_tinting import ModelTintingAlgorithm
-    from fusion_bench_tinting.errors import TintingConfigError
 
     with pytest.raises(TintingConfigError, match=r"method.loss='hinge': one of \['ce'"):
         ModelTintingAlgorithm(loss="hinge")

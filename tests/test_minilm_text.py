@@ -1,7 +1,6 @@
 """The real offline text suite: the quick build, its caching, and Model Tinting beating task arithmetic."""
 
 import json
-import os
 
 import pytest
 from conftest import run_cli

@@ -160,7 +160,7 @@ def test_the_programs_seed_is_used_when_the_method_has_none(tiny_suites, tmp_pat
     program = run_cli([*config, "seed=5"], tmp_path / "program")
     method = run_cli([*config, "method.seed=5"], tmp_path / "method")
     both = run_cli([*config, "seed=5", "method.seed=7"], tmp_path / "both")
-    assert program["adaptation"]["seed"] == 5 and both["adaptation"]["seed"] == 7
+    assert program["adaptation"]["seed"] == 5 and method["adaptation"]["seed"] == 5 and both["adaptation"]["seed"] == 7
     saved = [load_file(str(tmp_path / run / "model_tinting.safetensors")) for run in ("program", "method", "both")]
     assert torch.equal(saved[0]["coefficients"], saved[1]["coefficients"])  # same seed, same run
     assert not torch.equal(saved[0]["coefficients"], saved[2]["coefficients"])

@@ -18,7 +18,6 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf

@@ -6,8 +6,8 @@ method for a model family, the method is *not available* there (said so in the t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Dict, FrozenSet, List, Optional
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional
 
 FAMILIES = ("clip", "open_clip", "seq_cls", "gpt2")
 
