@@ -22,3 +22,15 @@ def test_every_subpackage_ships_in_the_wheel():
         if "config" not in init.parts
     }
     assert found <= listed, sorted(found - listed)
+
+
+def test_every_relative_link_of_the_readme_and_docs_leads_to_a_file():
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
