@@ -41,7 +41,7 @@ from .merging import LayerWiseMerger, check_same_parameters
 from .options import check_init_values, check_values, rules
 from .results import adaptation_report, load_saved, save_result, tinted_model, tinted_state
 from .run_state import TaskMaterial, TintingRun, block_parameter_names, task_states
-from .suites import ensure_task_aware_taskpool
+from .suites import SuiteTaskPoolMixin
 from .surgery import check_surgery_options
 from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES, TeacherPass
 from .tinted_model import TintedModel
@@ -55,7 +55,7 @@ INIT_FROM = ("task_arithmetic", "lot", "adamerging")
 
 
 @auto_register_config
-class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
+class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
     """Model Tinting (docs/algorithm.md): layer-wise merging coefficients and one trainable layer per task,
     adapted together on the unlabelled test inputs against the fine-tuned models' predictions.
 
@@ -175,7 +175,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             self._adapt(run)
         self.print_profile_summary()
         model = self._result(run)
-        ensure_task_aware_taskpool(self._program)
         return model
 
     def _setup(self, modelpool: BaseModelPool) -> TintingRun:

@@ -19,6 +19,7 @@ from fusion_bench.models.modulator.base import ModulatedModel, TaskModulator
 
 from .errors import reports_config_errors
 from .families import PRETRAINED, family_for
+from .suites import SuiteTaskPoolMixin
 
 
 class WeightsModulator(TaskModulator):
@@ -46,7 +47,7 @@ class WeightsModulator(TaskModulator):
 
 
 @auto_register_config
-class IndividualModels(LightningFabricMixin, BaseAlgorithm):
+class IndividualModels(SuiteTaskPoolMixin, LightningFabricMixin, BaseAlgorithm):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
 
@@ -61,7 +62,4 @@ class IndividualModels(LightningFabricMixin, BaseAlgorithm):
             del encoder
         model = ModulatedModel(backbone, modulators)
         model.report_extras = {"method": "individual"}
-        from .suites import ensure_task_aware_taskpool
-
-        ensure_task_aware_taskpool(self._program)
         return model

@@ -9,18 +9,42 @@ and our methods, at the end of ``run``, complete the program's task pool:
   use the task pool named like the model pool choice (or its last path component), when one exists;
 - a stock CLIP, OpenCLIP or GPT-2 GLUE task pool was chosen: replace it by its task-aware subclass,
   built from the same config, so that each task is evaluated with its own tinted layer.
+
+This happens in FusionBench's public ``on_run_start`` hook, before any model is loaded, and the run says which
+task pool will evaluate it (``--cfg job`` cannot: Hydra composes before any code of ours runs). FusionBench has
+no public call to set a program's task pool, so the program's ``_taskpool`` config and
+``_instantiate_and_setup`` are used; if they are gone, the run stops with what to pass instead.
+``+suite=<name>`` (``config/suite/``) is Hydra's own spelling for choosing both pools at once.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Optional
 
+from lightning.fabric.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .compat import ensure_typing_override
+from .errors import TintingConfigError, one_line_config_errors
 
 log = logging.getLogger(__name__)
+
+
+def suite_config(name: str) -> str:
+    """The ``suite/<name>.yaml`` config behind ``+suite=<name>``: Hydra's own spelling for choosing the model
+    pool and the task pool of a suite together, for our methods and FusionBench's baselines alike."""
+    return (
+        "# @package _global_\n"
+        f"# `+suite={name}`: the model pool and its task pool in one choice (FusionBench baselines included)\n"
+        f"defaults:\n  - override /modelpool: {name}\n  - override /taskpool: {name}\n"
+    )
+
+
+def write_suite_config(config_dir: Path, name: str) -> None:
+    (config_dir / "suite").mkdir(parents=True, exist_ok=True)
+    (config_dir / "suite" / f"{name}.yaml").write_text(suite_config(name))
 
 
 def _stock_to_task_aware():
@@ -72,28 +96,50 @@ def suite_taskpool_config(hydra_cfg) -> Optional[DictConfig]:
     return None
 
 
+class SuiteTaskPoolMixin:
+    """For our methods: the run's task pool is completed or made task-aware at the start of the run."""
+
+    def on_run_start(self) -> None:
+        super().on_run_start()
+        with one_line_config_errors():
+            ensure_task_aware_taskpool(getattr(self, "_program", None))
+
+
+def _check_program_shape(program: Any) -> None:
+    missing = [name for name in ("taskpool", "_taskpool", "_instantiate_and_setup") if not hasattr(program, name)]
+    if missing:
+        raise TintingConfigError(
+            f"FusionBench's program ({type(program).__name__}) has no {', '.join(missing)}: the suite's task-aware "
+            "task pool cannot be set. Pass a task-aware task pool on the command line (taskpool=<suite>), or "
+            "install the pinned fusion-bench==0.2.33."
+        )
+
+
 def ensure_task_aware_taskpool(program) -> None:
-    """Complete or upgrade ``program.taskpool`` as described in the module docstring."""
-    if program is None or not hasattr(program, "_instantiate_and_setup"):
+    """Complete or upgrade ``program.taskpool`` as described in the module docstring, and say which it is."""
+    if program is None:
         return
+    _check_program_shape(program)
     from fusion_bench.taskpool import DummyTaskPool
 
-    taskpool = getattr(program, "taskpool", None)
+    taskpool = program.taskpool
+    reason = "as chosen"
     if taskpool is None or isinstance(taskpool, DummyTaskPool):
         config = _suite_taskpool_for_this_run()
-        if config is None:
-            return
-        log.info("Evaluating with the suite's task pool %s.", config.get("_target_"))
-        program._taskpool = config
-        program.taskpool = taskpool = program._instantiate_and_setup(config)
+        if config is not None:
+            program._taskpool = config
+            program.taskpool = taskpool = program._instantiate_and_setup(config)
+            reason = "the suite's task pool"
     upgrades = _stock_to_task_aware()
     if type(taskpool) in upgrades:
         config = OmegaConf.create(OmegaConf.to_container(program._taskpool, resolve=True))
         with open_dict(config):
             config._target_ = f"{upgrades[type(taskpool)].__module__}.{upgrades[type(taskpool)].__name__}"
-        log.info("Evaluating with %s so that each task uses its own tinted layer.", config._target_)
         program._taskpool = config
-        program.taskpool = program._instantiate_and_setup(config)
+        program.taskpool = taskpool = program._instantiate_and_setup(config)
+        reason = "task-aware, so that each task uses its own tinted layer"
+    name = "none" if taskpool is None else f"{type(taskpool).__module__}.{type(taskpool).__name__}"
+    rank_zero_info(f"Task pool evaluating this run: {name} ({reason}).")
 
 
 def _suite_taskpool_for_this_run() -> Optional[DictConfig]:

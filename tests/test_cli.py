@@ -39,6 +39,10 @@ def test_model_tinting_subprocess_from_the_repository_root(tiny_suites, tmp_path
     assert (log_dir / "model_tinting_config.yaml").exists()
     assert "accuracy per task (%)" in result.stdout  # the printed table
     assert "Model Tinting adaptation" in result.stderr  # the progress bar
+    # which task pool evaluates the run is said at start-up, before the first model is loaded
+    output = result.stdout + result.stderr
+    announced = output.find("Task pool evaluating this run: fusion_bench_tinting.taskpool.TaskAwareCLIPVisionModelTaskPool")
+    assert 0 <= announced < output.find("Task vectors and teacher outputs")
 
 
 @pytest.mark.slow
@@ -79,6 +83,26 @@ def test_stock_task_pool_is_upgraded_to_the_task_aware_one(tiny_suites, tmp_path
     stock_report = run_cli([*config, f"taskpool={suite}", f"taskpool._target_={stock}"], tmp_path / "stock")
     assert task_accuracies(stock_report) == task_accuracies(aware)
     assert "adaptation" in stock_report
+
+
+@pytest.mark.parametrize("method", ["model_tinting", "task_arithmetic"])
+def test_plus_suite_evaluates_ours_and_fusion_bench_baselines_per_task(tiny_suites, tmp_path, method):
+    report = run_cli(
+        ["--config-dir", str(tiny_suites / "config"), f"method={method}", "+suite=tiny-clip_TA4", "method.max_steps=1"]
+        if method == "model_tinting" else ["--config-dir", str(tiny_suites / "config"), f"method={method}", "+suite=tiny-clip_TA4"],
+        tmp_path / "log",
+    )
+    assert set(task_accuracies(report)) == TASKS
+
+
+def test_a_program_without_the_expected_shape_is_refused_with_what_to_pass():
+    from types import SimpleNamespace
+
+    from fusion_bench_tinting.errors import TintingConfigError
+    from fusion_bench_tinting.suites import ensure_task_aware_taskpool
+
+    with pytest.raises(TintingConfigError, match=r"has no _taskpool, _instantiate_and_setup: .*\(taskpool=<suite>\)"):
+        ensure_task_aware_taskpool(SimpleNamespace(taskpool=None))
 
 
 def test_explicit_dummy_task_pool_is_respected(tiny_suites, tmp_path):

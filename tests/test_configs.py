@@ -57,6 +57,24 @@ def test_open_clip_suite_aliases(model):
     assert ours["taskpool"]["classification_heads"] == reference["taskpool"]["classification_heads"]
 
 
+def _suites_shipped():
+    config = REPO_ROOT / "config"
+    pairs = {p.stem for p in (config / "modelpool").glob("*.yaml")} & {p.stem for p in (config / "taskpool").glob("*.yaml")}
+    return sorted(pairs | {"gpt-2_glue"})  # FusionBench ships both halves of that one
+
+
+@pytest.mark.parametrize("suite", _suites_shipped())
+def test_plus_suite_selects_the_same_model_pool_and_task_pool_as_naming_both(suite):
+    from fusion_bench_tinting.suites import suite_config
+
+    assert (REPO_ROOT / "config" / "suite" / f"{suite}.yaml").read_text() == suite_config(suite)
+    for method in ("model_tinting", "task_arithmetic"):
+        chosen = _compose([f"method={method}", f"+suite={suite}"])
+        named = _compose([f"method={method}", f"modelpool={suite}", f"taskpool={suite}"])
+        assert chosen["modelpool"] == named["modelpool"] and chosen["taskpool"] == named["taskpool"]
+        assert chosen["method"] == named["method"]
+
+
 def test_method_configs_compose_with_reference_defaults():
     method = _compose(["method=model_tinting"])["method"]
     assert method["_target_"] == "fusion_bench_tinting.ModelTintingAlgorithm"

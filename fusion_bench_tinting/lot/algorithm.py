@@ -24,7 +24,7 @@ from ..errors import one_line_config_errors, reports_config_errors
 from ..families import PRETRAINED, family_for
 from ..merging import check_same_parameters
 from ..options import check_values, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
-from ..suites import ensure_task_aware_taskpool
+from ..suites import SuiteTaskPoolMixin
 from ..tinted_model import TintedModel, TintModulator
 from .expert_pass import observe_expert
 from .solver import LOTSolver
@@ -58,7 +58,7 @@ def make_solver(encoder, merged_names, *, ridge, fallback_scale, statistics_dtyp
 
 
 @auto_register_config
-class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
+class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
     """LOT Merging.
 
     Args:
@@ -129,7 +129,6 @@ class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorit
             **solver.summary(),
         }
         modulators = {task: TintModulator(head=heads[task].eval().requires_grad_(False)) for task in tasks}
-        ensure_task_aware_taskpool(self._program)
         return TintedModel(pretrained.eval(), modulators, report)
 
 

@@ -27,6 +27,8 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..suites import write_suite_config
+
 TASKS = ("eurosat", "stl10", "fashion_mnist", "cifar10")
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
@@ -285,6 +287,7 @@ def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_path
             })
         )
         suites.append(name)
+        write_suite_config(config, name)
     if open_clip_paths:
         models, heads = open_clip_paths
         name = f"{prefix}-openclip_{spec.suffix}"
@@ -304,6 +307,7 @@ def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_path
             })
         )
         suites.append(name)
+        write_suite_config(config, name)
     return suites
 
 

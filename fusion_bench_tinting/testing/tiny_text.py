@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..suites import write_suite_config
 from .tiny_suites import _yaml, byte_level_chars
 
 POSITIVE = ["good", "great", "happy", "fine", "superb", "nice", "lovely", "bright"]
@@ -212,4 +213,5 @@ def _write_configs(out: Path, kind: str, root: Path, models: Dict[str, str], dat
     taskpool.update({"test_datasets": {t: d for t, d in data.items()}, "tokenizer": tokenizer})
     (out / "config" / "modelpool" / f"{name}.yaml").write_text(_yaml(modelpool))
     (out / "config" / "taskpool" / f"{name}.yaml").write_text(_yaml(taskpool))
+    write_suite_config(out / "config", name)
     return name
