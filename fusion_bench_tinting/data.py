@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, Iterator, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
+from lightning.fabric.utilities.data import suggested_max_num_workers
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -198,16 +199,16 @@ SMALL_DATASET = 1024
 MAX_AUTO_WORKERS = 8  # FusionBench's own default for its CLIP data loaders
 
 
-def resolve_num_workers(num_workers: Union[int, str], num_samples: int) -> int:
-    """``auto``: the main process for small datasets, else one worker per available core but one (at most
-    8); decoding and resizing JPEGs runs at a few ms per image, so a single process would make the one
+def resolve_num_workers(num_workers: Union[int, str], num_samples: int, processes_per_node: int = 1) -> int:
+    """``auto``: the main process for small datasets, else Lightning's suggestion for the processes that
+    preprocess at once on this node (the cores shared among them, one left to each main process), at most 8;
+    decoding and resizing JPEGs runs at a few ms per image, so a single process would make the one
     preprocessing pass of a large suite take minutes. An integer is used as it is."""
     if num_workers != "auto":
         return int(num_workers)
     if num_samples < SMALL_DATASET:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(MAX_AUTO_WORKERS, cores - 1))
+    return min(MAX_AUTO_WORKERS, suggested_max_num_workers(processes_per_node))
 
 
 def cache_inputs(

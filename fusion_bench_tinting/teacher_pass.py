@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .caching import TaskCache, library_versions
-from .data import AdaptationInputs
+from .data import AdaptationInputs, resolve_num_workers
 from .families import ModelFamily
 from .memory import explain_out_of_memory
 
@@ -105,7 +105,8 @@ class TeacherPass:
         """Preprocess the task's test inputs once, check they fit the model, and run the teacher over them."""
         with self.profile("preprocess inputs"):
             inputs = family.adaptation_inputs(
-                task, batch_size=self.batch_size, num_workers=self.num_workers, dtype=INPUT_DTYPES[self.input_dtype]
+                task, batch_size=self.batch_size, num_workers=self._workers(family.test_size(task)),
+                dtype=INPUT_DTYPES[self.input_dtype],
             )
         family.check_inputs(task, inputs, finetuned)
         with self.profile("teacher outputs"), explain_out_of_memory(
@@ -114,6 +115,12 @@ class TeacherPass:
         ):
             teacher = self._teacher_outputs(family, finetuned.to(device), head, inputs, device)
         return inputs, teacher
+
+    def _workers(self, num_samples: int) -> int:
+        """``num_workers`` for this pass: with the cache, only each node's first process preprocesses;
+        without it, every process of the node does at once and they share its cores."""
+        processes = 1 if self.reuse_cache else max(1, self.fabric.world_size // max(1, getattr(self.fabric, "num_nodes", 1)))
+        return resolve_num_workers(self.num_workers, num_samples, processes)
 
     @torch.no_grad()
     def _teacher_outputs(self, family: ModelFamily, encoder: nn.Module, head: nn.Module, inputs: AdaptationInputs, device) -> Tensor:

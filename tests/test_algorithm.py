@@ -274,9 +274,10 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     from fusion_bench_tinting.data import SMALL_DATASET, cache_inputs, resolve_num_workers
 
     assert resolve_num_workers(3, 10) == 3 and resolve_num_workers("auto", SMALL_DATASET - 1) == 0
-    for cores, expected in [(1, 0), (2, 1), (6, 5), (64, 8)]:
+    # Lightning's suggestion: the node's cores shared among its preprocessing processes, one left to each; at most 8
+    for cores, processes, expected in [(1, 1, 1), (2, 1, 1), (6, 1, 5), (64, 1, 8), (16, 4, 3), (16, 2, 7)]:
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)), raising=False)
-        assert resolve_num_workers("auto", SMALL_DATASET) == expected
+        assert resolve_num_workers("auto", SMALL_DATASET, processes) == expected
     monkeypatch.undo()
     # a large set through real worker processes: same rows, same order as in-process
     images = torch.rand(SMALL_DATASET + 37, 3, 2, 2)

@@ -34,3 +34,22 @@ def test_every_relative_link_of_the_readme_and_docs_leads_to_a_file():
             if "://" not in target and not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, broken
+
+
+def test_every_installed_command_answers_help():
+    """The suite builders and benchmarks work from a plain install, without the repository's scripts/."""
+    import subprocess
+    import sys
+    import tomllib
+
+    commands = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"fusion-bench-tinting-build-minilm-text", "fusion-bench-tinting-bench-speed"} <= set(commands)
+    calls = "".join(
+        f"sys.argv = [{name!r}, '--help']\n"
+        f"try:\n    from {target.split(':')[0]} import {target.split(':')[1]} as main; main()\n"
+        f"except SystemExit as done:\n    assert done.code in (0, None), {name!r}\n"
+        for name, target in commands.items()
+    )
+    result = subprocess.run([sys.executable, "-c", "import sys\n" + calls], capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr[-800:]
+    assert result.stdout.count("usage:") == len(commands)

@@ -154,7 +154,7 @@ class SequenceClassificationFamily(ModelFamily):
         if path is not None and (path.startswith((".", "/", "~")) and not os.path.exists(os.path.expanduser(path))):
             raise TintingConfigError(
                 f"The checkpoint of task {task!r} does not exist: {path}. For the offline suite "
-                "`minilm_text`, build it first with `python scripts/build_minilm_text.py`."
+                "`minilm_text`, build it first with `fusion-bench-tinting-build-minilm-text` (or `python scripts/build_minilm_text.py` in the repository)."
             )
         dataset_config = self.modelpool._test_datasets[task]
         if isinstance(dataset_config, (dict, DictConfig)) and str(dataset_config.get("_target_", "")).endswith("load_glue"):
