@@ -19,21 +19,23 @@ processes before each step, so N processes make the same updates as one process 
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
+
+from fusion_bench.utils.pylogger import get_rankzero_logger
 from .compiled import compile_merge_and_encoder, compile_merged_features, mark_step_begin
 from .data import AdaptationInputs, EpochSampler
 from .losses import confidence_filter, per_sample_loss
 from .merging import LayerWiseMerger
 
-log = logging.getLogger(__name__)
+log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 EncodeFn = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 
@@ -420,7 +422,8 @@ class TintingTrainer:
         ``on_visit`` is called after every task step (sequential) or joint step, e.g. to checkpoint."""
         start = time.perf_counter()
         progress = tqdm(
-            total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation", dynamic_ncols=True
+            total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation", dynamic_ncols=True,
+            disable=rank_zero_only.rank != 0,  # one bar for all data-parallel processes
         )
         try:
             first_iteration = self._iterate(progress, on_visit, start)

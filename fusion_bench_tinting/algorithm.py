@@ -11,17 +11,18 @@ This module knows nothing of a particular model family: ``families`` adapts each
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
+from fusion_bench.utils.pylogger import get_rankzero_logger
 
 from .adamerging_start import load_adamerging_weights, resolve_adamerging_weights
 from .adaptation import AdaptationOptions, TintingTrainer
@@ -47,7 +48,7 @@ from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES, TeacherPass
 from .tinted_model import TintedModel
 from .weights_io import check_matches, load_tinting, resolve_weights_path
 
-log = logging.getLogger(__name__)
+log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 
 DEFAULT_SEED = 42
@@ -238,7 +239,8 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             self.inputs_on_device, self.profile,
         )
         tasks = TaskMaterial()
-        for index, task in enumerate(tqdm(run.tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True)):
+        for index, task in enumerate(tqdm(run.tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True,
+                                            disable=rank_zero_only.rank != 0)):
             with self.profile("load fine-tuned"):
                 with reading(f"the model of task {task!r} ({source_in_pool(family.modelpool, task)})"):
                     finetuned = family.load_encoder(task)

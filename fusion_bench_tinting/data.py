@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, Iterator, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import torch
 from lightning.fabric.utilities.data import suggested_max_num_workers
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def cache_inputs(
     mean, std = (torch.tensor(v, dtype=torch.float32) for v in normalization) if quantize else (None, None)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=CachedDtypeCollate(dtype, mean, std))
     chunks = []
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=rank_zero_only.rank != 0):
         if quantize and batch.dtype != torch.uint8:  # this batch is off the 8-bit grid: all of it float16
             log.warning("%s: the preprocessed images are not on an 8-bit grid; caching them as float16.", desc)
             quantize, chunks = False, [normalise_pixels(c, mean, std).to(torch.float16) for c in chunks]

@@ -3,19 +3,20 @@ the saved coefficients and tinted layers that ``method.weights=<run>`` loads ins
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
 
+
+from fusion_bench.utils.pylogger import get_rankzero_logger
 from .adaptation import AdaptationStats, TaskState
 from .merging import LayerWiseMerger
 from .tinted_model import TintedModel, TintModulator
 from .weights_io import WEIGHTS_FILE, save_tinting
 
-log = logging.getLogger(__name__)
+log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 #: coefficients below this magnitude count as unused in the report's sparsity
 SPARSITY_THRESHOLD = 1e-5

@@ -19,17 +19,18 @@ no public call to set a program's task pool, so the program's ``_taskpool`` conf
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.fabric.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+
+from fusion_bench.utils.pylogger import get_rankzero_logger
 from .compat import ensure_typing_override
 from .errors import TintingConfigError, one_line_config_errors
 
-log = logging.getLogger(__name__)
+log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 
 def suite_config(name: str) -> str:

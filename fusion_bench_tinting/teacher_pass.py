@@ -17,6 +17,7 @@ from typing import Any, Callable, ContextManager, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
 from .caching import TaskCache, library_versions
@@ -127,7 +128,8 @@ class TeacherPass:
         outputs = []
         batches = inputs.batches(self.batch_size, device, torch.float32)
         total = -(-len(inputs) // self.batch_size)
-        for batch in tqdm(batches, total=total, desc="Teacher outputs", leave=False, dynamic_ncols=True):
+        for batch in tqdm(batches, total=total, desc="Teacher outputs", leave=False, dynamic_ncols=True,
+                          disable=rank_zero_only.rank != 0):
             with self.fabric.autocast():
                 outputs.append(head(family.encode(encoder, batch)).float())
         return torch.cat(outputs)

@@ -99,8 +99,9 @@ def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
     run_cli_subprocess(config, tmp_path / "one")
     data_parallel = [*config, "fabric.devices=2", "fabric.strategy=ddp"]
     cache = {"FUSION_BENCH_CACHE_DIR": str(tmp_path / "fresh_cache")}
-    run_cli_subprocess([*data_parallel, "method.evaluate_on_cached_inputs=true", "+taskpool.save_predictions=true"],
-                       tmp_path / "two", env=cache)
+    two = run_cli_subprocess([*data_parallel, "method.evaluate_on_cached_inputs=true", "+taskpool.save_predictions=true"],
+                             tmp_path / "two", env=cache)
+    assert two.stderr.count("Model Tinting adaptation:   0%") == 1  # one progress bar: the global-zero process's
     second_process = (tmp_path / "two" / "train_ddp_process_1.log").read_text()
     assert second_process.count("read from this node's first process") == 4  # every task
     assert second_process.count("this process's 1/2 share: 64 of 128 samples") == 4

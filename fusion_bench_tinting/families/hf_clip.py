@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Subset
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
 from fusion_bench.dataset.image_dataset import ImageClassificationDataset
@@ -66,7 +67,7 @@ class HFCLIPVisionFamily(ModelFamily):
             return
         clip_model = self.modelpool.load_clip_model(PRETRAINED)
         classifier = HFCLIPClassifier(clip_model, self.processor).to(self.device)
-        for task in tqdm(self.task_names(), desc="Zero-shot heads", leave=False):
+        for task in tqdm(self.task_names(), desc="Zero-shot heads", leave=False, disable=rank_zero_only.rank != 0):
             classifier.set_classification_task(*get_classnames_and_templates(task))
             self._text_embeddings[task] = classifier.zeroshot_weights.detach().float().clone()
         self.visual_projection = copy.deepcopy(clip_model.visual_projection).float().requires_grad_(False)

@@ -9,15 +9,16 @@ tinting result. No training loop.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Dict, Union
 
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
+from fusion_bench.utils.pylogger import get_rankzero_logger
 
 from ..caching import library_versions
 from ..errors import one_line_config_errors, reports_config_errors
@@ -29,7 +30,7 @@ from ..tinted_model import TintedModel, TintModulator
 from .expert_pass import observe_expert
 from .solver import LOTSolver
 
-log = logging.getLogger(__name__)
+log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 STATISTICS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -104,7 +105,7 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
             statistics_dtype=self.statistics_dtype, device=device,
         )
         heads = {}
-        for task in tqdm(tasks, desc="LOT feature statistics", dynamic_ncols=True):
+        for task in tqdm(tasks, desc="LOT feature statistics", dynamic_ncols=True, disable=rank_zero_only.rank != 0):
             with self.profile("load fine-tuned"):
                 expert = family.load_encoder(task)
                 heads[task] = family.load_head(task)

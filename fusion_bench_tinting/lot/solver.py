@@ -15,15 +15,16 @@ which is also what the closed form gives when every task has the same statistics
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+
+from fusion_bench.utils.pylogger import get_rankzero_logger
 from .layers import SolvableLayer, find_solvable_layers
 
-log = logging.getLogger(__name__)
+log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 
 class LOTSolver:
