@@ -394,12 +394,24 @@ class TintingTrainer:
         self._settle_empty_steps()
         count = float(self._window_count)
         if count:
-            mean_loss = (self.data_parallel.all_reduce_sum(self._window_loss) / count).item()
+            # one all-reduce: the window's loss and each task's latest loss (each process holds its share)
+            losses = self.data_parallel.all_reduce_sum(torch.stack([self._window_loss, *(loss.float() for loss in self._last_loss)])).tolist()
+            mean_loss = losses[0] / count
             progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps)
             if self.log_metrics is not None:
-                self.log_metrics({"train/loss": mean_loss, **self._coefficient_metrics()}, iteration + 1)
+                metrics = {"train/loss": mean_loss, **self._coefficient_metrics()}
+                metrics.update({f"train/loss/{t.name}": loss for t, loss in zip(self.tasks, losses[1:])})
+                if self.options.confidence_filter:
+                    metrics.update(self._dropped_fractions())
+                self.log_metrics(metrics, iteration + 1)
         self._window_loss = torch.zeros((), device=self.device)
         self._window_count = torch.zeros((), device=self.device)
+
+    def _dropped_fractions(self) -> Dict[str, float]:
+        """Model Tinting++: the share of each task's samples the filter has dropped so far."""
+        kept = torch.stack(self._kept).tolist()
+        return {f"filter/dropped_fraction/{t.name}": 1.0 - k / seen if seen else 0.0
+                for t, k, seen in zip(self.tasks, kept, self._seen)}
 
     def _coefficient_metrics(self) -> Dict[str, float]:
         """Per task: the mean of its (clamped) coefficients and its steps' mean coefficient-gradient norm over

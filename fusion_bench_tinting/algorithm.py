@@ -30,7 +30,7 @@ from .caching import library_versions
 from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, checkpoint_hook, fingerprint, resume_state
 from .compiled import compile_options
 from .errors import TintingConfigError, one_line_config_errors, reports_config_errors
-from .fabric_glue import data_parallel, grad_scaler, step_sections
+from .fabric_glue import data_parallel, grad_scaler, log_coefficient_heatmap, log_hyperparameters, step_sections
 from .families import PRETRAINED, ModelFamily, family_for
 from .input_checks import check_test_set, reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
@@ -306,6 +306,18 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
                 run.stats = trainer.run(on_visit=hook)
             except AdaptationInterrupted as interrupted:
                 exit_interrupted(interrupted, self.log_dir, self.fabric.is_global_zero)
+        self._log_run_summary(run)
+
+    def _log_run_summary(self, run: TintingRun) -> None:
+        """The options with the final loss (TensorBoard's HPARAMS tab) and the coefficients as a heat map."""
+        resolved = {"lr": run.lr, "max_steps": run.max_steps, "init_values": run.init_value, "seed": self.run_seed}
+        losses = list(run.stats.final_loss.values())
+        log_hyperparameters(
+            self.fabric, {**OmegaConf.to_container(self.config), **resolved, "tasks": ",".join(run.tasks)},
+            {"hparams/final_loss": sum(losses) / len(losses)},
+        )
+        coefficients = run.merger.effective_coefficients().detach()
+        log_coefficient_heatmap(self.fabric, coefficients, run.tasks, run.merger.group_names, run.max_steps)
 
     def _trainer(self, run: TintingRun) -> TintingTrainer:
         options = AdaptationOptions(

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, ContextManager, Iterator, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence
 
 import torch
+from torch import Tensor
 
 from .adaptation import DataParallel
 from .errors import TintingConfigError
@@ -57,3 +58,22 @@ def step_sections(fabric: Any, profile: Callable[[str], ContextManager], enabled
             synchronize()
 
     return section
+
+
+def log_hyperparameters(fabric: Any, params: Dict[str, Any], metrics: Dict[str, float]) -> None:
+    """The run's options (``auto`` resolved) with its end results to every Fabric logger (TensorBoard: its
+    HPARAMS tab, which needs at least one metric beside the options)."""
+    for logger in fabric.loggers:
+        logger.log_hyperparams(params, metrics=metrics)
+
+
+def log_coefficient_heatmap(fabric: Any, coefficients: Tensor, tasks: Sequence[str], groups: Sequence[str], step: int) -> None:
+    """The learned merging coefficients, tasks x coefficient groups, as an image in TensorBoard."""
+    loggers = [logger for logger in fabric.loggers if hasattr(getattr(logger, "experiment", None), "add_figure")]
+    if not loggers or not fabric.is_global_zero:
+        return
+    from .comparison.plots import blocks_of_groups, coefficient_heatmap_figure
+
+    figure = coefficient_heatmap_figure(coefficients.cpu().numpy(), tasks, blocks_of_groups(groups), "learned merging coefficients")
+    for logger in loggers:
+        logger.experiment.add_figure("coefficients/heatmap", figure, global_step=step)

@@ -174,3 +174,30 @@ def test_coefficient_trajectories_are_read_back_from_tensorboard_and_plotted(tmp
     assert summary["mean_grad_norm"] == pytest.approx((1e-3 + 5e-4 + 2e-4) / 3)
     plot_trajectories({"run": series}, tmp_path / "coefficients.png")
     assert (tmp_path / "coefficients.png").stat().st_size > 0
+
+
+def test_a_run_logs_options_per_task_losses_drop_fractions_and_a_coefficient_heat_map(tiny_suites, tmp_path):
+    from conftest import run_cli
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    run_cli(["--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4",
+             "method.max_steps=4", "method.log_every=2", "method.lr=0.01"], tmp_path / "log")
+    events = sorted((tmp_path / "log").rglob("events.out.tfevents.*"))
+    tags, hparams = {"scalars": set(), "images": set()}, {}
+    for path in events:
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0})
+        accumulator.Reload()
+        for kind in tags:
+            tags[kind] |= set(accumulator.Tags().get(kind, []))
+        try:
+            contents = accumulator.PluginTagToContent("hparams").values()
+        except KeyError:  # an events file without hyperparameters
+            contents = []
+        for content in contents:
+            hparams.update(HParamsPluginData.FromString(content).session_start_info.hparams)
+    for task in ("eurosat", "stl10", "fashion_mnist", "cifar10"):
+        assert {f"train/loss/{task}", f"filter/dropped_fraction/{task}", f"coefficients/mean/{task}"} <= tags["scalars"]
+    assert "coefficients/heatmap" in tags["images"]
+    assert hparams["lr"].number_value == pytest.approx(0.01) and hparams["max_steps"].number_value == 4
+    assert hparams["confidence_filter"].number_value == 1  # Model Tinting++ (booleans arrive as numbers)

@@ -14,7 +14,6 @@ Discrepancy and loss correlation need the per-sample predictions the task-aware 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -23,11 +22,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
-from .plots import coefficient_heatmap
+from .plots import blocks_of_groups, coefficient_heatmap
 from .runner import RunResult
 
 ANALYSES = ("sparsity", "discrepancy", "loss_correlation")
-_BLOCK = re.compile(r"(?:layers?|resblocks|h|layer)\.(\d+)\.")
 
 
 def predictions(result: Optional[RunResult]) -> Dict[str, Dict[str, torch.Tensor]]:
@@ -54,7 +52,7 @@ def sparsity(results: Dict[str, RunResult], out: Path) -> Dict[str, dict]:
         coefficients = raw.clamp(0, 1) if clamp else raw  # as applied in the merge
         tasks = json.loads(metadata["tasks"])
         groups = json.loads(metadata.get("coefficient_groups", "[]"))
-        layers = [int(m.group(1)) if (m := _BLOCK.search(g)) else None for g in groups] or [None] * coefficients.shape[1]
+        layers = blocks_of_groups(groups) or [None] * coefficients.shape[1]
         image = out / f"coefficients_{name}.png"
         coefficient_heatmap(coefficients.numpy(), tasks, layers, image, f"{name}: learned merging coefficients")
         found[name] = {

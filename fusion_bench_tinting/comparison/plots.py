@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -55,7 +56,15 @@ def bar_chart(rows: List[dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def coefficient_heatmap(coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], path: Path, title: str) -> None:
+#: the transformer block a coefficient group belongs to (CLIP, OpenCLIP, BERT-style and GPT-2 layouts)
+BLOCK_OF_GROUP = re.compile(r"(?:layers?|resblocks|h|layer)\.(\d+)\.")
+
+
+def blocks_of_groups(groups: Sequence[str]) -> List[Optional[int]]:
+    return [int(m.group(1)) if (m := BLOCK_OF_GROUP.search(g)) else None for g in groups]
+
+
+def coefficient_heatmap_figure(coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], title: str):
     """Learned coefficients, tasks x coefficient groups (in parameter order), with block boundaries."""
     figure, axes = plt.subplots(figsize=(12, 0.4 * len(tasks) + 1.8))
     image = axes.imshow(coefficients, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-6, float(coefficients.max())))
@@ -73,5 +82,10 @@ def coefficient_heatmap(coefficients: np.ndarray, tasks: Sequence[str], layer_of
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, fraction=0.02)
     figure.tight_layout()
+    return figure
+
+
+def coefficient_heatmap(coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], path: Path, title: str) -> None:
+    figure = coefficient_heatmap_figure(coefficients, tasks, layer_of_group, title)
     figure.savefig(path, dpi=120)
     plt.close(figure)
