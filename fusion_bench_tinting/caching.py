@@ -61,7 +61,8 @@ def library_versions() -> Dict[str, str]:
 
 
 class TaskCache:
-    """Entries ``<key>.pt`` (torch.save of a dict), written atomically."""
+    """Entries ``<key>.safetensors``: a task's preprocessed inputs and its teacher's outputs, as plain tensors
+    (nothing is unpickled from a cache folder that other users or jobs may share), written atomically."""
 
     def __init__(self, folder: os.PathLike):
         self.folder = Path(folder)
@@ -70,20 +71,36 @@ class TaskCache:
     def key(identity: Mapping[str, Any]) -> str:
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.safetensors"
+
     def load(self, key: str) -> Optional[Dict[str, Any]]:
-        path = self.folder / f"{key}.pt"
+        """``{"inputs": ..., "teacher": ...}``, or None when there is no readable entry."""
+        from safetensors import safe_open
+
+        from .data import inputs_kinds
+
+        path = self.path(key)
         if not path.exists():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            with safe_open(str(path), framework="pt") as entry:
+                kind = inputs_kinds()[entry.metadata()["inputs_kind"]]
+                tensors = {name: entry.get_tensor(name) for name in entry.keys()}
         except Exception as error:
             log.warning("Cache entry %s cannot be read (%s): rebuilding it.", path, error)
             return None
+        inputs = {name[len("inputs."):]: t for name, t in tensors.items() if name.startswith("inputs.")}
+        return {"inputs": kind.from_tensors(inputs), "teacher": tensors["teacher"]}
 
-    def save(self, key: str, payload: Mapping[str, Any]) -> None:
+    def save(self, key: str, inputs: Any, teacher: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{key}.pt"
+        path = self.path(key)
+        tensors = {"teacher": teacher, **{f"inputs.{name}": t for name, t in inputs.tensors().items()}}
         # one temporary name per process: the first process of every node may write the same entry
-        temporary = path.with_suffix(f".pt.{socket.gethostname()}.{os.getpid()}.tmp")
-        torch.save(dict(payload), temporary)
+        temporary = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+        save_file({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, str(temporary),
+                  metadata={"inputs_kind": inputs.KIND})
         os.replace(temporary, path)

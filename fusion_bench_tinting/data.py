@@ -50,8 +50,18 @@ class TensorInputs:
     """Preprocessed inputs of one task stacked in one tensor (labels are dropped on purpose:
     test-time adaptation never sees them)."""
 
+    KIND = "tensor"
+
     def __init__(self, tensor: Tensor):
         self.tensor = tensor
+
+    def tensors(self) -> Dict[str, Tensor]:
+        """Everything it holds, as named tensors (for a safetensors file)."""
+        return {"tensor": self.tensor}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor]) -> "TensorInputs":
+        return cls(tensors["tensor"])
 
     def __len__(self) -> int:
         return self.tensor.shape[0]
@@ -78,9 +88,19 @@ class TokenInputs:
     right-padded (N, max_length) tensor; every batch is cut to its own longest sequence, so padding
     costs no more than per-batch padding would. Lengths stay on the CPU: cutting needs no host sync."""
 
+    KIND = "tokens"
+
     def __init__(self, columns: Mapping[str, Tensor], lengths: Tensor):
         self.columns = dict(columns)
         self.lengths = lengths.cpu()
+
+    def tensors(self) -> Dict[str, Tensor]:
+        return {"lengths": self.lengths, **{f"column.{k}": v for k, v in self.columns.items()}}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor]) -> "TokenInputs":
+        columns = {k[len("column."):]: v for k, v in tensors.items() if k.startswith("column.")}
+        return cls(columns, tensors["lengths"])
 
     @classmethod
     def from_rows(cls, rows: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int) -> "TokenInputs":
@@ -134,9 +154,18 @@ class Uint8ImageInputs(TensorInputs):
     normalised on the device they are gathered to. Exact for preprocessing that resizes and crops 8-bit
     pixels, then maps ``x / 255`` through ``(x - mean) / std`` (CLIP's and open_clip's)."""
 
+    KIND = "uint8_image"
+
     def __init__(self, tensor: Tensor, mean: Tensor, std: Tensor):
         super().__init__(tensor)
         self.mean, self.std = mean.float().reshape(-1, 1, 1), std.float().reshape(-1, 1, 1)
+
+    def tensors(self) -> Dict[str, Tensor]:
+        return {"tensor": self.tensor, "mean": self.mean.flatten().clone(), "std": self.std.flatten().clone()}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor]) -> "Uint8ImageInputs":
+        return cls(tensors["tensor"], tensors["mean"], tensors["std"])
 
     def to(self, device: torch.device) -> "Uint8ImageInputs":
         return Uint8ImageInputs(_pin_if_useful(self.tensor.to(device)), self.mean, self.std)
@@ -150,6 +179,11 @@ class Uint8ImageInputs(TensorInputs):
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
         for start in range(0, len(self), batch_size):
             yield self._normalised(self.tensor[start : start + batch_size].to(device, non_blocking=True), dtype)
+
+
+def inputs_kinds() -> Dict[str, type]:
+    """The inputs classes a cache entry can hold, by their ``KIND``."""
+    return {cls.KIND: cls for cls in (TensorInputs, Uint8ImageInputs, TokenInputs)}
 
 
 def normalise_pixels(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ CACHED_INPUT_TOLERANCE = 1e-2
 
 class TaskAwareEvaluation:
     _model_under_evaluation: Optional[nn.Module] = None
-    #: also write each task's logits and labels to ``<log dir>/predictions/<task>.pt`` (for analyses)
+    #: also write each task's logits and labels to ``<log dir>/predictions/<task>.safetensors`` (for analyses)
     save_predictions: bool = False
 
     def _save_task_predictions(self, task_name: str, logits: Tensor, labels: Tensor) -> None:
@@ -35,7 +35,10 @@ class TaskAwareEvaluation:
             return
         folder = os.path.join(log_dir, "predictions")
         os.makedirs(folder, exist_ok=True)
-        torch.save({"logits": logits.detach().float().cpu(), "labels": labels.detach().cpu()}, os.path.join(folder, f"{task_name}.pt"))
+        from safetensors.torch import save_file
+
+        tensors = {"logits": logits.detach().float().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
+        save_file(tensors, os.path.join(folder, f"{task_name}.safetensors"))
 
     def _whole_test_set(self, logits: Tensor, labels: Tensor, num_samples: int) -> Tuple[Tensor, Tensor]:
         """Data parallel: this process recorded only its shard (:func:`evaluation_shard`); gather every

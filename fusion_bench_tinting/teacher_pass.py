@@ -88,7 +88,7 @@ class TeacherPass:
         entry = None
         if self.fabric.local_rank == 0:
             inputs, teacher = compute()
-            cache.save(key, {"inputs": inputs, "teacher": teacher.cpu()})
+            cache.save(key, inputs, teacher)
             entry = {"inputs": inputs, "teacher": teacher}  # the teacher stays where it was computed
         if self.fabric.world_size > 1:
             self.fabric.barrier()

@@ -311,3 +311,33 @@ def test_running_out_of_device_memory_is_explained(tiny_suites, monkeypatch, whe
         _run(load_pool(tiny_suites, "tiny-clip_TA4"), reuse_cache=False)
     assert "Tried to allocate 2.00 GiB" in str(raised.value) and "method." in str(raised.value)  # what and what to change
     assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no torch trace chained to it
+
+
+@pytest.mark.parametrize("kind", ["tensor", "uint8_image", "tokens"])
+def test_cache_entries_are_safetensors_that_give_back_the_same_inputs_and_teacher(tmp_path, kind):
+    from safetensors import safe_open
+
+    from fusion_bench_tinting.caching import TaskCache
+    from fusion_bench_tinting.data import TensorInputs, TokenInputs, Uint8ImageInputs
+
+    inputs = {
+        "tensor": TensorInputs(torch.randn(5, 3, 4, 4)),
+        "uint8_image": Uint8ImageInputs(torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8),
+                                        torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.3, 0.25])),
+        "tokens": TokenInputs.from_rows([{"input_ids": [5, 6, 7]}, {"input_ids": [8]}], pad_token_id=0),
+    }[kind]
+    teacher = torch.randn(len(inputs), 3)
+    cache = TaskCache(tmp_path)
+    cache.save("entry", inputs, teacher)
+    with safe_open(str(tmp_path / "entry.safetensors"), framework="pt") as entry:  # plain tensors, no pickle
+        assert entry.metadata()["inputs_kind"] == kind
+    loaded = cache.load("entry")
+    assert type(loaded["inputs"]) is type(inputs) and torch.equal(loaded["teacher"], teacher)
+    index = torch.tensor([1, 0])
+    original, again = inputs.gather(index, torch.device("cpu")), loaded["inputs"].gather(index, torch.device("cpu"))
+    if kind == "tokens":
+        assert original.keys() == again.keys() and all(torch.equal(original[k], again[k]) for k in original)
+    else:
+        assert torch.equal(original, again)
+    (tmp_path / "entry.safetensors").write_bytes(b"broken")
+    assert cache.load("entry") is None  # an unreadable entry is rebuilt, not trusted

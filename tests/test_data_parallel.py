@@ -109,12 +109,12 @@ def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
     cached, decoded = (json.loads((tmp_path / run / "program_report.json").read_text()) for run in ("two", "two_decoded"))
     assert task_accuracies(cached) == task_accuracies(decoded)
     for task, accuracy in task_accuracies(cached).items():  # saved predictions: both shards, in test-set order
-        saved = torch.load(tmp_path / "two" / "predictions" / f"{task}.pt")
+        saved = load_file(tmp_path / "two" / "predictions" / f"{task}.safetensors")
         expected_labels = load_from_disk(str(tiny_suites / "data" / task / "test"))["label"]
         assert saved["labels"].tolist() == expected_labels
         assert (saved["logits"].argmax(-1) == saved["labels"]).float().mean().item() == pytest.approx(accuracy)
     assert "from the cache (" not in second_process  # no ready entry: the first process made them all
-    assert len(list((tmp_path / "fresh_cache" / "model_tinting").glob("*.pt"))) == 4
+    assert len(list((tmp_path / "fresh_cache" / "model_tinting").glob("*.safetensors"))) == 4
     one = load_file(tmp_path / "one" / "model_tinting.safetensors")
     two = load_file(tmp_path / "two" / "model_tinting.safetensors")
     for key in one:
@@ -139,6 +139,6 @@ def test_text_evaluation_is_shared_by_the_processes_with_the_one_process_figures
     assert tasks and all(two[task]["score"] == one[task]["score"] for task in tasks)
     assert (tmp_path / "two" / "train_ddp_process_1.log").read_text().count("this process's 1/2 share") == len(tasks)
     for task in tasks:
-        saved_one, saved_two = (torch.load(tmp_path / run / "predictions" / f"{task}.pt") for run in ("one", "two"))
+        saved_one, saved_two = (load_file(tmp_path / run / "predictions" / f"{task}.safetensors") for run in ("one", "two"))
         assert torch.equal(saved_one["labels"], saved_two["labels"])
         torch.testing.assert_close(saved_two["logits"], saved_one["logits"], atol=1e-5, rtol=0)

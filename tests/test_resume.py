@@ -112,7 +112,7 @@ def test_changed_model_file_invalidates_the_cached_teacher_outputs(tiny_suites, 
         algorithm = ModelTintingAlgorithm(max_steps=0)
         algorithm.fabric = cpu_fabric()
         algorithm.run(pool)
-        return sorted(p.name for p in cache.glob("*.pt"))
+        return sorted(p.name for p in cache.glob("*.safetensors"))
 
     first = run()
     assert len(first) == 4

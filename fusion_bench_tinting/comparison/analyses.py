@@ -32,7 +32,9 @@ def predictions(result: Optional[RunResult]) -> Dict[str, Dict[str, torch.Tensor
     if result is None or result.log_dir is None:
         return {}
     folder = Path(result.log_dir) / "predictions"
-    return {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
+    from safetensors.torch import load_file
+
+    return {p.stem: load_file(str(p)) for p in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
 
 
 def sparsity(results: Dict[str, RunResult], out: Path) -> Dict[str, dict]:
