@@ -282,6 +282,17 @@ def test_checkpoint_label_count_differing_from_the_data_is_refused(tiny_text, tm
         _run(pool)
 
 
+def test_text_labels_outside_the_heads_classes_are_refused_before_adaptation(tiny_text, tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"input_ids": [[0, 5, 2], [0, 6, 2]], "attention_mask": [[1, 1, 1]] * 2, "label": [0, 5]}).save_to_disk(
+        str(tmp_path / "undeclared"))
+    pool = _pool(tiny_text, "tiny-roberta_glue")
+    pool._test_datasets["cola"]["dataset_path"] = str(tmp_path / "undeclared")
+    with pytest.raises(TintingConfigError, match=r"task 'cola' .* has labels 0..5, but the task's head has 2 classes"):
+        _run(pool)
+
+
 def test_checkpoint_with_another_tokenizer_is_refused(tiny_text, tmp_path):
     from fusion_bench_tinting.testing.tiny_text import tiny_tokenizer
 

@@ -178,6 +178,8 @@ class SequenceClassificationFamily(ModelFamily):
             )
 
     def _check_labels(self, task: str) -> None:
+        """The classes the data declares are the checkpoint's (labels outside the head's classes are found
+        by :func:`..input_checks.check_labels` once the head is loaded)."""
         num_outputs = self.num_outputs(task)
         if num_outputs is None or num_outputs == 1:
             return
@@ -185,12 +187,10 @@ class SequenceClassificationFamily(ModelFamily):
         if "label" not in getattr(dataset, "column_names", []):
             return
         declared = getattr(dataset.features["label"], "num_classes", None)
-        seen = int(max(dataset["label"])) + 1 if len(dataset) else 0
-        if (declared is not None and declared != num_outputs) or seen > num_outputs:
+        if declared is not None and declared != num_outputs:
             raise TintingConfigError(
-                f"The checkpoint of task {task!r} predicts {num_outputs} labels but the task's data has "
-                f"{declared if declared is not None else seen}: the model pool pairs this task with the wrong "
-                "checkpoint or dataset."
+                f"The checkpoint of task {task!r} predicts {num_outputs} labels but the task's data has {declared}: "
+                "the model pool pairs this task with the wrong checkpoint or dataset."
             )
 
     def check_inputs(self, task: str, inputs: Any, encoder: nn.Module) -> None:
