@@ -44,6 +44,7 @@ class ModelFamily(ABC):
         #: where a task-specific projection between the encoder body and the classifier goes, for
         #: families that have one (BERT's pooler): ``own`` (each task's, part of its head) or ``merged``
         self.head_projection: str = "merged"
+        self._datasets: Dict[str, Any] = {}
 
     # ----- tasks -------------------------------------------------------------------------------
     def task_names(self) -> List[str]:
@@ -148,13 +149,19 @@ class ModelFamily(ABC):
 
     def test_size(self, task: str) -> int:
         """Number of samples in the task's test set."""
-        return len(self.modelpool.load_test_dataset(task))
+        return len(self.test_dataset(task))
 
     def test_labels(self, task: str) -> Optional[Tensor]:
         """The task's test labels when they can be read without decoding its inputs, else None."""
         from ..task_aware import dataset_labels
 
-        return dataset_labels(self.modelpool.load_test_dataset(task))
+        return dataset_labels(self.test_dataset(task))
+
+    def test_dataset(self, task: str) -> Any:
+        """The task's test set as the pool loads it, loaded once (sizes, labels and inputs all read it)."""
+        if task not in self._datasets:
+            self._datasets[task] = self.modelpool.load_test_dataset(task)
+        return self._datasets[task]
 
     def input_shape(self, encoder: nn.Module) -> Optional[Sequence[int]]:
         """The shape of one preprocessed sample the encoder reads (images: channels, height, width), if fixed."""

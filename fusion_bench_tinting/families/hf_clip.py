@@ -98,7 +98,7 @@ class HFCLIPVisionFamily(ModelFamily):
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TensorInputs:
-        dataset = ImageClassificationDataset(self.modelpool.load_test_dataset(task), self.processor)
+        dataset = ImageClassificationDataset(self.test_dataset(task), self.processor)
         if indices is not None:
             dataset = Subset(dataset, list(indices))
         image_processor = getattr(self.processor, "image_processor", self.processor)

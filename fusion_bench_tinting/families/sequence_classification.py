@@ -117,7 +117,6 @@ class SequenceClassificationFamily(ModelFamily):
     def __init__(self, modelpool: BaseModelPool, device: torch.device):
         super().__init__(modelpool, device)
         self._tokenizer = None
-        self._datasets: Dict[str, Any] = {}
         self._model_type: Optional[str] = None
         self._last_loaded = None
 
@@ -183,7 +182,7 @@ class SequenceClassificationFamily(ModelFamily):
         num_outputs = self.num_outputs(task)
         if num_outputs is None or num_outputs == 1:
             return
-        dataset = self._test_dataset(task)
+        dataset = self.test_dataset(task)
         if "label" not in getattr(dataset, "column_names", []):
             return
         declared = getattr(dataset.features["label"], "num_classes", None)
@@ -250,23 +249,10 @@ class SequenceClassificationFamily(ModelFamily):
         return [pattern.format(i) for i in range(layout_for(model_type).blocks(encoder))]
 
     # ----- data --------------------------------------------------------------------------------
-    def test_size(self, task: str) -> int:
-        return len(self._test_dataset(task))
-
-    def test_labels(self, task: str) -> Optional[Tensor]:
-        from ..task_aware import dataset_labels
-
-        return dataset_labels(self._test_dataset(task))
-
-    def _test_dataset(self, task: str):
-        if task not in self._datasets:
-            self._datasets[task] = self.modelpool.load_test_dataset(task)
-        return self._datasets[task]
-
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TokenInputs:
-        dataset = self._test_dataset(task)
+        dataset = self.test_dataset(task)
         if indices is not None:
             dataset = dataset.select(list(indices))
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]
