@@ -158,3 +158,26 @@ def test_variant_rows_run_their_base_method_with_their_overrides():
         METHODS.pop("mt_merged_pooler", None)
     with pytest.raises(SystemExit):
         parse_arguments(["--suite", "s", "--out", "x", "--variant", "v=no_such_method"])
+
+
+def test_our_runs_checkpoint_and_a_killed_one_resumes_from_its_checkpoints(tmp_path, monkeypatch):
+    from fusion_bench_tinting.comparison import runner
+
+    commands = []
+
+    def fake_run(command, stdout, **kwargs):
+        commands.append(command)
+        return runner.subprocess.CompletedProcess(command, 1)  # killed: no report
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    suite = runner.Suite("minilm_text", "minilm_text")
+    runner.run_method("model_tinting", "seq_cls", suite, tmp_path, [], [], seed=1)
+    log_dir = tmp_path / "runs" / "model_tinting" / "seed_1"
+    assert f"method.checkpoint_every={runner.CHECKPOINT_EVERY}" in commands[0]
+    assert not any(a.startswith("method.resume=") for a in commands[0])
+    (log_dir / "checkpoints").mkdir()
+    (log_dir / "checkpoints" / "checkpoint-200.pt").write_bytes(b"")
+    runner.run_method("model_tinting", "seq_cls", suite, tmp_path, [], [], seed=1)
+    assert f"method.resume={log_dir}" in commands[1]
+    runner.run_method("task_arithmetic", "seq_cls", suite, tmp_path, [], [])  # not ours: no checkpoint options
+    assert not any(a.startswith("method.checkpoint_every") for a in commands[2])

@@ -2,7 +2,9 @@
 
 Every method runs in its own subprocess with its own log folder ``<out>/runs/<method>``. A run whose
 ``program_report.json`` exists is finished and skipped on the next call; a run that fails leaves
-``status.json`` with the reason (the last line of its error) and the others go on.
+``status.json`` with the reason (the last line of its error) and the others go on. Our methods checkpoint
+every :data:`CHECKPOINT_EVERY` task steps, and a run that was killed (a machine's time ran out) continues from
+its newest checkpoint on the next call, to the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ from typing import List, Optional
 import yaml
 
 from .methods import METHODS, not_available_reason
+
+
+#: task steps between checkpoints of our methods' runs
+CHECKPOINT_EVERY = 100
+
+
+def resumable(name: str, log_dir: Path) -> List[str]:
+    """Our methods' checkpointing overrides, with ``method.resume`` when a killed run left checkpoints."""
+    if not METHODS[name].ours:
+        return []
+    overrides = [f"method.checkpoint_every={CHECKPOINT_EVERY}"]
+    if any((log_dir / "checkpoints").glob("checkpoint-*.pt")):
+        overrides.append(f"method.resume={log_dir}")
+    return overrides
 
 
 @dataclass
@@ -88,13 +104,15 @@ def run_method(
             log_dir=str(log_dir), command=status.get("command"), seed=seed,
         )
     seeding = [f"{METHODS[name].seed_key}={seed}"] if seed is not None else []
+    checkpointing = resumable(name, log_dir)
     command = suite.command(
-        [*METHODS[name].overrides_for(family), f"path.log_dir={log_dir}", "print_config=false", *extra, *method_overrides,
-         *seeding]
+        [*METHODS[name].overrides_for(family), f"path.log_dir={log_dir}", "print_config=false", *checkpointing, *extra,
+         *method_overrides, *seeding]
     )
     log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with open(log_dir / "console.log", "w") as console:
+    resuming = any(o.startswith("method.resume=") for o in checkpointing)
+    with open(log_dir / "console.log", "a" if resuming else "w") as console:
         try:
             completed = subprocess.run(
                 command, stdout=console, stderr=subprocess.STDOUT, env=dict(os.environ), timeout=timeout
