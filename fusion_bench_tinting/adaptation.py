@@ -168,6 +168,31 @@ class TintingTrainer:
         #: times the parts of a step (data, merge, forward, backward, optimizer) when profiling
         self.section = section
         self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator) for t in tasks]
+        self._reset_counters()
+        fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
+        self.fused = fused
+        self.optimizer, self._trained = self._make_optimizer(fused)
+        #: fp16 autocast (``fabric.precision=16-mixed``): losses are scaled so that small gradients do not
+        #: underflow in fp16; a step whose gradients overflow is skipped (Fabric's own GradScaler)
+        self.scaler = grad_scaler
+        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc);
+        # with empty_batch=step that step is made on its zero gradients, so there is nothing to cancel
+        self._skip_on_device = (
+            options.confidence_filter and fused and options.update == "sequential" and options.empty_batch == "skip"
+        )
+        self._fixed_merge: Optional[Dict[str, Tensor]] = None
+        self._compile(compile_options)
+        if options.confidence_filter and any(t.is_regression for t in tasks):
+            names = [t.name for t in tasks if t.is_regression]
+            log.warning(
+                "Model Tinting++'s confidence filter is undefined for regression tasks %s: "
+                "their steps use the plain loss on every sample.",
+                names,
+            )
+
+    def _reset_counters(self) -> None:
+        """Where the loop is and what it has counted (all of it goes into a checkpoint)."""
+        device, tasks = self.device, self.tasks
         self._kept = [torch.zeros((), dtype=torch.long, device=device) for _ in tasks]
         self._seen = [0 for _ in tasks]
         self._last_loss = [torch.zeros((), device=device) for _ in tasks]
@@ -184,34 +209,17 @@ class TintingTrainer:
         self._empty_steps = torch.zeros((), dtype=torch.long, device=device)
         self._empty_batch: Optional[Tensor] = None
 
-        fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
-        self.fused = fused
-        self.optimizer, self._trained = self._make_optimizer(fused)
-        #: fp16 autocast (``fabric.precision=16-mixed``): losses are scaled so that small gradients do not
-        #: underflow in fp16; a step whose gradients overflow is skipped (Fabric's own GradScaler)
-        self.scaler = grad_scaler
-        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc);
-        # with empty_batch=step that step is made on its zero gradients, so there is nothing to cancel
-        self._skip_on_device = (
-            options.confidence_filter and fused and options.update == "sequential" and options.empty_batch == "skip"
-        )
-        self._fixed_merge: Optional[Dict[str, Tensor]] = None
-        # compile_step (see .compiled): merge + encoder as one compiled function shared by every task; when
-        # one merge serves several forwards (joint update) or is made once (frozen coefficients), apart
+    def _compile(self, compile_options: Optional[Mapping[str, Any]]) -> None:
+        """compile_step (see .compiled): merge + encoder as one compiled function shared by every task; when
+        one merge serves several forwards (joint update) or is made once (frozen coefficients), apart."""
         self._compiled: Optional[Callable] = None
-        self._merge: Callable[[], Dict[str, Tensor]] = merger
-        if compile_options is not None:
-            if options.update == "sequential" and options.train_coefficients:
-                self._compiled = compile_merged_features(merger, encode, compile_options)
-            else:
-                self._merge, self.encode = compile_merge_and_encoder(merger, encode, compile_options)
-        if options.confidence_filter and any(t.is_regression for t in tasks):
-            names = [t.name for t in tasks if t.is_regression]
-            log.warning(
-                "Model Tinting++'s confidence filter is undefined for regression tasks %s: "
-                "their steps use the plain loss on every sample.",
-                names,
-            )
+        self._merge: Callable[[], Dict[str, Tensor]] = self.merger
+        if compile_options is None:
+            return
+        if self.options.update == "sequential" and self.options.train_coefficients:
+            self._compiled = compile_merged_features(self.merger, self.encode, compile_options)
+        else:
+            self._merge, self.encode = compile_merge_and_encoder(self.merger, self.encode, compile_options)
 
     def _make_optimizer(self, fused: bool):
         """Adam, defaults, no weight decay, one parameter group (coefficients and every tinted layer) as
