@@ -53,8 +53,8 @@ def _stock_to_task_aware():
     from fusion_bench.taskpool import CLIPVisionModelTaskPool, GPT2TextClassificationTaskPool
     from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
-    from .taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
-    from .text_taskpool import TaskAwareGPT2TextClassificationTaskPool
+    from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
+    from .evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
     return {
         CLIPVisionModelTaskPool: TaskAwareCLIPVisionModelTaskPool,

@@ -10,7 +10,7 @@ from conftest import run_cli, task_accuracies
 from fusion_bench.dataset.image_dataset import ImageClassificationDataset
 
 from fusion_bench_tinting.data import TensorInputs
-from fusion_bench_tinting.task_aware import cached_test_batches, evaluation_shard
+from fusion_bench_tinting.evaluation.task_aware import cached_test_batches, evaluation_shard
 
 
 def _counting_decodes(monkeypatch):

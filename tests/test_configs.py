@@ -43,7 +43,7 @@ def test_suite_alias_selects_fusion_bench_models_data_and_a_matching_task_pool(s
     assert modelpool["processor"] == (processor if isinstance(processor, str) else processor["pretrained_model_name_or_path"])
 
     taskpool = ours["taskpool"]
-    assert taskpool["_target_"] == "fusion_bench_tinting.taskpool.TaskAwareCLIPVisionModelTaskPool"
+    assert taskpool["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
     assert taskpool["base_model"] == f"openai/clip-vit-{size}"
     assert taskpool["test_datasets"] == fusion_bench["taskpool"]["test_datasets"]
 
@@ -53,7 +53,7 @@ def test_open_clip_suite_aliases(model):
     ours = _compose([f"modelpool={model}_TA8", f"taskpool={model}_TA8"])
     reference = _compose([f"modelpool=OpenCLIPVisionModelPool/{model}_TA8", f"taskpool=OpenCLIPVisionModelTaskPool/{model}_TA8"])
     assert ours["modelpool"] == reference["modelpool"]
-    assert ours["taskpool"]["_target_"] == "fusion_bench_tinting.taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
+    assert ours["taskpool"]["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
     assert ours["taskpool"]["classification_heads"] == reference["taskpool"]["classification_heads"]
 
 

@@ -16,7 +16,7 @@ from fusion_bench_tinting import ModelTintingAlgorithm
 from fusion_bench_tinting.data import TokenInputs
 from fusion_bench_tinting.errors import TintingConfigError
 from fusion_bench_tinting.families import family_for
-from fusion_bench_tinting.metrics import average_scores, compute_metrics, expected_calibration_error
+from fusion_bench_tinting.evaluation.metrics import average_scores, compute_metrics, expected_calibration_error
 
 
 def _pool(root, suite):
@@ -306,7 +306,7 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_text, tmp_path):
 
 
 def test_unknown_glue_task_is_refused():
-    from fusion_bench_tinting.text_data import load_glue
+    from fusion_bench_tinting.evaluation.text_data import load_glue
 
     with pytest.raises(TintingConfigError, match="GLUE has no task 'mnli-mm'; the tasks are"):
         load_glue("mnli-mm", tokenizer=None)
@@ -331,4 +331,4 @@ def test_roberta_glue_suite_configs_compose():
     assert list(modelpool["models"]) == ["_pretrained_", *tasks]
     assert modelpool["models"]["mnli"]["subfolder"] == "mnli/roberta-base_lr1e-05"
     assert {t: d["max_length"] for t, d in modelpool["test_datasets"].items()} == {t: 128 for t in tasks}
-    assert cfg.taskpool._target_ == "fusion_bench_tinting.text_taskpool.SequenceClassificationTaskPool"
+    assert cfg.taskpool._target_ == "fusion_bench_tinting.evaluation.text_taskpool.SequenceClassificationTaskPool"

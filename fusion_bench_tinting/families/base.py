@@ -153,7 +153,7 @@ class ModelFamily(ABC):
 
     def test_labels(self, task: str) -> Optional[Tensor]:
         """The task's test labels when they can be read without decoding its inputs, else None."""
-        from ..task_aware import dataset_labels
+        from ..evaluation.task_aware import dataset_labels
 
         return dataset_labels(self.test_dataset(task))
 

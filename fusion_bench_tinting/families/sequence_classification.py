@@ -25,7 +25,7 @@ from fusion_bench import BaseModelPool
 from ..data import TokenInputs
 from ..errors import TintingConfigError
 from ..input_checks import check_token_ids, source_of
-from ..text_data import check_glue_task
+from ..evaluation.text_data import check_glue_task
 from .base import PRETRAINED, ModelFamily
 
 

@@ -281,7 +281,7 @@ def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_path
         (config / "taskpool" / f"{name}.yaml").write_text(
             "defaults:\n  - CLIPVisionModelTaskPool@: _template\n  - _self_\n"
             + _yaml({
-                "_target_": "fusion_bench_tinting.taskpool.TaskAwareCLIPVisionModelTaskPool",
+                "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
                 "base_model": hf_paths["_pretrained_"], "test_datasets": _dataset_configs(data, "test"),
                 "dataloader_kwargs": _LOADER,
             })
@@ -301,7 +301,7 @@ def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_path
         )
         (config / "taskpool" / f"{name}.yaml").write_text(
             _yaml({
-                "_target_": "fusion_bench_tinting.taskpool.TaskAwareOpenCLIPVisionModelTaskPool", "_recursive_": False,
+                "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool", "_recursive_": False,
                 "classification_heads": heads, "test_datasets": _dataset_configs(data, "test"),
                 "dataloader_kwargs": _LOADER,
             })

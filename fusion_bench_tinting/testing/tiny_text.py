@@ -196,7 +196,7 @@ def _write_configs(out: Path, kind: str, root: Path, models: Dict[str, str], dat
         loader = "transformers.AutoModelForSequenceClassification.from_pretrained"
         tokenizer = {"_target_": "transformers.AutoTokenizer.from_pretrained", "pretrained_model_name_or_path": str(root / "tokenizer")}
         modelpool = {"_target_": "fusion_bench_tinting.modelpools.SequenceClassificationEncoderPool", "_recursive_": False}
-        taskpool = {"_target_": "fusion_bench_tinting.text_taskpool.SequenceClassificationTaskPool", "_recursive_": False,
+        taskpool = {"_target_": "fusion_bench_tinting.evaluation.text_taskpool.SequenceClassificationTaskPool", "_recursive_": False,
                     "dataloader_kwargs": {"batch_size": 32}}
     else:
         loader = "transformers.GPT2Model.from_pretrained"

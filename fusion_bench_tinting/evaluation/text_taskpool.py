@@ -3,7 +3,7 @@
 Each task is evaluated with its own fine-tuned classifier whose encoder is replaced by the evaluated
 (merged) one, and whose head is replaced by the evaluated model's own head for the task when it has
 one (Model Tinting). Models that switch per task (``set_task``: Model Tinting, EMR-Merging) are
-switched first. Metrics follow the paper: see :mod:`fusion_bench_tinting.metrics`.
+switched first. Metrics follow the paper: see :mod:`fusion_bench_tinting.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from fusion_bench.mixins import LightningFabricMixin
 from fusion_bench.taskpool import GPT2TextClassificationTaskPool
 from fusion_bench.utils import instantiate
 
-from .errors import TintingConfigError
-from .families.sequence_classification import task_classifier
+from ..errors import TintingConfigError
+from ..families.sequence_classification import task_classifier
 from .metrics import average_scores, compute_metrics, loss_of
 from .task_aware import TaskAwareEvaluation, evaluation_shard
 from .text_data import resolve_tokenizer

@@ -19,7 +19,7 @@ from torch import nn
 
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
 
-from .compat import ensure_typing_override
+from ..compat import ensure_typing_override
 from .metrics import expected_calibration_error
 from .task_aware import PredictionRecorder, TaskAwareEvaluation
 
@@ -88,7 +88,7 @@ class TaskAwareOpenCLIPVisionModelTaskPool(TaskAwareEvaluation, OpenCLIPVisionMo
         if modelpool is not None and getattr(modelpool, "_test_processor", "unset") is None:
             # FusionBench's pool cannot unpickle the task_vectors checkpoints on torch >= 2.6; load the
             # pretrained encoder our way so that its preprocessing is known (see families.open_clip).
-            from .families.open_clip import load_pickled_encoder
+            from ..families.open_clip import load_pickled_encoder
 
             load_pickled_encoder(modelpool, "_pretrained_" if modelpool.has_pretrained else modelpool.model_names[0])
         super().setup()
