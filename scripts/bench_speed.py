@@ -3,7 +3,7 @@
 
 import sys
 
-from fusion_bench_tinting.benchmarks import main
+from fusion_bench_tinting.benchmarks.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

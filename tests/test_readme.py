@@ -36,7 +36,7 @@ def test_every_relative_link_of_the_readme_and_docs_leads_to_a_file():
     assert not broken, broken
 
 
-def test_every_installed_command_answers_help():
+def test_every_installed_command_and_script_answers_help():
     """The suite builders and benchmarks work from a plain install, without the repository's scripts/."""
     import subprocess
     import sys
@@ -50,6 +50,13 @@ def test_every_installed_command_answers_help():
         f"except SystemExit as done:\n    assert done.code in (0, None), {name!r}\n"
         for name, target in commands.items()
     )
-    result = subprocess.run([sys.executable, "-c", "import sys\n" + calls], capture_output=True, text=True, cwd="/")
+    scripts = sorted((ROOT / "scripts").glob("*.py"))  # the checkout's wrappers of the same commands
+    calls += "".join(
+        f"sys.argv = [{str(script)!r}, '--help']\n"
+        f"try:\n    runpy.run_path({str(script)!r}, run_name='__main__')\n"
+        f"except SystemExit as done:\n    assert done.code in (0, None), {script.name!r}\n"
+        for script in scripts
+    )
+    result = subprocess.run([sys.executable, "-c", "import runpy, sys\n" + calls], capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr[-800:]
-    assert result.stdout.count("usage:") == len(commands)
+    assert result.stdout.count("usage:") == len(commands) + len(scripts)
