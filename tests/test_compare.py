@@ -181,3 +181,20 @@ def test_our_runs_checkpoint_and_a_killed_one_resumes_from_its_checkpoints(tmp_p
     assert f"method.resume={log_dir}" in commands[1]
     runner.run_method("task_arithmetic", "seq_cls", suite, tmp_path, [], [])  # not ours: no checkpoint options
     assert not any(a.startswith("method.checkpoint_every") for a in commands[2])
+
+
+def test_a_runs_output_goes_to_its_log_and_to_the_screen_when_asked(tmp_path, capsys):
+    import sys
+
+    from fusion_bench_tinting.comparison.runner import run_to_log
+
+    command = [sys.executable, "-c", "import sys; print('step 1'); sys.stdout.write('bar\\r'); sys.exit(3)"]
+    with open(tmp_path / "console.log", "w") as log:
+        assert run_to_log(command, log, None, echo=True) == 3
+    assert (tmp_path / "console.log").read_bytes() == b"step 1\nbar\r"
+    assert capsys.readouterr().out == "step 1\nbar\r"
+    with open(tmp_path / "quiet.log", "w") as log:
+        assert run_to_log(command, log, None, echo=False) == 3
+    assert capsys.readouterr().out == "" and (tmp_path / "quiet.log").read_bytes() == b"step 1\nbar\r"
+    with open(tmp_path / "slow.log", "w") as log:  # past its time: stopped, reported as timed out
+        assert run_to_log([sys.executable, "-c", "import time; time.sleep(30)"], log, 1.0, echo=True) is None

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, TextIO
 
 import yaml
 
@@ -81,6 +83,32 @@ def _last_error_line(output: str) -> str:
     return (lines[-1] if lines else "no output")[:500]
 
 
+def run_to_log(command: List[str], log: TextIO, timeout: Optional[float], echo: bool) -> Optional[int]:
+    """Run ``command`` with its output in ``log`` and, when ``echo``, on this terminal as it comes (progress
+    bars included); its exit status, or None when it ran past ``timeout`` seconds and was stopped."""
+    if not echo:
+        try:
+            return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            return None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    timer = threading.Timer(timeout, process.kill) if timeout is not None else None
+    if timer is not None:
+        timer.start()
+    try:
+        for chunk in iter(lambda: process.stdout.read1(65536), b""):
+            text = chunk.decode(errors="replace")
+            log.write(text)
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        returncode = process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    timed_out = timer is not None and not timer.is_alive() and returncode < 0
+    return None if timed_out else returncode
+
+
 def run_method(
     name: str,
     family: str,
@@ -113,13 +141,7 @@ def run_method(
     start = time.perf_counter()
     resuming = any(o.startswith("method.resume=") for o in checkpointing)
     with open(log_dir / "console.log", "a" if resuming else "w") as console:
-        try:
-            completed = subprocess.run(
-                command, stdout=console, stderr=subprocess.STDOUT, env=dict(os.environ), timeout=timeout
-            )
-            returncode = completed.returncode
-        except subprocess.TimeoutExpired:
-            returncode = None
+        returncode = run_to_log(command, console, timeout, echo=sys.stdout.isatty())
     seconds = round(time.perf_counter() - start, 2)
     output = (log_dir / "console.log").read_text(errors="replace")
     if returncode == 0 and report_path.exists():
