@@ -149,7 +149,8 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         """[0, 1] as the reference; from LOT, a negative coefficient (away from expert k) is a real direction."""
         return (-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0)
 
-    def _resolved(self, family: ModelFamily, num_tasks: int):
+    def _resolved(self, family: ModelFamily, num_tasks: int) -> Tuple[float, int, float]:
+        """Learning rate, iterations and initial coefficient, with ``auto`` replaced by the family's reference."""
         lr = family.default_lr(self.train_tinted_layer) if self.lr == "auto" else float(self.lr)
         steps = family.default_max_steps if self.max_steps == "auto" else int(self.max_steps)
         if self.init_values != "auto":
@@ -175,8 +176,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         else:
             self._adapt(run)
         self.print_profile_summary()
-        model = self._result(run)
-        return model
+        return self._result(run)
 
     def _setup(self, modelpool: BaseModelPool) -> TintingRun:
         """The model family of the pool, its tasks (each checked before anything is loaded) and the values
@@ -238,18 +238,18 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             self.fabric, self.input_dtype, self.preprocess_batch_size, self.num_workers, self.reuse_cache,
             self.inputs_on_device, self.profile,
         )
-        tasks = TaskMaterial()
+        material = TaskMaterial()
         for index, task in enumerate(tqdm(run.tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True,
                                             disable=rank_zero_only.rank != 0)):
             with self.profile("load fine-tuned"):
                 with reading(f"the model of task {task!r} ({source_in_pool(family.modelpool, task)})"):
                     finetuned = family.load_encoder(task)
-                    tasks.heads[task] = family.load_head(task)
-            check_test_set(family, task, tasks.heads[task])
+                    material.heads[task] = family.load_head(task)
+            check_test_set(family, task, material.heads[task])
             finetuned_params = dict(finetuned.named_parameters())
             check_same_parameters(pretrained_params, finetuned_params, task)
             merger.set_task_vector(index, finetuned_params)
-            tasks.head_encoders[task] = {n: finetuned_params[n].detach().float().to(device) for n in run.head_encoder_names}
+            material.head_encoders[task] = {n: finetuned_params[n].detach().float().to(device) for n in run.head_encoder_names}
             if lot is not None:
                 with self.profile("LOT statistics"):
                     observe_expert(
@@ -258,15 +258,15 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
                         device=device,
                     )
             if with_teachers:
-                tasks.inputs[task], tasks.teachers[task] = teacher_pass(family, task, finetuned, tasks.heads[task], device)
+                material.inputs[task], material.teachers[task] = teacher_pass(family, task, finetuned, material.heads[task], device)
             del finetuned  # the fine-tuned encoders never stay on the device
         if lot is not None:
             with self.profile("LOT solve"):
                 merger.rebase(lot.task_vector())
         merger.check_complete()
-        check_loss_for_regression(self.loss, [t for t, head in tasks.heads.items() if family.is_regression(head)])
+        check_loss_for_regression(self.loss, [t for t, head in material.heads.items() if family.is_regression(head)])
         surgery_rank = self.surgery_rank if self.surgery else None
-        run.states = task_states(run.tasks, tasks, merger, run.block_names, surgery_rank, self.run_seed)
+        run.states = task_states(run.tasks, material, merger, run.block_names, surgery_rank, self.run_seed)
 
     def _load_saved(self, run: TintingRun, saved) -> None:
         """Coefficients and tinted layers of a saved run (``method.weights``), checked to fit this one."""
