@@ -293,6 +293,14 @@ def test_text_labels_outside_the_heads_classes_are_refused_before_adaptation(tin
         _run(pool)
 
 
+def test_a_suite_not_built_yet_says_how_to_build_it(tiny_text, tmp_path):
+    pool = _pool(tiny_text, "tiny-roberta_glue")
+    pool._models["cola"]["pretrained_model_name_or_path"] = str(tmp_path / "not_built" / "cola")
+    pool._test_datasets["cola"]["dataset_path"] = str(tmp_path / "not_built" / "data")
+    with pytest.raises(TintingConfigError, match=r"checkpoint of task 'cola' does not exist: .* build it first"):
+        _run(pool)
+
+
 def test_checkpoint_with_another_tokenizer_is_refused(tiny_text, tmp_path):
     from fusion_bench_tinting.testing.tiny_text import tiny_tokenizer
 

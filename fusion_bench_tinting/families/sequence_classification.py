@@ -148,13 +148,14 @@ class SequenceClassificationFamily(ModelFamily):
         return None if config is None else int(config.num_labels)
 
     def validate_task(self, task: str) -> None:
-        super().validate_task(task)
-        path, _ = self._model_path(task)
+        path, _ = self._model_path(task)  # first: a suite not built yet has neither checkpoints nor data
         if path is not None and (path.startswith((".", "/", "~")) and not os.path.exists(os.path.expanduser(path))):
             raise TintingConfigError(
-                f"The checkpoint of task {task!r} does not exist: {path}. For the offline suite "
-                "`minilm_text`, build it first with `fusion-bench-tinting-build-minilm-text` (or `python scripts/build_minilm_text.py` in the repository)."
+                f"The checkpoint of task {task!r} does not exist: {path} (from {os.getcwd()}). For the offline suite "
+                "`minilm_text`, build it first with `fusion-bench-tinting-build-minilm-text` (or `python "
+                "scripts/build_minilm_text.py` in the repository), or point FUSION_BENCH_TINTING_MINILM_TEXT at it."
             )
+        super().validate_task(task)
         dataset_config = self.modelpool._test_datasets[task]
         if isinstance(dataset_config, (dict, DictConfig)) and str(dataset_config.get("_target_", "")).endswith("load_glue"):
             check_glue_task(dataset_config.get("name"))
