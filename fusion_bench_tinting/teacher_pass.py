@@ -120,7 +120,8 @@ class TeacherPass:
     def _workers(self, num_samples: int) -> int:
         """``num_workers`` for this pass: with the cache, only each node's first process preprocesses;
         without it, every process of the node does at once and they share its cores."""
-        processes = 1 if self.reuse_cache else max(1, self.fabric.world_size // max(1, getattr(self.fabric, "num_nodes", 1)))
+        nodes = max(1, getattr(self.fabric.strategy, "num_nodes", 1) or 1)  # DDP strategies know it
+        processes = 1 if self.reuse_cache else max(1, self.fabric.world_size // nodes)
         return resolve_num_workers(self.num_workers, num_samples, processes)
 
     @torch.no_grad()
