@@ -72,7 +72,7 @@ def log_coefficient_heatmap(fabric: Any, coefficients: Tensor, tasks: Sequence[s
     loggers = [logger for logger in fabric.loggers if hasattr(getattr(logger, "experiment", None), "add_figure")]
     if not loggers or not fabric.is_global_zero:
         return
-    from .comparison.plots import blocks_of_groups, coefficient_heatmap_figure
+    from .heatmap import blocks_of_groups, coefficient_heatmap_figure
 
     figure = coefficient_heatmap_figure(coefficients.cpu().numpy(), tasks, blocks_of_groups(groups), "learned merging coefficients")
     for logger in loggers:

@@ -8,7 +8,8 @@ and our methods, at the end of ``run``, complete the program's task pool:
 - no task pool was chosen (FusionBench's default ``dummy``) and the user did not pass ``taskpool=``:
   use the task pool named like the model pool choice (or its last path component), when one exists;
 - a stock CLIP, OpenCLIP or GPT-2 GLUE task pool was chosen: replace it by its task-aware subclass,
-  built from the same config, so that each task is evaluated with its own tinted layer.
+  built from the same config, so that each task is evaluated with its own tinted layer (unless the stock
+  class already does so: ``evaluates_per_task_models``, as in the upstream export's CLIP task pool).
 
 This happens in FusionBench's public ``on_run_start`` hook, before any model is loaded, and the run says which
 task pool will evaluate it (``--cfg job`` cannot: Hydra composes before any code of ours runs). FusionBench has
@@ -56,11 +57,13 @@ def _stock_to_task_aware():
     from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
     from .evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
-    return {
+    upgrades = {
         CLIPVisionModelTaskPool: TaskAwareCLIPVisionModelTaskPool,
         OpenCLIPVisionModelTaskPool: TaskAwareOpenCLIPVisionModelTaskPool,
         GPT2TextClassificationTaskPool: TaskAwareGPT2TextClassificationTaskPool,
     }
+    # a FusionBench whose own task pool switches per-task models (the upstream export's) keeps it
+    return {stock: aware for stock, aware in upgrades.items() if not getattr(stock, "evaluates_per_task_models", False)}
 
 
 def _hydra_run() -> Optional[Any]:

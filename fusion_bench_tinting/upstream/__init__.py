@@ -1,0 +1,1 @@
+"""Write this plugin's methods as a FusionBench source tree (``python -m fusion_bench_tinting.upstream DIR``)."""
