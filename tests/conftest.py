@@ -96,3 +96,14 @@ def run_cli_subprocess(args: List[str], log_dir: Path, check: bool = True, env: 
 
 def task_accuracies(report: Dict) -> Dict[str, float]:
     return {k: v["accuracy"] for k, v in report.items() if isinstance(v, dict) and "accuracy" in v and k != "average"}
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_cache(tmp_path_factory) -> Path:
+    """A Hugging Face cache (``HF_HOME``) with tiny stand-ins under the real ids of FusionBench's ViT-B/32
+    8/14/20-task suites: models and datasets, read-only for tests."""
+    from fusion_bench_tinting.testing.hub_cache import fill_hub_cache
+
+    root = tmp_path_factory.mktemp("hf_home")
+    fill_hub_cache(root)
+    return root

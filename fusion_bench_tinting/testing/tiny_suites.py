@@ -132,7 +132,8 @@ def byte_level_vocab() -> Dict[str, int]:
     return vocab
 
 
-def tiny_hf_clip(seed: int):
+def tiny_hf_clip(seed: int, max_positions: int = 77):
+    """A tiny CLIP with a byte-level tokenizer (one token per character: long class names need ``max_positions``)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     vocab = byte_level_vocab()
@@ -147,7 +148,7 @@ def tiny_hf_clip(seed: int):
     config = CLIPConfig(
         text_config=dict(
             vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-            num_attention_heads=2, max_position_embeddings=77, **special,
+            num_attention_heads=2, max_position_embeddings=max_positions, **special,
         ),
         vision_config=dict(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
