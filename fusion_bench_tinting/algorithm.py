@@ -288,12 +288,12 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             run.tasks, OmegaConf.to_container(run.family.modelpool.config, resolve=True), OmegaConf.to_container(self.config)
         )
         if self.resume:
-            state, path = resume_state(self.resume, run_fingerprint, run.max_steps)
+            state, path = resume_state(self.resume, run_fingerprint, run.max_steps, self.fabric)
             trainer.load_state_dict(state)
             log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
         store = None
         if self.log_dir is not None:
-            store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints)
+            store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints, fabric=self.fabric)
         elif self.checkpoint_every > 0:
             log.warning("No log folder (no Fabric logger): checkpoints are not written.")
         with self.profile("adaptation"), explain_out_of_memory(
@@ -301,7 +301,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             "Lower method.batch_size, run under fabric.precision=bf16-mixed, store the task vectors in "
             "method.task_vector_dtype=bfloat16, or keep the cached inputs on the host (method.inputs_on_device=false).",
         ), stop_requests() as stop:
-            hook = checkpoint_hook(store, self.checkpoint_every, run_fingerprint, stop, self.fabric.is_global_zero)
+            hook = checkpoint_hook(store, self.checkpoint_every, run_fingerprint, stop, self.fabric, self.log_every)
             try:
                 run.stats = trainer.run(on_visit=hook)
             except AdaptationInterrupted as interrupted:

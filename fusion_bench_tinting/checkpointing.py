@@ -2,9 +2,10 @@
 
 A checkpoint holds the trainer's whole state (coefficients, tinted layers, optimizer state, random
 generator, batch samplers, the position in the task order, counters) plus a *fingerprint* of the run
-(task list, model pool config, method options that change the result). Files are written atomically
-(temporary file, then rename), so a kill during a write never leaves a corrupt ``checkpoint-*.pt``;
-a file that cannot be read anyway (a truncated copy, a full disk) is skipped for the previous one.
+(task list, model pool config, method options that change the result). Files go through Lightning
+Fabric's ``save``/``load`` (the strategy decides which process writes) to a temporary name, then are
+renamed, so a kill during a write never leaves a corrupt ``checkpoint-*.pt``; a file that cannot be read
+anyway (a truncated copy, a full disk) is skipped for the previous one.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
-
-import torch
 
 from .adaptation import iterations_done
 from .errors import TintingConfigError
@@ -67,53 +66,72 @@ def check_resumable(saved: Mapping, current: Mapping, source: str) -> None:
 
 
 class CheckpointStore:
-    """``checkpoint-<visits>.pt`` files in one folder; keeps the newest ``keep``."""
+    """``checkpoint-<visits>.pt`` files in one folder, written and read through Lightning Fabric
+    (``fabric.save``/``fabric.load``: the strategy decides which process writes, so every process calls
+    them); keeps the newest ``keep``. Without a Fabric, a single-process one on the CPU is used."""
 
-    def __init__(self, folder: os.PathLike, keep: int = 2):
+    def __init__(self, folder: os.PathLike, keep: int = 2, fabric: Optional[Any] = None):
         self.folder = Path(folder)
         self.keep = max(1, keep)
+        self._fabric = fabric
+
+    @property
+    def fabric(self) -> Any:
+        if self._fabric is None:
+            import lightning as L
+
+            self._fabric = L.Fabric(accelerator="cpu", devices=1)
+        return self._fabric
 
     @classmethod
-    def for_resume(cls, path: os.PathLike, keep: int = 2) -> "CheckpointStore":
+    def for_resume(cls, path: os.PathLike, keep: int = 2, fabric: Optional[Any] = None) -> "CheckpointStore":
         """Accept a checkpoint folder or the log folder of the run that wrote it."""
         path = Path(path)
         if (path / CHECKPOINT_FOLDER).is_dir():
             path = path / CHECKPOINT_FOLDER
         if not path.is_dir():
             raise TintingConfigError(f"resume={str(path)!r}: no such folder (give a run's log folder or its checkpoints/)")
-        return cls(path, keep)
+        return cls(path, keep, fabric)
 
     def files(self) -> List[Path]:
         found = [(int(p.stem.split("-")[1]), p) for p in self.folder.glob("checkpoint-*.pt") if p.stem.split("-")[1].isdigit()]
         return [p for _, p in sorted(found)]
 
     def save(self, state: Mapping[str, Any], visits: int) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write ``state`` (every process calls this), then make it the newest checkpoint: written to a
+        temporary name, synced and renamed by the global-zero process, so a kill never leaves half a file."""
         path = self.folder / f"checkpoint-{visits}.pt"
-        temporary = path.with_suffix(".pt.tmp")
-        with open(temporary, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        for old in self.files()[: -self.keep]:
-            old.unlink(missing_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        if self.fabric.is_global_zero:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.fabric.save(temporary, dict(state))  # ends with a barrier
+        if self.fabric.is_global_zero:
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+            for old in self.files()[: -self.keep]:
+                old.unlink(missing_ok=True)
         return path
 
     def load_latest(self) -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
-        """The newest readable checkpoint (skipping unreadable ones with a warning), or (None, None)."""
+        """The newest readable checkpoint (skipping unreadable ones with a warning), or (None, None). Our own
+        files, checked against the run's fingerprint after loading: read with ``weights_only=False`` (they
+        hold random-generator states)."""
         for path in reversed(self.files()):
             try:
-                return torch.load(path, map_location="cpu", weights_only=False), path
+                return self.fabric.load(path, weights_only=False), path
             except Exception as error:  # truncated or otherwise unreadable file
                 log.warning("Checkpoint %s cannot be read (%s); trying the previous one.", path, error)
         return None, None
 
 
-def resume_state(resume: str, run_fingerprint: Mapping, max_steps: int) -> Tuple[Dict[str, Any], Path]:
+def resume_state(
+    resume: str, run_fingerprint: Mapping, max_steps: int, fabric: Optional[Any] = None
+) -> Tuple[Dict[str, Any], Path]:
     """The trainer state of the newest readable checkpoint of the run in ``resume``, once it is known to
-    belong to this run and to have done no more than ``max_steps`` iterations (more extends the run)."""
-    store = CheckpointStore.for_resume(resume)
+    belong to this run and to have done no more than ``max_steps`` iterations (more extends the run).
+    Every process calls it (``fabric.load``)."""
+    store = CheckpointStore.for_resume(resume, fabric=fabric)
     state, path = store.load_latest()
     if state is None:
         raise TintingConfigError(f"resume={resume!r}: no readable checkpoint in {store.folder}")
@@ -128,18 +146,27 @@ def resume_state(resume: str, run_fingerprint: Mapping, max_steps: int) -> Tuple
 
 
 def checkpoint_hook(
-    store: Optional[CheckpointStore], every: int, run_fingerprint: Mapping, stop: Any, writes: bool
+    store: Optional[CheckpointStore], every: int, run_fingerprint: Mapping, stop: Any, fabric: Any, stop_check_every: int = 1
 ) -> Callable[[Any], None]:
     """What runs after every task step: a checkpoint every ``every`` steps (0: never) into ``store``, and on
     Ctrl-C or SIGTERM (``stop``, see :mod:`.interrupts`) a last one, then :class:`AdaptationInterrupted`.
-    Only the process that ``writes`` (the global-zero one) touches the files."""
+    Every process runs it at the same steps. With several processes the stop is decided together (a signal
+    may reach them a step apart, and a checkpoint is a collective call), every ``stop_check_every`` steps
+    (the steps that read the loss anyway), so that no other step waits on the host."""
     def save(trainer) -> Optional[Path]:
-        if store is None or not writes:
+        if store is None:
             return None
         return store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict()}, trainer.visits)
 
+    def stop_now(trainer) -> bool:
+        if fabric.world_size == 1:
+            return stop.requested
+        if trainer.visits % max(1, stop_check_every):
+            return False
+        return fabric.strategy.reduce_boolean_decision(stop.requested, all=False)
+
     def after_step(trainer) -> None:
-        if stop.requested:
+        if stop_now(trainer):
             path = save(trainer)
             raise AdaptationInterrupted(stop.name, None if path is None else str(path))
         if every > 0 and trainer.visits % every == 0:

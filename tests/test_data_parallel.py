@@ -99,8 +99,11 @@ def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
     run_cli_subprocess(config, tmp_path / "one")
     data_parallel = [*config, "fabric.devices=2", "fabric.strategy=ddp"]
     cache = {"FUSION_BENCH_CACHE_DIR": str(tmp_path / "fresh_cache")}
-    two = run_cli_subprocess([*data_parallel, "method.evaluate_on_cached_inputs=true", "+taskpool.save_predictions=true"],
-                             tmp_path / "two", env=cache)
+    two = run_cli_subprocess([*data_parallel, "method.evaluate_on_cached_inputs=true", "+taskpool.save_predictions=true",
+                              "method.checkpoint_every=4"], tmp_path / "two", env=cache)
+    # checkpoints through fabric.save by both processes, written once: 20 task steps, every 4th, newest 2 kept
+    checkpoints = sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-16.pt", "checkpoint-20.pt"]
     assert two.stderr.count("Model Tinting adaptation:   0%") == 1  # one progress bar: the global-zero process's
     second_process = (tmp_path / "two" / "train_ddp_process_1.log").read_text()
     assert second_process.count("read from this node's first process") == 4  # every task

@@ -81,6 +81,55 @@ def test_truncated_checkpoint_is_skipped_for_the_previous_one(tmp_path, caplog):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_checkpoints_go_through_fabric_save_and_load(tmp_path, monkeypatch):
+    import lightning as L
+
+    calls = []
+    for name in ("save", "load"):
+        original = getattr(L.Fabric, name)
+        monkeypatch.setattr(L.Fabric, name, lambda self, *a, _o=original, _n=name, **k: calls.append(_n) or _o(self, *a, **k))
+    store = CheckpointStore(tmp_path, fabric=L.Fabric(accelerator="cpu", devices=1))
+    store.save({"value": torch.tensor([5.0])}, 7)
+    state, path = store.load_latest()
+    assert calls == ["save", "load"] and path.name == "checkpoint-7.pt" and state["value"].item() == 5.0
+
+
+class _TwoProcesses:
+    """A Fabric stand-in for the hook: two processes whose collective stop decision is ``decision``."""
+
+    world_size = 2
+
+    def __init__(self, decision: bool):
+        self.decision, self.asked = decision, []
+        self.strategy = self
+
+    def reduce_boolean_decision(self, local: bool, all: bool = True) -> bool:
+        self.asked.append(local)
+        return self.decision
+
+
+def test_with_several_processes_the_stop_is_decided_together_at_check_steps():
+    from types import SimpleNamespace
+
+    from fusion_bench_tinting.checkpointing import checkpoint_hook
+    from fusion_bench_tinting.interrupts import AdaptationInterrupted
+
+    trainer = SimpleNamespace(visits=0)
+    # this process saw no signal, the other did: both stop at the next check step (every 3rd)
+    fabric = _TwoProcesses(decision=True)
+    hook = checkpoint_hook(None, 0, {}, SimpleNamespace(requested=False, name="SIGINT"), fabric, stop_check_every=3)
+    for visits in (1, 2):
+        trainer.visits = visits
+        hook(trainer)
+    trainer.visits = 3
+    with pytest.raises(AdaptationInterrupted):
+        hook(trainer)
+    assert fabric.asked == [False]  # asked once, at the check step
+    # a signal on this process alone, that the other has not seen: no process stops
+    hook = checkpoint_hook(None, 0, {}, SimpleNamespace(requested=True, name="SIGINT"), _TwoProcesses(False), 1)
+    hook(trainer)
+
+
 def test_resume_with_another_configuration_is_refused(tiny_suites, tmp_path):
     config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "taskpool=dummy"]
     run_cli([*config, "method.max_steps=3", "method.checkpoint_every=4"], tmp_path / "run")
