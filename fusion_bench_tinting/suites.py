@@ -7,7 +7,7 @@ and our methods, at the end of ``run``, complete the program's task pool:
 
 - no task pool was chosen (FusionBench's default ``dummy``) and the user did not pass ``taskpool=``:
   use the task pool named like the model pool choice (or its last path component), when one exists;
-- a stock CLIP, OpenCLIP or GPT-2 GLUE task pool was chosen: replace it by its task-aware subclass,
+- a stock CLIP, OpenCLIP, GPT-2 GLUE or image-classification task pool was chosen: replace it by its task-aware subclass,
   built from the same config, so that each task is evaluated with its own tinted layer (unless the stock
   class already does so: ``evaluates_per_task_models``, as in the upstream export's CLIP task pool).
 
@@ -55,9 +55,13 @@ def _stock_to_task_aware():
     from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
     from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
+    from fusion_bench.taskpool.image_classification import ImageClassificationTaskPool
+
+    from .evaluation.image_taskpool import TaskAwareImageClassificationTaskPool
     from .evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
     upgrades = {
+        ImageClassificationTaskPool: TaskAwareImageClassificationTaskPool,
         CLIPVisionModelTaskPool: TaskAwareCLIPVisionModelTaskPool,
         OpenCLIPVisionModelTaskPool: TaskAwareOpenCLIPVisionModelTaskPool,
         GPT2TextClassificationTaskPool: TaskAwareGPT2TextClassificationTaskPool,

@@ -107,3 +107,13 @@ def tiny_hub_cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("hf_home")
     fill_hub_cache(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_image_suites(tmp_path_factory) -> Path:
+    """Folder with the tiny ConvNeXt, DINOv2 and ResNet image-classifier suites (models really fine-tuned)."""
+    from fusion_bench_tinting.testing.tiny_image_classifiers import build_tiny_image_suites
+
+    root = tmp_path_factory.mktemp("tiny_image_suites")
+    build_tiny_image_suites(root)
+    return root

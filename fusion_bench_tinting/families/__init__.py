@@ -33,11 +33,28 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
         from .sequence_classification import SequenceClassificationFamily
 
         return SequenceClassificationFamily(modelpool, device)
+    from fusion_bench.modelpool import (
+        ConvNextForImageClassificationPool,
+        Dinov2ForImageClassificationPool,
+        ResNetForImageClassificationPool,
+    )
+
+    image_pools = (ConvNextForImageClassificationPool, Dinov2ForImageClassificationPool, ResNetForImageClassificationPool)
+    if isinstance(modelpool, image_pools):
+        if getattr(modelpool, "type", "transformers") != "transformers":
+            raise TintingConfigError(
+                f"modelpool.type={modelpool.type!r}: Model Tinting reads the transformers ResNets of "
+                "ResNetForImageClassificationPool (type: transformers); torchvision ResNets are not supported yet."
+            )
+        from .image_classifier import ImageClassifierFamily
+
+        return ImageClassifierFamily(modelpool, device)
     raise TintingConfigError(
         f"Model Tinting does not support model pools of type {type(modelpool).__name__}; supported: "
         "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8), OpenCLIPVisionModelPool "
         "(e.g. modelpool=OpenCLIPVisionModelPool/ViT-B-32_TA8), SequenceClassificationModelPool "
-        "(e.g. modelpool=roberta-base_glue) and GPT2ForSequenceClassificationPool (modelpool=gpt-2_glue)."
+        "(e.g. modelpool=roberta-base_glue), GPT2ForSequenceClassificationPool (modelpool=gpt-2_glue) and the "
+        "ConvNeXt, DINOv2 and transformers ResNet image-classification pools."
     )
 
 

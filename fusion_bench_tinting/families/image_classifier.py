@@ -1,0 +1,178 @@
+"""Image classifiers of FusionBench's ``*ForImageClassification`` pools (transformers ConvNeXt, DINOv2, ResNet).
+
+Encoder: the classifier's backbone (``convnext``, ``dinov2`` or ``resnet``). Features: what the model's own
+forward feeds its classifier (ConvNeXt: the pooled, normalised output; DINOv2: the class token next to the
+mean of the patch tokens; ResNet: the pooled feature map). Head of task k: the fine-tuned model's
+``classifier``, kept whole (ResNet's flattens first). Task vectors span the backbone's parameters.
+
+Buffers: the merged backbone keeps the pretrained model's buffers, so a ResNet's BatchNorm layers normalise
+with the *pretrained* running statistics while the weights are merged (BatchNorm stays in eval mode during
+adaptation); ConvNeXt and DINOv2 normalise per sample (LayerNorm) and have no such statistics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Subset
+
+from fusion_bench.dataset import ImageClassificationDataset
+from fusion_bench.tasks.clip_classification import get_num_classes
+
+from ..data import TensorInputs, cache_inputs
+from ..errors import TintingConfigError
+from .base import PRETRAINED, ModelFamily
+
+
+def _pooled(output: Any) -> Tensor:
+    return output.pooler_output
+
+
+def _class_and_mean_patch_tokens(output: Any) -> Tensor:
+    tokens = output.last_hidden_state
+    return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=1)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where a ``*ForImageClassification`` model keeps its backbone and how its classifier reads it."""
+
+    backbone: str
+    features: Callable[[Any], Tensor]
+    #: parameter-name pattern of one block, in depth order
+    block: str
+
+
+ARCHITECTURES: Dict[str, Architecture] = {
+    "ConvNextForImageClassification": Architecture("convnext", _pooled, r"encoder\.stages\.\d+\.layers\.\d+\."),
+    "Dinov2ForImageClassification": Architecture("dinov2", _class_and_mean_patch_tokens, r"encoder\.layer\.\d+\."),
+    "ResNetForImageClassification": Architecture("resnet", _pooled, r"encoder\.stages\.\d+\.layers\.\d+\."),
+}
+
+
+def architecture_of(model: nn.Module, name: str) -> Architecture:
+    kind = type(model).__name__
+    if kind not in ARCHITECTURES:
+        raise TintingConfigError(
+            f"Model {name!r} is a {kind}; Model Tinting's image-classifier family reads "
+            f"{', '.join(sorted(ARCHITECTURES))} (transformers)."
+        )
+    return ARCHITECTURES[kind]
+
+
+class ImageClassifierFamily(ModelFamily):
+    """FusionBench's ConvNeXt, DINOv2 and (transformers) ResNet image-classification pools."""
+
+    def __init__(self, modelpool, device: torch.device):
+        super().__init__(modelpool, device)
+        self._architecture: Optional[Tuple[str, Architecture]] = None
+        self._last: Optional[Tuple[str, nn.Module]] = None  # the encoder and head of a task come from one load
+        self._processor = None
+
+    def _load(self, name: str) -> nn.Module:
+        if self._last is None or self._last[0] != name:
+            model = self.modelpool.load_model(name)
+            architecture = architecture_of(model, name)
+            if self._architecture is None:
+                self._architecture = (type(model).__name__, architecture)
+            elif self._architecture[0] != type(model).__name__:
+                raise TintingConfigError(
+                    f"Model {name!r} is a {type(model).__name__} but {PRETRAINED} is a {self._architecture[0]}: "
+                    "every model of the pool must have the pretrained model's architecture."
+                )
+            self._last = (name, model)
+        return self._last[1]
+
+    @property
+    def architecture(self) -> Architecture:
+        if self._architecture is None:
+            self._load(PRETRAINED)
+        return self._architecture[1]
+
+    def validate_task(self, task: str) -> None:
+        super().validate_task(task)
+        get_num_classes(task)  # the task's classes are known to FusionBench (its task pools need them)
+
+    def load_encoder(self, name: str) -> nn.Module:
+        model = self._load(name)
+        return getattr(model, self.architecture.backbone).eval().requires_grad_(False)
+
+    def load_head(self, task: str) -> nn.Module:
+        head = getattr(self._load(task), "classifier", None)
+        if not isinstance(head, nn.Module) or isinstance(head, nn.Identity):
+            raise TintingConfigError(
+                f"The model of task {task!r} has no classification head (`classifier`): fine-tuned models of an "
+                "image-classification pool must carry their task's head."
+            )
+        self._last = None  # the fine-tuned model is not needed any more
+        return head.to(self.device)
+
+    def features(self, encoder_output: Any, inputs: Any) -> Tensor:
+        return self.architecture.features(encoder_output)
+
+    def encoder_arguments(self, inputs: Any) -> Tuple[tuple, dict]:
+        return (), {"pixel_values": inputs}
+
+    def block_prefixes(self, encoder: nn.Module) -> List[str]:
+        pattern = re.compile(self.architecture.block)
+        prefixes: List[str] = []
+        for name, _ in encoder.named_parameters():
+            match = pattern.match(name)
+            if match and match.group(0) not in prefixes:
+                prefixes.append(match.group(0))
+        return prefixes
+
+    def num_outputs(self, task: str) -> Optional[int]:
+        return get_num_classes(task)
+
+    def input_shape(self, encoder: nn.Module) -> Optional[Sequence[int]]:
+        return None  # convolutional backbones read any image size; DINOv2 interpolates its positions
+
+    @property
+    def processor(self):
+        """The pretrained model's image processor (read directly: the ConvNeXt and DINOv2 pools'
+        ``load_processor`` expects a mapping where their shipped configs give the model id as a string)."""
+        if self._processor is None:
+            from transformers import AutoImageProcessor
+
+            entry = self.modelpool._models[PRETRAINED]
+            source = entry if isinstance(entry, str) else entry["config_path"]
+            self._processor = AutoImageProcessor.from_pretrained(source)
+        return self._processor
+
+    def adaptation_inputs(
+        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+    ) -> TensorInputs:
+        dataset = ImageClassificationDataset(self.test_dataset(task), self.processor)
+        if indices is not None:
+            dataset = Subset(dataset, list(indices))
+        return cache_inputs(
+            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}",
+            normalization=(self.processor.image_mean, self.processor.image_std),
+        )
+
+
+
+def task_classifier(modelpool, task: str, model: nn.Module) -> nn.Module:
+    """Task ``task``'s fine-tuned classifier with ``model``'s (merged) backbone in place of its own and, when
+    ``model`` has one for the task, ``model``'s head in place of the fine-tuned one. ``model`` is a merged
+    backbone (Model Tinting's result) or a whole merged classifier (e.g. FusionBench's Task Arithmetic),
+    whose backbone is then taken. Its forward returns logits, as the pool's models do."""
+    if callable(getattr(model, "set_task", None)):
+        model.set_task(task)
+    classifier = modelpool.load_model(task)
+    architecture = architecture_of(classifier, task)
+    backbone = getattr(model, architecture.backbone) if type(model).__name__ in ARCHITECTURES else model
+    setattr(classifier, architecture.backbone, backbone)
+    task_head = getattr(model, "task_head", None)
+    head = task_head(task) if callable(task_head) else None
+    if head is not None:
+        classifier.classifier = head
+    return classifier.eval()
+
+
+__all__ = ["ImageClassifierFamily", "ARCHITECTURES", "task_classifier"]
