@@ -350,3 +350,20 @@ def test_cache_entries_are_safetensors_that_give_back_the_same_inputs_and_teache
         assert torch.equal(original, again)
     (tmp_path / "entry.safetensors").write_bytes(b"broken")
     assert cache.load("entry") is None  # an unreadable entry is rebuilt, not trusted
+
+
+def test_batched_zero_shot_heads_equal_fusion_bench_s_per_class_ones():
+    from fusion_bench.models.hf_clip import HFCLIPClassifier
+    from fusion_bench.tasks.clip_classification import get_classnames_and_templates
+
+    from fusion_bench_tinting.families.hf_clip import zero_shot_embeddings
+    from fusion_bench_tinting.testing.tiny_suites import tiny_hf_clip
+
+    clip, processor = tiny_hf_clip(seed=3, max_positions=256)
+    classifier = HFCLIPClassifier(clip, processor)
+    for task in ("dtd", "gtsrb"):  # 47 and 43 classes, prompts of different lengths in one padded batch
+        classnames, templates = get_classnames_and_templates(task)
+        classifier.set_classification_task(classnames, templates)
+        batched = zero_shot_embeddings(clip, processor.tokenizer, classnames, templates, batch_size=100)
+        assert batched.shape == classifier.zeroshot_weights.shape
+        assert torch.allclose(batched, classifier.zeroshot_weights, atol=1e-5)

@@ -20,12 +20,27 @@ from tqdm.auto import tqdm
 
 from fusion_bench.dataset.image_dataset import ImageClassificationDataset
 from fusion_bench.modelpool import CLIPVisionModelPool
-from fusion_bench.models.hf_clip import HFCLIPClassifier
 from fusion_bench.tasks.clip_classification import CLIPTemplateFactory, get_classnames_and_templates
 
 from ..data import TensorInputs, cache_inputs
 from ..errors import TintingConfigError
 from .base import PRETRAINED, ModelFamily
+
+
+@torch.no_grad()
+def zero_shot_embeddings(clip_model, tokenizer, classnames: Sequence[str], templates: Sequence, batch_size: int = 512) -> Tensor:
+    """(classes, dim) zero-shot weights of one task: ``normalise(mean_t(normalise(text(template_t(class)))))``."""
+    prompts = [template(name) for name in classnames for template in templates]
+    device = clip_model.text_projection.weight.device
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        inputs = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
+        pooled = clip_model.text_model(**{k: v.to(device) for k, v in inputs.items()})[1]
+        chunks.append(clip_model.text_projection(pooled))
+    embeddings = torch.cat(chunks)
+    embeddings = embeddings / embeddings.norm(p=2, dim=-1, keepdim=True)
+    embeddings = embeddings.view(len(classnames), len(templates), -1).mean(dim=1)
+    return (embeddings / embeddings.norm(p=2, dim=-1, keepdim=True)).float()
 
 
 class HFCLIPVisionFamily(ModelFamily):
@@ -60,16 +75,17 @@ class HFCLIPVisionFamily(ModelFamily):
 
     @torch.no_grad()
     def _setup_heads(self) -> None:
-        """Zero-shot text embeddings of every task with FusionBench's ``HFCLIPClassifier``. Not through
-        ``CLIPClassificationMixin``: its joblib cache is keyed by task and model *path*, so a changed model
-        at the same path would get stale heads."""
+        """Zero-shot text embeddings of every task, as FusionBench's ``HFCLIPClassifier.set_classification_task``
+        computes them (each prompt's projected text embedding normalised, averaged over the templates,
+        normalised again), with all of a task's prompts in batches instead of one processor call per class.
+        Not through ``CLIPClassificationMixin``: its joblib cache is keyed by task and model *path*, so a
+        changed model at the same path would get stale heads."""
         if self.visual_projection is not None:
             return
-        clip_model = self.modelpool.load_clip_model(PRETRAINED)
-        classifier = HFCLIPClassifier(clip_model, self.processor).to(self.device)
+        clip_model = self.modelpool.load_clip_model(PRETRAINED).to(self.device).eval()
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
         for task in tqdm(self.task_names(), desc="Zero-shot heads", leave=False, disable=rank_zero_only.rank != 0):
-            classifier.set_classification_task(*get_classnames_and_templates(task))
-            self._text_embeddings[task] = classifier.zeroshot_weights.detach().float().clone()
+            self._text_embeddings[task] = zero_shot_embeddings(clip_model, tokenizer, *get_classnames_and_templates(task))
         self.visual_projection = copy.deepcopy(clip_model.visual_projection).float().requires_grad_(False)
         self.logit_scale_exp = float(clip_model.logit_scale.exp())
 
