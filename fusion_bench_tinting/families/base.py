@@ -25,6 +25,26 @@ from ..errors import TintingConfigError
 from ..input_checks import check_image_shape, check_not_empty, source_of
 
 PRETRAINED = "_pretrained_"
+
+
+def processed_images(
+    dataset: Any, processor: Any, *, batch_size: int, num_workers: int, dtype: torch.dtype,
+    indices: Optional[Sequence[int]], desc: str,
+) -> TensorInputs:
+    """An image test set through a Hugging Face processor (FusionBench's ``ImageClassificationDataset``, as its
+    task pools read it), preprocessed once; ``indices``: only those rows."""
+    from torch.utils.data import Subset
+
+    from fusion_bench.dataset.image_dataset import ImageClassificationDataset
+
+    from ..data import cache_inputs
+
+    images = ImageClassificationDataset(dataset, processor)
+    if indices is not None:
+        images = Subset(images, list(indices))
+    image_processor = getattr(processor, "image_processor", processor)
+    return cache_inputs(images, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=desc,
+                        normalization=(image_processor.image_mean, image_processor.image_std))
 _QKV = re.compile(r"\.(q_proj|k_proj|v_proj|query|key|value)\.")
 
 

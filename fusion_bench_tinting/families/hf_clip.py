@@ -14,17 +14,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Subset
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm.auto import tqdm
 
-from fusion_bench.dataset.image_dataset import ImageClassificationDataset
 from fusion_bench.modelpool import CLIPVisionModelPool
 from fusion_bench.tasks.clip_classification import CLIPTemplateFactory, get_classnames_and_templates
 
-from ..data import TensorInputs, cache_inputs
+from ..data import TensorInputs
 from ..errors import TintingConfigError
-from .base import PRETRAINED, ModelFamily
+from .base import PRETRAINED, ModelFamily, processed_images
 
 
 @torch.no_grad()
@@ -114,15 +112,8 @@ class HFCLIPVisionFamily(ModelFamily):
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TensorInputs:
-        dataset = ImageClassificationDataset(self.test_dataset(task), self.processor)
-        if indices is not None:
-            dataset = Subset(dataset, list(indices))
-        image_processor = getattr(self.processor, "image_processor", self.processor)
-        normalization = (image_processor.image_mean, image_processor.image_std)
-        return cache_inputs(
-            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}",
-            normalization=normalization,
-        )
+        return processed_images(self.test_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
+                                dtype=dtype, indices=indices, desc=f"Preprocessing {task}")
 
 
 __all__ = ["HFCLIPVisionFamily", "PRETRAINED"]

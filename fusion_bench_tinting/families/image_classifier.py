@@ -18,14 +18,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Subset
 
-from fusion_bench.dataset import ImageClassificationDataset
 from fusion_bench.tasks.clip_classification import get_num_classes
 
-from ..data import TensorInputs, cache_inputs
+from ..data import TensorInputs
 from ..errors import TintingConfigError
-from .base import PRETRAINED, ModelFamily
+from .base import PRETRAINED, ModelFamily, processed_images
 
 
 def _pooled(output: Any) -> Tensor:
@@ -147,14 +145,8 @@ class ImageClassifierFamily(ModelFamily):
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TensorInputs:
-        dataset = ImageClassificationDataset(self.test_dataset(task), self.processor)
-        if indices is not None:
-            dataset = Subset(dataset, list(indices))
-        return cache_inputs(
-            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}",
-            normalization=(self.processor.image_mean, self.processor.image_std),
-        )
-
+        return processed_images(self.test_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
+                                dtype=dtype, indices=indices, desc=f"Preprocessing {task}")
 
 
 def task_classifier(modelpool, task: str, model: nn.Module) -> nn.Module:

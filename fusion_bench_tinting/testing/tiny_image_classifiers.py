@@ -11,9 +11,7 @@ is created from scratch as the pretrained model, then one copy per task is reall
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -21,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..suites import write_suite_config
-from .tiny_suites import IMAGE_SIZE, NUM_CLASSES, TASKS, finetune, save_image_dataset, synthetic_split
+from .tiny_suites import IMAGE_SIZE, NUM_CLASSES, TASKS, finetune, reused_build, stamp_build, write_synthetic_tasks
 
 ARCHITECTURES = ("convnext", "dinov2", "resnet")
 POOL_TARGETS = {
@@ -111,23 +109,13 @@ def _write_configs(config: Path, architecture: str, paths: Dict[str, str], data:
 def build_tiny_image_suites(out, spec: TinyImageSuiteSpec = TinyImageSuiteSpec()) -> List[str]:
     """Build (or reuse, when ``out`` holds a build of the same spec) the tiny image-classifier suites."""
     out = Path(out).resolve()
-    stamp = out / "suite.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == json.loads(json.dumps(asdict(spec))):
-        return json.loads(stamp.read_text())["suites"]
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    train_images, data = {}, {}
-    for index, task in enumerate(spec.tasks):
-        train = synthetic_split(index, spec.train_size, seed=spec.seed * 1000 + 2 * index)
-        test = synthetic_split(index, spec.test_size, seed=spec.seed * 1000 + 2 * index + 1)
-        train_images[task] = train
-        data[task] = {"train": out / "data" / task / "train", "test": out / "data" / task / "test"}
-        save_image_dataset(*train, data[task]["train"])
-        save_image_dataset(*test, data[task]["test"])
+    reused = reused_build(out, spec)
+    if reused is not None:
+        return reused
+    images, data = write_synthetic_tasks(out, spec.tasks, spec.train_size, spec.test_size, spec.seed)
+    train_images = {task: splits["train"] for task, splits in images.items()}
     suites = [
         _write_configs(out / "config", architecture, _build(architecture, spec, out / architecture, train_images), data)
         for architecture in spec.architectures
     ]
-    stamp.write_text(json.dumps({"spec": asdict(spec), "suites": suites}, indent=2))
-    return suites
+    return stamp_build(out, spec, suites)

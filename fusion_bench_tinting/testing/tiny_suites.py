@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -312,25 +312,42 @@ def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_path
     return suites
 
 
-def build_tiny_suites(out: os.PathLike, spec: TinySuiteSpec = TinySuiteSpec()) -> List[str]:
-    """Build (or reuse, when ``out`` holds a build of the same spec) the tiny suites; returns their names."""
-    out = Path(out).resolve()
+def reused_build(out: Path, spec: Any) -> Optional[List[str]]:
+    """The suite names of a build of the same ``spec`` in ``out``, or None after emptying ``out`` for a new one."""
     stamp = out / "suite.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("spec") == json.loads(json.dumps(asdict(spec))):
         return json.loads(stamp.read_text())["suites"]
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    return None
+
+
+def stamp_build(out: Path, spec: Any, suites: List[str]) -> List[str]:
+    (out / "suite.json").write_text(json.dumps({"spec": asdict(spec), "suites": suites}, indent=2))
+    return suites
+
+
+def write_synthetic_tasks(out: Path, tasks: Sequence[str], train_size: int, test_size: int, seed: int):
+    """Each task's train and test splits (``<out>/data/<task>/<split>``): the images by task and split, and the paths."""
     images, data = {}, {}
-    for index, task in enumerate(spec.tasks):
-        train = synthetic_split(index, spec.train_size, seed=spec.seed * 1000 + 2 * index)
-        test = synthetic_split(index, spec.test_size, seed=spec.seed * 1000 + 2 * index + 1)
+    for index, task in enumerate(tasks):
+        train = synthetic_split(index, train_size, seed=seed * 1000 + 2 * index)
+        test = synthetic_split(index, test_size, seed=seed * 1000 + 2 * index + 1)
         images[task] = {"train": train, "test": test}
         data[task] = {"train": out / "data" / task / "train", "test": out / "data" / task / "test"}
         save_image_dataset(*train, data[task]["train"])
         save_image_dataset(*test, data[task]["test"])
+    return images, data
+
+
+def build_tiny_suites(out: os.PathLike, spec: TinySuiteSpec = TinySuiteSpec()) -> List[str]:
+    """Build (or reuse, when ``out`` holds a build of the same spec) the tiny suites; returns their names."""
+    out = Path(out).resolve()
+    reused = reused_build(out, spec)
+    if reused is not None:
+        return reused
+    images, data = write_synthetic_tasks(out, spec.tasks, spec.train_size, spec.test_size, spec.seed)
     hf_paths = _build_hf_clip(spec, out / "hf_clip", data, images) if "hf_clip" in spec.families else None
     open_clip_paths = _build_open_clip(spec, out / "open_clip", images) if "open_clip" in spec.families else None
-    suites = write_configs(out, spec, data, hf_paths, open_clip_paths)
-    stamp.write_text(json.dumps({"spec": asdict(spec), "suites": suites}, indent=2))
-    return suites
+    return stamp_build(out, spec, write_configs(out, spec, data, hf_paths, open_clip_paths))
