@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 
 import pytest
 from conftest import run_cli, task_accuracies
@@ -71,4 +73,20 @@ def test_a_torchvision_resnet_pool_is_refused_with_what_is_supported(tiny_image_
     pool = _pool(tiny_image_suites, "resnet")
     pool.type = "torchvision"
     with pytest.raises(TintingConfigError, match="modelpool.type='torchvision'.*torchvision ResNets are not supported yet"):
+        _adapt(pool)
+
+
+def test_a_fine_tuned_model_without_a_head_is_refused_naming_the_task(tiny_image_suites, tmp_path):
+    import json
+
+    from fusion_bench_tinting.errors import TintingConfigError
+
+    headless = tmp_path / "cifar10_headless"
+    shutil.copytree(tiny_image_suites / "convnext" / "cifar10", headless)
+    config = json.loads((headless / "config.json").read_text())
+    config.update(num_labels=0, id2label={}, label2id={})
+    (headless / "config.json").write_text(json.dumps(config))
+    pool = _pool(tiny_image_suites, "convnext")
+    pool._models["cifar10"] = str(headless)
+    with pytest.raises(TintingConfigError, match="The model of task 'cifar10' has no classification head"):
         _adapt(pool)
