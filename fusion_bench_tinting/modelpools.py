@@ -10,9 +10,11 @@ and the task pool evaluates each task with its own head.
 
 from __future__ import annotations
 
+from typing import Dict, List, Optional
+
 from torch import nn
 
-from fusion_bench.modelpool import SequenceClassificationModelPool
+from fusion_bench.modelpool import BaseModelPool, SequenceClassificationModelPool
 
 
 class SequenceClassificationEncoderPool(SequenceClassificationModelPool):
@@ -27,3 +29,43 @@ class SequenceClassificationEncoderPool(SequenceClassificationModelPool):
 
     def save_model(self, model: nn.Module, path: str, **kwargs) -> None:
         model.save_pretrained(path)
+
+
+class TimmImageClassifierPool(BaseModelPool):
+    """timm image classifiers stored as safetensors state dicts (``models``: name -> file), all of one
+    ``architecture`` with ``num_classes`` outputs; ``processor``: a Hugging Face image-processor folder.
+    ``class_names`` registers tasks that FusionBench's class-name registry lacks (its image task pools read
+    the class count there). BatchNorm's ``num_batches_tracked`` counters are kept as floats: FusionBench's
+    merging methods do arithmetic on every tensor of a state dict and refuse an integer one."""
+
+    def __init__(self, models, *, architecture: str, num_classes: int, processor: str,
+                 class_names: Optional[Dict[str, List[str]]] = None, **kwargs):
+        super().__init__(models, **kwargs)
+        self.architecture, self.num_classes, self.processor = architecture, int(num_classes), processor
+        from fusion_bench.tasks.clip_classification import CLIPTemplateFactory
+
+        templates = [lambda c: f"a photo of a {c}."]
+        for task, names in (class_names or {}).items():
+            if task not in CLIPTemplateFactory.get_available_datasets():
+                # through `dataset_info`: FusionBench 0.2.33 stores `templates=` under a misspelt key
+                info = {"classnames": list(names), "templates": templates}
+                CLIPTemplateFactory.register_dataset(task, dataset_info=info, classnames=info["classnames"], templates=templates)
+
+    def load_model(self, model_name_or_config, *args, **kwargs) -> nn.Module:
+        import timm
+        from safetensors.torch import load_file
+
+        path = self._models.get(model_name_or_config, model_name_or_config) if isinstance(model_name_or_config, str) else model_name_or_config
+        model = timm.create_model(self.architecture, pretrained=False, num_classes=self.num_classes)
+        missing = model.load_state_dict(load_file(str(path)), strict=False).missing_keys
+        if any(not key.endswith("num_batches_tracked") for key in missing):
+            raise ValueError(f"{path}: no values for {[k for k in missing if not k.endswith('num_batches_tracked')][:5]}")
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_batches_tracked is not None:
+                module.num_batches_tracked = module.num_batches_tracked.float()
+        return model.eval()
+
+    def image_processor(self):
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(self.processor)

@@ -39,7 +39,12 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
         ResNetForImageClassificationPool,
     )
 
-    image_pools = (ConvNextForImageClassificationPool, Dinov2ForImageClassificationPool, ResNetForImageClassificationPool)
+    from ..modelpools import TimmImageClassifierPool
+
+    image_pools = (
+        ConvNextForImageClassificationPool, Dinov2ForImageClassificationPool, ResNetForImageClassificationPool,
+        TimmImageClassifierPool,
+    )
     if isinstance(modelpool, image_pools):
         if getattr(modelpool, "type", "transformers") != "transformers":
             raise TintingConfigError(

@@ -12,6 +12,7 @@ adaptation); ConvNeXt and DINOv2 normalise per sample (LayerNorm) and have no su
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -35,20 +36,42 @@ def _class_and_mean_patch_tokens(output: Any) -> Tensor:
     return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=1)
 
 
+def _same(output: Tensor) -> Tensor:
+    return output
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """Where a ``*ForImageClassification`` model keeps its backbone and how its classifier reads it."""
+    """Where a classifier keeps its backbone and how its classifier reads it."""
 
-    backbone: str
+    #: the backbone's attribute (transformers), or None: the model itself without its head (timm)
+    backbone: Optional[str]
     features: Callable[[Any], Tensor]
     #: parameter-name pattern of one block, in depth order
     block: str
+
+    def split(self, model: nn.Module) -> Tuple[nn.Module, nn.Module]:
+        """(backbone, head) of a loaded classifier; a timm model becomes its own backbone (head removed)."""
+        head = model.classifier
+        if self.backbone is not None:
+            return getattr(model, self.backbone), head
+        model.reset_classifier(0)  # forward now returns the pooled features
+        return model, head
+
+    def join(self, task_model: nn.Module, backbone: nn.Module, head: nn.Module) -> nn.Module:
+        """A classifier (pixels -> logits) from a backbone and a head, in the task model's layout."""
+        if self.backbone is None:
+            return nn.Sequential(backbone, head)
+        setattr(task_model, self.backbone, backbone)
+        task_model.classifier = head
+        return task_model
 
 
 ARCHITECTURES: Dict[str, Architecture] = {
     "ConvNextForImageClassification": Architecture("convnext", _pooled, r"encoder\.stages\.\d+\.layers\.\d+\."),
     "Dinov2ForImageClassification": Architecture("dinov2", _class_and_mean_patch_tokens, r"encoder\.layer\.\d+\."),
     "ResNetForImageClassification": Architecture("resnet", _pooled, r"encoder\.stages\.\d+\.layers\.\d+\."),
+    "EfficientNet": Architecture(None, _same, r"blocks\.\d+\.\d+\."),  # timm (TimmImageClassifierPool)
 }
 
 
@@ -70,6 +93,7 @@ class ImageClassifierFamily(ModelFamily):
         self._architecture: Optional[Tuple[str, Architecture]] = None
         self._last: Optional[Tuple[str, nn.Module]] = None  # the encoder and head of a task come from one load
         self._processor = None
+        self._head: Optional[nn.Module] = None
 
     def _load(self, name: str) -> nn.Module:
         if self._last is None or self._last[0] != name:
@@ -96,11 +120,11 @@ class ImageClassifierFamily(ModelFamily):
         get_num_classes(task)  # the task's classes are known to FusionBench (its task pools need them)
 
     def load_encoder(self, name: str) -> nn.Module:
-        model = self._load(name)
-        return getattr(model, self.architecture.backbone).eval().requires_grad_(False)
+        backbone, self._head = self.architecture.split(self._load(name))
+        return backbone.eval().requires_grad_(False)
 
     def load_head(self, task: str) -> nn.Module:
-        head = getattr(self._load(task), "classifier", None)
+        head = self._head if self._last is not None and self._last[0] == task else getattr(self._load(task), "classifier", None)
         if not isinstance(head, nn.Module) or isinstance(head, nn.Identity):
             raise TintingConfigError(
                 f"The model of task {task!r} has no classification head (`classifier`): fine-tuned models of an "
@@ -113,7 +137,8 @@ class ImageClassifierFamily(ModelFamily):
         return self.architecture.features(encoder_output)
 
     def encoder_arguments(self, inputs: Any) -> Tuple[tuple, dict]:
-        return (), {"pixel_values": inputs}
+        # transformers backbones take ``pixel_values=``; timm models the images as their one argument
+        return ((), {"pixel_values": inputs}) if self.architecture.backbone is not None else ((inputs,), {})
 
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         pattern = re.compile(self.architecture.block)
@@ -134,6 +159,8 @@ class ImageClassifierFamily(ModelFamily):
     def processor(self):
         """The pretrained model's image processor (read directly: the ConvNeXt and DINOv2 pools'
         ``load_processor`` expects a mapping where their shipped configs give the model id as a string)."""
+        if self._processor is None and callable(getattr(self.modelpool, "image_processor", None)):
+            self._processor = self.modelpool.image_processor()  # our TimmImageClassifierPool
         if self._processor is None:
             from transformers import AutoImageProcessor
 
@@ -156,15 +183,14 @@ def task_classifier(modelpool, task: str, model: nn.Module) -> nn.Module:
     whose backbone is then taken. Its forward returns logits, as the pool's models do."""
     if callable(getattr(model, "set_task", None)):
         model.set_task(task)
-    classifier = modelpool.load_model(task)
-    architecture = architecture_of(classifier, task)
-    backbone = getattr(model, architecture.backbone) if type(model).__name__ in ARCHITECTURES else model
-    setattr(classifier, architecture.backbone, backbone)
+    task_model = modelpool.load_model(task)
+    architecture = architecture_of(task_model, task)
+    backbone = model
+    if type(model).__name__ in ARCHITECTURES:  # a whole merged classifier: its backbone
+        backbone = architecture.split(copy.deepcopy(model))[0]
     task_head = getattr(model, "task_head", None)
     head = task_head(task) if callable(task_head) else None
-    if head is not None:
-        classifier.classifier = head
-    return classifier.eval()
+    return architecture.join(task_model, backbone, head if head is not None else task_model.classifier).eval()
 
 
 __all__ = ["ImageClassifierFamily", "ARCHITECTURES", "task_classifier"]
