@@ -18,6 +18,7 @@ keeps ImageNet's running statistics, so that the models are trained as they are 
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import random
@@ -59,7 +60,7 @@ class Lite0ImagesSpec:
     def quick(cls) -> "Lite0ImagesSpec":
         """Three tasks from PyPI only, small images, few steps: a build of a few minutes on 2 CPU cores."""
         return cls(tasks=("mnist", "animal_silhouettes", "digits_8x8"), image_size=32, train_size=256, test_size=96,
-                   finetune_steps=60)
+                   finetune_steps=40)
 
 
 # ----- data ------------------------------------------------------------------------------------
@@ -167,9 +168,7 @@ def build_lite0_images(out, spec: Lite0ImagesSpec = Lite0ImagesSpec()) -> Path:
         (train_x, train_y), (test_x, test_y) = split(images, labels, spec, spec.seed + index)
         save_split(train_x, train_y, out / "data" / task / "train")
         save_split(test_x, test_y, out / "data" / task / "test")
-        model = pretrained_lite0(sources)
-        model.reset_classifier(10)
-        model.load_state_dict(_plain_state(pretrained), strict=False)
+        model = copy.deepcopy(pretrained)
         finetune(model, processed(train_x, processor), torch.from_numpy(train_y), spec, spec.seed + index, f"fine-tune {task}")
         save_file(_plain_state(model), str(out / "models" / f"{task}.safetensors"))
     stamp.write_text(json.dumps({"spec": asdict(spec), "tasks": list(spec.tasks)}, indent=2))
