@@ -22,6 +22,7 @@ import copy
 import gzip
 import json
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -29,6 +30,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .sources import debian_member, load_numpy_pickle, read_idx, wheel_member
@@ -148,30 +150,38 @@ def finetune(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 
 # ----- build -----------------------------------------------------------------------------------
 def build_lite0_images(out, spec: Lite0ImagesSpec = Lite0ImagesSpec()) -> Path:
-    """Build the suite into ``out`` (reused when it holds a build of the same spec); returns ``out``."""
-    from safetensors.torch import save_file
-
+    """Build the suite into ``out`` (reused when it holds a build of the same spec; an interrupted build of the
+    same spec keeps its finished tasks); returns ``out``."""
     out = Path(out).resolve()
-    stamp = out / "suite.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == json.loads(json.dumps(asdict(spec))):
+    wanted = json.loads(json.dumps(asdict(spec)))
+    stamp, started = out / "suite.json", out / "build.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == wanted:
         return out
+    if not started.exists() or json.loads(started.read_text()) != wanted:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        started.write_text(json.dumps(wanted, indent=2))
     sources = out.parent / "lite0_sources"
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
     processor = _save_processor(out / "processor", spec.image_size)
     pretrained = pretrained_lite0(sources)
-    pretrained.reset_classifier(10)
+    pretrained.reset_classifier(10)  # seeded: the same head in every build of this spec
     (out / "models").mkdir(parents=True, exist_ok=True)
     save_file(_plain_state(pretrained), str(out / "models" / "pretrained.safetensors"))
     for index, task in enumerate(spec.tasks):
+        if (out / "models" / f"{task}.safetensors").exists():
+            continue  # finished by an interrupted build of the same spec
         images, labels = LOADERS[task](sources)
         (train_x, train_y), (test_x, test_y) = split(images, labels, spec, spec.seed + index)
         save_split(train_x, train_y, out / "data" / task / "train")
         save_split(test_x, test_y, out / "data" / task / "test")
         model = copy.deepcopy(pretrained)
+        torch.manual_seed(spec.seed + 1000 + index)  # dropout: the same whether or not the build was resumed
         finetune(model, processed(train_x, processor), torch.from_numpy(train_y), spec, spec.seed + index, f"fine-tune {task}")
-        save_file(_plain_state(model), str(out / "models" / f"{task}.safetensors"))
-    stamp.write_text(json.dumps({"spec": asdict(spec), "tasks": list(spec.tasks)}, indent=2))
+        save_file(_plain_state(model), str(out / "models" / f"{task}.safetensors.tmp"))
+        (out / "models" / f"{task}.safetensors.tmp").rename(out / "models" / f"{task}.safetensors")
+    stamp.write_text(json.dumps({"spec": wanted, "tasks": list(spec.tasks)}, indent=2))
     return out
 
 
