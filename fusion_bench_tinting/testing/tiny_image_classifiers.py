@@ -36,7 +36,7 @@ class TinyImageSuiteSpec:
     architectures: Tuple[str, ...] = ARCHITECTURES
     train_size: int = 320
     test_size: int = 128
-    finetune_steps: int = 150
+    finetune_steps: int = 100
     finetune_lr: float = 2e-3
     seed: int = 0
     version: int = 1
