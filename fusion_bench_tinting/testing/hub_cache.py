@@ -25,16 +25,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from hydra_plugins.fusion_bench_tinting.search_path import fusion_bench_config_dir
+
 REVISION = "0" * 40  # the snapshot folder of every model (any commit-like name works offline)
 DATASET_HASH = "fusionbenchtintingfixture"
 #: text positions of the tiny CLIP: its byte-level tokenizer spends a token per character of "a photo of a <class>."
 TEXT_POSITIONS = 256
-
-
-def fusion_bench_config_dir() -> Path:
-    from ..upstream.export import fusion_bench_root
-
-    return fusion_bench_root().parent / "fusion_bench_config"
 
 
 def suite_models(model_config: str) -> Dict[str, str]:

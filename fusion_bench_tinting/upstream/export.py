@@ -120,17 +120,13 @@ def rename_imports(source: str) -> str:
 
 # --------------------------------------------------------------------------------------------- writers
 def fusion_bench_root() -> Path:
-    """The installed ``fusion_bench`` package folder (an imported FusionBench is a lazy module without a spec)."""
-    import importlib.util
-    import sys
+    """The installed ``fusion_bench`` package folder (found as the Hydra plugin finds it)."""
+    from hydra_plugins.fusion_bench_tinting.search_path import _package_dir
 
-    module = sys.modules.get("fusion_bench")
-    if module is not None and getattr(module, "__file__", None):
-        return Path(module.__file__).resolve().parent
-    spec = importlib.util.find_spec("fusion_bench")
-    if spec is None or spec.origin is None:
+    root = _package_dir("fusion_bench")
+    if root is None:
         raise ExportError("FusionBench is not installed: the export edits its installed source.")
-    return Path(spec.origin).resolve().parent
+    return root
 
 
 def method_sources() -> Dict[str, str]:
