@@ -12,39 +12,34 @@ This module knows nothing of a particular model family: ``families`` adapts each
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 
-from .adamerging_start import load_adamerging_weights, resolve_adamerging_weights
+from .adamerging_start import resolve_adamerging_weights
 from .adaptation import AdaptationOptions, TintingTrainer
 from .caching import library_versions
-from .checkpointing import CHECKPOINT_FOLDER, CheckpointStore, checkpoint_hook, fingerprint, resume_state
+from .checkpointing import checkpoint_hook, fingerprint, restore_and_store
 from .compiled import compile_options
 from .errors import TintingConfigError, one_line_config_errors, reports_config_errors
-from .fabric_glue import data_parallel, grad_scaler, log_coefficient_heatmap, log_hyperparameters, step_sections
-from .families import PRETRAINED, ModelFamily, family_for
-from .input_checks import check_test_set, reading, source_in_pool
+from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
+from .families import family_for
+from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
 from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
-from .lot.algorithm import make_solver
-from .lot.expert_pass import observe_expert
-from .memory import check_fits, explain_out_of_memory, merge_bytes
-from .merging import LayerWiseMerger, check_same_parameters
-from .options import check_init_values, check_values, rules
-from .results import adaptation_report, load_saved, save_result, tinted_model, tinted_state
-from .run_state import TaskMaterial, TintingRun, block_parameter_names, task_states
+from .memory import explain_out_of_memory
+from .options import check_init_values, check_values, option_defaults, resolve_auto, rules
+from .preparation import Preparation, build_merger, load_tasks
+from .results import adaptation_report, finish_run, load_saved, tinted_state
+from .run_state import TintingRun
 from .suites import SuiteTaskPoolMixin
 from .surgery import check_surgery_options
-from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES, TeacherPass
+from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES
 from .tinted_model import TintedModel
 from .weights_io import check_matches, load_tinting, resolve_weights_path
 
@@ -149,28 +144,15 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         """[0, 1] as the reference; from LOT, a negative coefficient (away from expert k) is a real direction."""
         return (-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0)
 
-    def _resolved(self, family: ModelFamily, num_tasks: int) -> Tuple[float, int, float]:
-        """Learning rate, iterations and initial coefficient, with ``auto`` replaced by the family's reference."""
-        lr = family.default_lr(self.train_tinted_layer) if self.lr == "auto" else float(self.lr)
-        steps = family.default_max_steps if self.max_steps == "auto" else int(self.max_steps)
-        if self.init_values != "auto":
-            init = float(self.init_values)
-        elif self.init_from == "lot":
-            init = 0.0  # start exactly at the LOT-merged encoder
-        else:
-            init = 0.3 if num_tasks <= 8 else 0.1
-        if self.is_debug_mode:
-            steps = min(steps, 1)
-        return lr, steps, init
-
     # ----- run ---------------------------------------------------------------------------------
     @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         self._check_options()
         run = self._setup(modelpool)
         saved = load_tinting(self.weights) if self.weights else None
-        self._build_merger(run)
-        self._load_tasks(run, with_teachers=saved is None)
+        preparation = self._preparation()
+        build_merger(run, preparation, self.profile)
+        load_tasks(run, preparation, self.fabric, self.profile, with_teachers=saved is None)
         if saved is not None:
             self._load_saved(run, saved)
         else:
@@ -189,84 +171,22 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             with reading(f"the test set of task {task!r} ({source_in_pool(modelpool, task, 'test')})"):
                 family.validate_task(task)
         check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1])
-        lr, max_steps, init_value = self._resolved(family, len(tasks))
+        lr, max_steps, init_value = resolve_auto(
+            self.lr, self.max_steps, self.init_values, family_lr=family.default_lr(self.train_tinted_layer),
+            family_max_steps=family.default_max_steps, num_tasks=len(tasks), init_from=self.init_from,
+            debug=self.is_debug_mode,
+        )
         return TintingRun(family, tasks, torch.device(self.fabric.device), lr, max_steps, init_value)
 
-    def _build_merger(self, run: TintingRun) -> None:
-        """The pretrained encoder and the layer-wise merger over its merged tensors (no task vector yet)."""
-        family = run.family
-        with self.profile("load pretrained"):
-            with reading(f"the pretrained model ({source_in_pool(family.modelpool, PRETRAINED)})"):
-                run.pretrained = family.load_encoder(PRETRAINED)
-        run.block_names = block_parameter_names(family, run.pretrained, self.tinted_layer)
-        run.head_encoder_names = family.head_encoder_parameter_names(run.pretrained)
-        merged_names = [n for n in family.merged_parameter_names(run.pretrained) if n not in set(run.head_encoder_names)]
-        params = dict(run.pretrained.named_parameters())
-        dtype = TENSOR_DTYPES[self.task_vector_dtype]
-        check_fits(
-            run.device,
-            merge_bytes(sum(params[n].numel() for n in merged_names), len(run.tasks), dtype),
-            f"Merging {len(run.tasks)} task vectors of {len(merged_names)} tensors",
-            "Store the task vectors in half precision (method.task_vector_dtype=bfloat16), merge fewer tasks, "
-            "or run on a device with more memory.",
+    def _preparation(self) -> Preparation:
+        return Preparation(
+            tinted_layer=self.tinted_layer, tie_qkv=self.tie_qkv, clamp_weights=self.clamp_weights,
+            clamp_range=self._clamp_range(), task_vector_dtype=self.task_vector_dtype, init_from=self.init_from,
+            adamerging_weights=self.adamerging_weights, lot_num_samples=self.lot_num_samples,
+            lot_ridge=self.lot_ridge, loss=self.loss, surgery_rank=self.surgery_rank if self.surgery else None,
+            seed=self.run_seed, input_dtype=self.input_dtype, preprocess_batch_size=self.preprocess_batch_size,
+            num_workers=self.num_workers, reuse_cache=self.reuse_cache, inputs_on_device=self.inputs_on_device,
         )
-        run.merger = LayerWiseMerger(
-            {n: params[n] for n in merged_names},
-            len(run.tasks),
-            init_value=run.init_value,
-            clamp=self.clamp_weights,
-            clamp_range=self._clamp_range(),
-            coefficient_groups=[family.coefficient_group(n, self.tie_qkv) for n in merged_names],
-            task_vector_dtype=dtype,
-        ).to(run.device)
-        if self.init_from == "adamerging":
-            with torch.no_grad():
-                run.merger.coefficients.copy_(load_adamerging_weights(self.adamerging_weights, run.tasks, run.merger.group_names))
-        run.pretrained.to(run.device)
-
-    def _load_tasks(self, run: TintingRun, with_teachers: bool) -> None:
-        """Load each fine-tuned model once: keep its head (and the encoder tensors that belong to it), store its
-        task vector, feed LOT's statistics (``init_from=lot``) and, unless adaptation is skipped, keep the
-        task's preprocessed inputs and the teacher's outputs on them. Then let it go."""
-        family, merger, device = run.family, run.merger, run.device
-        pretrained_params = dict(run.pretrained.named_parameters())
-        lot = None
-        if self.init_from == "lot":
-            lot = make_solver(run.pretrained, merger.names, ridge=self.lot_ridge, fallback_scale="auto",
-                              statistics_dtype="float64", device=device)
-        teacher_pass = TeacherPass(
-            self.fabric, self.input_dtype, self.preprocess_batch_size, self.num_workers, self.reuse_cache,
-            self.inputs_on_device, self.profile,
-        )
-        material = TaskMaterial()
-        for index, task in enumerate(tqdm(run.tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True,
-                                            disable=rank_zero_only.rank != 0)):
-            with self.profile("load fine-tuned"):
-                with reading(f"the model of task {task!r} ({source_in_pool(family.modelpool, task)})"):
-                    finetuned = family.load_encoder(task)
-                    material.heads[task] = family.load_head(task)
-            check_test_set(family, task, material.heads[task])
-            finetuned_params = dict(finetuned.named_parameters())
-            check_same_parameters(pretrained_params, finetuned_params, task)
-            merger.set_task_vector(index, finetuned_params)
-            material.head_encoders[task] = {n: finetuned_params[n].detach().float().to(device) for n in run.head_encoder_names}
-            if lot is not None:
-                with self.profile("LOT statistics"):
-                    observe_expert(
-                        lot, family, task, pretrained_params, finetuned, num_samples=self.lot_num_samples,
-                        seed=self.run_seed, batch_size=self.preprocess_batch_size, num_workers=self.num_workers,
-                        device=device,
-                    )
-            if with_teachers:
-                material.inputs[task], material.teachers[task] = teacher_pass(family, task, finetuned, material.heads[task], device)
-            del finetuned  # the fine-tuned encoders never stay on the device
-        if lot is not None:
-            with self.profile("LOT solve"):
-                merger.rebase(lot.task_vector())
-        merger.check_complete()
-        check_loss_for_regression(self.loss, [t for t, head in material.heads.items() if family.is_regression(head)])
-        surgery_rank = self.surgery_rank if self.surgery else None
-        run.states = task_states(run.tasks, material, merger, run.block_names, surgery_rank, self.run_seed)
 
     def _load_saved(self, run: TintingRun, saved) -> None:
         """Coefficients and tinted layers of a saved run (``method.weights``), checked to fit this one."""
@@ -287,15 +207,9 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         run_fingerprint = fingerprint(
             run.tasks, OmegaConf.to_container(run.family.modelpool.config, resolve=True), OmegaConf.to_container(self.config)
         )
-        if self.resume:
-            state, path = resume_state(self.resume, run_fingerprint, run.max_steps, self.fabric)
-            trainer.load_state_dict(state)
-            log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
-        store = None
-        if self.log_dir is not None:
-            store = CheckpointStore(Path(self.log_dir) / CHECKPOINT_FOLDER, keep=self.keep_checkpoints, fabric=self.fabric)
-        elif self.checkpoint_every > 0:
-            log.warning("No log folder (no Fabric logger): checkpoints are not written.")
+        store = restore_and_store(trainer, resume=self.resume, run_fingerprint=run_fingerprint, max_steps=run.max_steps,
+                                  log_dir=self.log_dir, keep=self.keep_checkpoints, every=self.checkpoint_every,
+                                  fabric=self.fabric, option_defaults=option_defaults(type(self)))
         with self.profile("adaptation"), explain_out_of_memory(
             f"Adaptation with batch_size={self.batch_size}",
             "Lower method.batch_size, run under fabric.precision=bf16-mixed, store the task vectors in "
@@ -306,76 +220,47 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
                 run.stats = trainer.run(on_visit=hook)
             except AdaptationInterrupted as interrupted:
                 exit_interrupted(interrupted, self.log_dir, self.fabric.is_global_zero)
-        self._log_run_summary(run)
-
-    def _log_run_summary(self, run: TintingRun) -> None:
-        """The options with the final loss (TensorBoard's HPARAMS tab) and the coefficients as a heat map."""
-        resolved = {"lr": run.lr, "max_steps": run.max_steps, "init_values": run.init_value, "seed": self.run_seed}
-        losses = list(run.stats.final_loss.values())
-        log_hyperparameters(
-            self.fabric, {**OmegaConf.to_container(self.config), **resolved, "tasks": ",".join(run.tasks)},
-            {"hparams/final_loss": sum(losses) / len(losses)},
-        )
-        coefficients = run.merger.effective_coefficients().detach()
-        log_coefficient_heatmap(self.fabric, coefficients, run.tasks, run.merger.group_names, run.max_steps)
+        log_run_summary(self.fabric, {**OmegaConf.to_container(self.config), **self._resolved_values(run)}, run)
 
     def _trainer(self, run: TintingRun) -> TintingTrainer:
+        """The adaptation loop over this run's merger and task states, with the pieces Fabric supplies."""
         options = AdaptationOptions(
-            max_steps=run.max_steps,
-            lr=run.lr,
-            batch_size=self.batch_size,
-            loss=self.loss,
-            update=self.update,
-            confidence_filter=self.confidence_filter,
-            train_coefficients=self.train_coefficients,
-            train_tinted_layer=self.train_tinted_layer,
-            log_every=self.log_every,
+            max_steps=run.max_steps, lr=run.lr, batch_size=self.batch_size, loss=self.loss, update=self.update,
+            confidence_filter=self.confidence_filter, train_coefficients=self.train_coefficients,
+            train_tinted_layer=self.train_tinted_layer, log_every=self.log_every,
             coefficient_lr=None if self.coefficient_lr is None else float(self.coefficient_lr),
-            zero_grad=self.zero_grad,
-            empty_batch=self.empty_batch,
+            zero_grad=self.zero_grad, empty_batch=self.empty_batch,
         )
         pretrained, family = run.pretrained, run.family
         return TintingTrainer(
-            run.merger,
-            lambda params, x: family.encode(pretrained, x, params),
-            run.states,
-            options,
-            device=run.device,
-            generator=torch.Generator().manual_seed(self.run_seed),
-            input_dtype=torch.float32,
-            autocast=self.fabric.autocast,
-            log_metrics=self._log_metrics,
+            run.merger, lambda params, x: family.encode(pretrained, x, params), run.states, options,
+            device=run.device, generator=torch.Generator().manual_seed(self.run_seed), input_dtype=torch.float32,
+            autocast=self.fabric.autocast, log_metrics=self._log_metrics,
             data_parallel=data_parallel(self.fabric, self.batch_size),
             section=step_sections(self.fabric, self.profile, self.profile_steps),
-            compile_options=compile_options(self.compile_step, self.compile_backend),
-            grad_scaler=grad_scaler(self.fabric),
+            compile_options=compile_options(self.compile_step, self.compile_backend), grad_scaler=grad_scaler(self.fabric),
         )
+
+    def _resolved_values(self, run: TintingRun) -> Dict[str, float]:
+        """What the ``auto`` options stood for in this run."""
+        return {"lr": run.lr, "max_steps": run.max_steps, "init_values": run.init_value, "seed": self.run_seed}
 
     def _result(self, run: TintingRun) -> TintedModel:
         """The merged model with each task's tinted layer, its report, and (after an adaptation) the saved
         coefficients and tinted layers with the config that reproduces them."""
-        report = {
-            "method": self.method_name,
-            "tinted_layer": str(self.tinted_layer),
-            "init_from": self._start_description(),
-            "seed": self.run_seed,
-            "versions": library_versions(),
-        }
+        report = {"method": self.method_name, "tinted_layer": str(self.tinted_layer),
+                  "init_from": self._start_description(), "seed": self.run_seed, "versions": library_versions()}
         if run.stats is None:
             report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))
         else:
             report.update(adaptation_report(run.stats, iterations=run.max_steps, lr=run.lr, init_values=run.init_value,
                                             compile_step=self.compile_step, confidence_filter=self.confidence_filter))
-        model = tinted_model(run.pretrained, run.merger, run.states, run.block_names, report)
-        if run.stats is None:
-            return model
-        if self.evaluate_on_cached_inputs:
-            model.evaluation_inputs = {state.name: state.inputs for state in run.states}
-        if self.save_weights and self.fabric.is_global_zero and save_result(
-            self.log_dir, run.merger, run.states, str(self.tinted_layer), self._origin()
-        ):
+        model, saved = finish_run(run, report, keep_inputs=self.evaluate_on_cached_inputs,
+                                  save=self.save_weights and self.fabric.is_global_zero, log_dir=self.log_dir,
+                                  tinted_layer=str(self.tinted_layer), origin=self._origin())
+        if saved:
             config = self.config
-            config.update({"lr": run.lr, "max_steps": run.max_steps, "init_values": run.init_value})  # what `auto` stood for
+            config.update({k: v for k, v in self._resolved_values(run).items() if k != "seed"})
             OmegaConf.save(config, os.path.join(self.log_dir, "model_tinting_config.yaml"))
         return model
 

@@ -55,7 +55,13 @@ def _differences(saved: Any, current: Any, path: str = "") -> List[str]:
     return [] if saved == current else [f"{path}: checkpoint {saved!r}, now {current!r}"]
 
 
-def check_resumable(saved: Mapping, current: Mapping, source: str) -> None:
+def check_resumable(saved: Mapping, current: Mapping, source: str, option_defaults: Optional[Mapping] = None) -> None:
+    """Refuse a checkpoint of another run. An option that the checkpoint does not know (added to the method
+    after it was written) counts as its default there: a run at the default resumes, another value does not."""
+    if option_defaults and isinstance(saved.get("method"), Mapping):
+        known = saved["method"]
+        added = {k: option_defaults[k] for k in current.get("method", {}) if k not in known and k in option_defaults}
+        saved = {**saved, "method": {**json.loads(json.dumps(added, default=str)), **known}}
     differences = _differences(saved, current)
     if differences:
         shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
@@ -126,7 +132,8 @@ class CheckpointStore:
 
 
 def resume_state(
-    resume: str, run_fingerprint: Mapping, max_steps: int, fabric: Optional[Any] = None
+    resume: str, run_fingerprint: Mapping, max_steps: int, fabric: Optional[Any] = None,
+    option_defaults: Optional[Mapping] = None,
 ) -> Tuple[Dict[str, Any], Path]:
     """The trainer state of the newest readable checkpoint of the run in ``resume``, once it is known to
     belong to this run and to have done no more than ``max_steps`` iterations (more extends the run).
@@ -135,7 +142,7 @@ def resume_state(
     state, path = store.load_latest()
     if state is None:
         raise TintingConfigError(f"resume={resume!r}: no readable checkpoint in {store.folder}")
-    check_resumable(state["fingerprint"], run_fingerprint, str(path))
+    check_resumable(state["fingerprint"], run_fingerprint, str(path), option_defaults)
     done = iterations_done(state["trainer"])
     if done > max_steps:
         raise TintingConfigError(
@@ -173,3 +180,20 @@ def checkpoint_hook(
             save(trainer)
 
     return after_step
+
+
+def restore_and_store(
+    trainer: Any, *, resume: Optional[str], run_fingerprint: Mapping, max_steps: int, log_dir: Optional[str],
+    keep: int, every: int, fabric: Any, option_defaults: Optional[Mapping] = None
+) -> Optional[CheckpointStore]:
+    """Load ``resume``'s newest checkpoint into ``trainer`` (when asked) and return where this run's own
+    checkpoints go: ``<log_dir>/checkpoints``, or None without a log folder."""
+    if resume:
+        state, path = resume_state(resume, run_fingerprint, max_steps, fabric, option_defaults)
+        trainer.load_state_dict(state)
+        log.info("Resumed from %s (iteration %d, %d task steps done).", path, trainer.iteration, trainer.visits)
+    if log_dir is not None:
+        return CheckpointStore(Path(log_dir) / CHECKPOINT_FOLDER, keep=keep, fabric=fabric)
+    if every > 0:
+        log.warning("No log folder (no Fabric logger): checkpoints are not written.")
+    return None

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .adaptation import DataParallel
 from .errors import TintingConfigError
+
+if TYPE_CHECKING:
+    from .run_state import TintingRun
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +80,12 @@ def log_coefficient_heatmap(fabric: Any, coefficients: Tensor, tasks: Sequence[s
     figure = coefficient_heatmap_figure(coefficients.cpu().numpy(), tasks, blocks_of_groups(groups), "learned merging coefficients")
     for logger in loggers:
         logger.experiment.add_figure("coefficients/heatmap", figure, global_step=step)
+
+
+def log_run_summary(fabric: Any, options: Dict[str, Any], run: "TintingRun") -> None:
+    """The options (``auto`` resolved) with the final loss (TensorBoard's HPARAMS tab) and the learned
+    coefficients as a heat map."""
+    losses = list(run.stats.final_loss.values())
+    log_hyperparameters(fabric, {**options, "tasks": ",".join(run.tasks)}, {"hparams/final_loss": sum(losses) / len(losses)})
+    coefficients = run.merger.effective_coefficients().detach()
+    log_coefficient_heatmap(fabric, coefficients, run.tasks, run.merger.group_names, run.max_steps)

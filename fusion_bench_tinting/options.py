@@ -8,6 +8,7 @@ conversion error deep in the run or a silently different run.
 
 from __future__ import annotations
 
+import inspect
 from numbers import Real
 from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
 
@@ -122,3 +123,31 @@ def check_init_values(init_values: Any, clamp: bool, clamp_range: Tuple[float, f
             f"method.init_values={init_values!r} lies outside the clamp range [{low:g}, {high:g}]: every coefficient "
             "would be clamped and could not move. Choose a value inside it, or method.clamp_weights=false."
         )
+
+
+def resolve_auto(lr: Any, max_steps: Any, init_values: Any, *, family_lr: float, family_max_steps: int,
+                 num_tasks: int, init_from: str, debug: bool) -> Tuple[float, int, float]:
+    """Learning rate, iterations and initial coefficient, with ``auto`` replaced by the family's reference
+    values (init 0.3 up to 8 tasks, 0.1 beyond, as the reference; 0 from LOT: start at the LOT merge)."""
+    resolved_lr = family_lr if lr == "auto" else float(lr)
+    steps = family_max_steps if max_steps == "auto" else int(max_steps)
+    if init_values != "auto":
+        init = float(init_values)
+    elif init_from == "lot":
+        init = 0.0
+    else:
+        init = 0.3 if num_tasks <= 8 else 0.1
+    return resolved_lr, (min(steps, 1) if debug else steps), init
+
+
+def option_defaults(cls: type) -> Dict[str, Any]:
+    """Every constructor option of a method class and its default, the subclasses' defaults winning."""
+    defaults: Dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, parameter in inspect.signature(init).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults[name] = parameter.default
+    return defaults

@@ -4,7 +4,7 @@ the saved coefficients and tinted layers that ``method.weights=<run>`` loads ins
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,9 @@ from .adaptation import AdaptationStats, TaskState
 from .merging import LayerWiseMerger
 from .tinted_model import TintedModel, TintModulator
 from .weights_io import WEIGHTS_FILE, save_tinting
+
+if TYPE_CHECKING:
+    from .run_state import TintingRun
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
@@ -116,3 +119,16 @@ def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[Ta
     )
     log.info("Saved merging coefficients and tinted layers to %s", path)
     return path
+
+
+def finish_run(run: "TintingRun", report: Dict[str, Any], *, keep_inputs: bool, save: bool, log_dir: Optional[str],
+               tinted_layer: str, origin: str) -> Tuple[TintedModel, Optional[str]]:
+    """The merged model with each task's tinted layer and its report; after an adaptation (``save``), the
+    learned coefficients and tinted layers in ``log_dir``. Returns the model and the saved file (or None)."""
+    model = tinted_model(run.pretrained, run.merger, run.states, run.block_names, report)
+    if run.stats is None:
+        return model, None
+    if keep_inputs:
+        model.evaluation_inputs = {state.name: state.inputs for state in run.states}
+    saved = save_result(log_dir, run.merger, run.states, tinted_layer, origin) if save else None
+    return model, saved

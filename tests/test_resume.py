@@ -254,3 +254,16 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
     assert not (tmp_path / "stopped" / "model_tinting.safetensors").exists()
 
     _assert_resumes_to_the_reference(common, tmp_path, tmp_path / "stopped")
+
+
+def test_an_option_added_after_the_checkpoint_resumes_at_its_default_only():
+    from fusion_bench_tinting.checkpointing import check_resumable, fingerprint
+    from fusion_bench_tinting.options import option_defaults
+
+    defaults = option_defaults(ModelTintingAlgorithm)
+    old = fingerprint(["a"], {"pool": 1}, {"lr": 0.01})  # written before `zero_grad` existed
+    check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "zero_grad": "none"}), "ckpt", defaults)
+    with pytest.raises(TintingConfigError, match=r"method\.zero_grad: checkpoint 'none', now 'zero'"):
+        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "zero_grad": "zero"}), "ckpt", defaults)
+    with pytest.raises(TintingConfigError, match=r"method\.zero_grad is new"):
+        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "zero_grad": "none"}), "ckpt")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
-FAMILIES = ("clip", "open_clip", "seq_cls", "gpt2")
+FAMILIES = ("clip", "open_clip", "seq_cls", "gpt2", "image_cls")
 
 
 @dataclass(frozen=True)
@@ -106,4 +106,6 @@ def family_of(modelpool_target: str) -> str:
         return "gpt2"
     if "SequenceClassification" in name:
         return "seq_cls"
+    if "ImageClassif" in name:  # FusionBench's ResNet/ConvNeXt/DINOv2 pools, this plugin's timm pool
+        return "image_cls"
     raise ValueError(f"no comparison support for model pools of type {name}")
