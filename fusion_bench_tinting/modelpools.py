@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from omegaconf import DictConfig
 from torch import nn
 
-from fusion_bench.modelpool import BaseModelPool, SequenceClassificationModelPool
+from fusion_bench.modelpool import BaseModelPool, ResNetForImageClassificationPool, SequenceClassificationModelPool
 
 
 class SequenceClassificationEncoderPool(SequenceClassificationModelPool):
@@ -53,19 +54,56 @@ class TimmImageClassifierPool(BaseModelPool):
 
     def load_model(self, model_name_or_config, *args, **kwargs) -> nn.Module:
         import timm
-        from safetensors.torch import load_file
 
         path = self._models.get(model_name_or_config, model_name_or_config) if isinstance(model_name_or_config, str) else model_name_or_config
         model = timm.create_model(self.architecture, pretrained=False, num_classes=self.num_classes)
-        missing = model.load_state_dict(load_file(str(path)), strict=False).missing_keys
-        if any(not key.endswith("num_batches_tracked") for key in missing):
-            raise ValueError(f"{path}: no values for {[k for k in missing if not k.endswith('num_batches_tracked')][:5]}")
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_batches_tracked is not None:
-                module.num_batches_tracked = module.num_batches_tracked.float()
-        return model.eval()
+        return load_weights(model, str(path))
 
     def image_processor(self):
         from transformers import AutoImageProcessor
 
         return AutoImageProcessor.from_pretrained(self.processor)
+
+
+class TorchvisionResNetPool(ResNetForImageClassificationPool):
+    """FusionBench's ResNet pool with ``type: torchvision`` whose models can be fine-tuned checkpoints: an entry
+    ``{model_name: resnet18, num_classes: 10, state_dict: <file>.safetensors}`` builds torchvision's
+    architecture and loads the file (FusionBench 0.2.33's pool builds torchvision's architectures with
+    torchvision's own weights only, so it cannot hold fine-tuned models). Other entries load as FusionBench
+    does. ``processor``: a Hugging Face image-processor folder, used to preprocess the test images."""
+
+    def __init__(self, models, *, processor: str, type: str = "torchvision", **kwargs):
+        if type != "torchvision":
+            raise ValueError(f"TorchvisionResNetPool holds torchvision ResNets (type: torchvision), not type={type!r}")
+        super().__init__(models, type=type, **kwargs)
+        self.processor = processor
+
+    def load_model(self, model_name_or_config, *args, **kwargs) -> nn.Module:
+        entry = model_name_or_config
+        if isinstance(entry, str) and entry in self._models:
+            entry = self._models[entry]
+        if isinstance(entry, (dict, DictConfig)) and "state_dict" in entry:
+            import torchvision
+
+            model = getattr(torchvision.models, entry["model_name"])(num_classes=int(entry["num_classes"]))
+            return load_weights(model, str(entry["state_dict"]))
+        return super().load_model(model_name_or_config, *args, **kwargs)
+
+    def image_processor(self):
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(self.processor)
+
+
+def load_weights(model: nn.Module, path: str) -> nn.Module:
+    """``model`` in eval mode with the safetensors state dict at ``path``; BatchNorm's ``num_batches_tracked``
+    counters (absent from the file, or integers) become floats, as FusionBench's merging methods need."""
+    from safetensors.torch import load_file
+
+    missing = model.load_state_dict(load_file(path), strict=False).missing_keys
+    if any(not key.endswith("num_batches_tracked") for key in missing):
+        raise ValueError(f"{path}: no values for {[k for k in missing if not k.endswith('num_batches_tracked')][:5]}")
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_batches_tracked is not None:
+            module.num_batches_tracked = module.num_batches_tracked.float()
+    return model.eval()

@@ -117,3 +117,15 @@ def tiny_image_suites(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_image_suites")
     build_tiny_image_suites(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_torchvision_suite(tmp_path_factory) -> Path:
+    """Folder with the torchvision ResNet-18 suite (``TorchvisionResNetPool``), few fine-tuning steps: the
+    model is not tiny."""
+    from fusion_bench_tinting.testing.tiny_image_classifiers import TinyImageSuiteSpec, build_tiny_image_suites
+
+    root = tmp_path_factory.mktemp("tiny_torchvision_suite")
+    build_tiny_image_suites(root, TinyImageSuiteSpec(architectures=("torchvision",), train_size=160, test_size=64,
+                                                     finetune_steps=40))
+    return root

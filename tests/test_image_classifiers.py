@@ -1,4 +1,4 @@
-"""FusionBench's image-classifier pools (transformers ConvNeXt, DINOv2, ResNet) through the CLI."""
+"""FusionBench's image-classifier pools (transformers ConvNeXt, DINOv2, ResNet; torchvision ResNet) through the CLI."""
 
 from __future__ import annotations
 
@@ -38,6 +38,18 @@ def test_plusplus_and_fusion_bench_task_arithmetic_with_one_spelling(tiny_image_
     assert plusplus["average"]["accuracy"] > baseline["average"]["accuracy"]
 
 
+@pytest.mark.slow
+def test_torchvision_resnet_pool_tinting_beats_fusion_bench_task_arithmetic(tiny_torchvision_suite, tmp_path):
+    """A torchvision ResNet-18 pool (fine-tuned state dicts): ours and FusionBench's Task Arithmetic with one
+    spelling, each task scored with its own head."""
+    tinted = _run(tiny_torchvision_suite, tmp_path, "mt", "method=model_tinting", "+suite=tiny-torchvision_TA4", "method.max_steps=5")
+    plusplus = _run(tiny_torchvision_suite, tmp_path, "pp", "method=model_tinting_plusplus", "+suite=tiny-torchvision_TA4", "method.max_steps=1")
+    baseline = _run(tiny_torchvision_suite, tmp_path, "ta", "method=task_arithmetic", "+suite=tiny-torchvision_TA4")
+    assert list(task_accuracies(tinted)) == list(TASKS) and set(task_accuracies(baseline)) == set(TASKS)
+    assert set(plusplus["adaptation"]["filter_dropped_fraction"]) == set(TASKS)
+    assert tinted["average"]["accuracy"] > baseline["average"]["accuracy"] + 0.05
+
+
 def _pool(tiny_image_suites, architecture):
     from omegaconf import OmegaConf
 
@@ -66,12 +78,12 @@ def test_a_model_of_another_architecture_is_refused_naming_it(tiny_image_suites)
         _adapt(pool)
 
 
-def test_a_torchvision_resnet_pool_is_refused_with_what_is_supported(tiny_image_suites):
+def test_fusion_bench_s_own_torchvision_pool_is_refused_with_the_pool_that_loads_checkpoints(tiny_image_suites):
     from fusion_bench_tinting.errors import TintingConfigError
 
     pool = _pool(tiny_image_suites, "resnet")
     pool.type = "torchvision"
-    with pytest.raises(TintingConfigError, match="modelpool.type='torchvision'.*torchvision ResNets are not supported yet"):
+    with pytest.raises(TintingConfigError, match="modelpool.type='torchvision'.*use _target_: fusion_bench_tinting.modelpools.TorchvisionResNetPool"):
         _adapt(pool)
 
 

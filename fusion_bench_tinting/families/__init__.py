@@ -39,18 +39,20 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
         ResNetForImageClassificationPool,
     )
 
-    from ..modelpools import TimmImageClassifierPool
+    from ..modelpools import TimmImageClassifierPool, TorchvisionResNetPool
 
+    if getattr(modelpool, "type", None) == "torchvision" and not isinstance(modelpool, TorchvisionResNetPool):
+        raise TintingConfigError(
+            "modelpool.type='torchvision': FusionBench's ResNetForImageClassificationPool builds torchvision "
+            "ResNets with torchvision's own weights only, so it holds no fine-tuned models; use "
+            "_target_: fusion_bench_tinting.modelpools.TorchvisionResNetPool, whose entries "
+            "{model_name, num_classes, state_dict} load fine-tuned checkpoints."
+        )
     image_pools = (
         ConvNextForImageClassificationPool, Dinov2ForImageClassificationPool, ResNetForImageClassificationPool,
         TimmImageClassifierPool,
     )
     if isinstance(modelpool, image_pools):
-        if getattr(modelpool, "type", "transformers") != "transformers":
-            raise TintingConfigError(
-                f"modelpool.type={modelpool.type!r}: Model Tinting reads the transformers ResNets of "
-                "ResNetForImageClassificationPool (type: transformers); torchvision ResNets are not supported yet."
-            )
         from .image_classifier import ImageClassifierFamily
 
         return ImageClassifierFamily(modelpool, device)
@@ -59,7 +61,8 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
         "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8), OpenCLIPVisionModelPool "
         "(e.g. modelpool=OpenCLIPVisionModelPool/ViT-B-32_TA8), SequenceClassificationModelPool "
         "(e.g. modelpool=roberta-base_glue), GPT2ForSequenceClassificationPool (modelpool=gpt-2_glue) and the "
-        "ConvNeXt, DINOv2 and transformers ResNet image-classification pools."
+        "ConvNeXt, DINOv2 and ResNet image-classification pools (transformers, or torchvision through "
+        "fusion_bench_tinting.modelpools.TorchvisionResNetPool)."
     )
 
 

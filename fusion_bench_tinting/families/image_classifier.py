@@ -1,9 +1,11 @@
-"""Image classifiers of FusionBench's ``*ForImageClassification`` pools (transformers ConvNeXt, DINOv2, ResNet).
+"""Image classifiers of FusionBench's ``*ForImageClassification`` pools (transformers ConvNeXt, DINOv2, ResNet;
+torchvision ResNet) and of timm (EfficientNet, ResNet).
 
-Encoder: the classifier's backbone (``convnext``, ``dinov2`` or ``resnet``). Features: what the model's own
-forward feeds its classifier (ConvNeXt: the pooled, normalised output; DINOv2: the class token next to the
-mean of the patch tokens; ResNet: the pooled feature map). Head of task k: the fine-tuned model's
-``classifier``, kept whole (ResNet's flattens first). Task vectors span the backbone's parameters.
+Encoder: the classifier's backbone (``convnext``, ``dinov2`` or ``resnet``; a torchvision or timm model is
+its own backbone once its head is replaced by the identity). Features: what the model's own forward feeds
+its classifier (ConvNeXt: the pooled, normalised output; DINOv2: the class token next to the mean of the
+patch tokens; ResNet: the pooled feature map). Head of task k: the fine-tuned model's ``classifier``
+(torchvision and timm ResNets: ``fc``), kept whole. Task vectors span the backbone's parameters.
 
 Buffers: the merged backbone keeps the pretrained model's buffers, so a ResNet's BatchNorm layers normalise
 with the *pretrained* running statistics while the weights are merged (BatchNorm stays in eval mode during
@@ -49,13 +51,22 @@ class Architecture:
     features: Callable[[Any], Tensor]
     #: parameter-name pattern of one block, in depth order
     block: str
+    #: the attribute that holds the classification head
+    head: str = "classifier"
+
+    def classifier_of(self, model: nn.Module) -> Optional[nn.Module]:
+        return getattr(model, self.head, None)
 
     def split(self, model: nn.Module) -> Tuple[nn.Module, nn.Module]:
-        """(backbone, head) of a loaded classifier; a timm model becomes its own backbone (head removed)."""
-        head = model.classifier
+        """(backbone, head) of a loaded classifier; a timm or torchvision model becomes its own backbone, its
+        head removed so that its forward returns the pooled features."""
+        head = getattr(model, self.head)
         if self.backbone is not None:
             return getattr(model, self.backbone), head
-        model.reset_classifier(0)  # forward now returns the pooled features
+        if callable(getattr(model, "reset_classifier", None)):  # timm
+            model.reset_classifier(0)
+        else:  # torchvision
+            setattr(model, self.head, nn.Identity())
         return model, head
 
     def join(self, task_model: nn.Module, backbone: nn.Module, head: nn.Module) -> nn.Module:
@@ -63,7 +74,7 @@ class Architecture:
         if self.backbone is None:
             return nn.Sequential(backbone, head)
         setattr(task_model, self.backbone, backbone)
-        task_model.classifier = head
+        setattr(task_model, self.head, head)
         return task_model
 
 
@@ -72,6 +83,7 @@ ARCHITECTURES: Dict[str, Architecture] = {
     "Dinov2ForImageClassification": Architecture("dinov2", _class_and_mean_patch_tokens, r"encoder\.layer\.\d+\."),
     "ResNetForImageClassification": Architecture("resnet", _pooled, r"encoder\.stages\.\d+\.layers\.\d+\."),
     "EfficientNet": Architecture(None, _same, r"blocks\.\d+\.\d+\."),  # timm (TimmImageClassifierPool)
+    "ResNet": Architecture(None, _same, r"layer\d+\.\d+\.", head="fc"),  # torchvision (TorchvisionResNetPool), timm
 }
 
 
@@ -80,7 +92,7 @@ def architecture_of(model: nn.Module, name: str) -> Architecture:
     if kind not in ARCHITECTURES:
         raise TintingConfigError(
             f"Model {name!r} is a {kind}; Model Tinting's image-classifier family reads "
-            f"{', '.join(sorted(ARCHITECTURES))} (transformers)."
+            f"{', '.join(sorted(ARCHITECTURES))}."
         )
     return ARCHITECTURES[kind]
 
@@ -124,11 +136,12 @@ class ImageClassifierFamily(ModelFamily):
         return backbone.eval().requires_grad_(False)
 
     def load_head(self, task: str) -> nn.Module:
-        head = self._head if self._last is not None and self._last[0] == task else getattr(self._load(task), "classifier", None)
+        architecture = self.architecture
+        head = self._head if self._last is not None and self._last[0] == task else architecture.classifier_of(self._load(task))
         if not isinstance(head, nn.Module) or isinstance(head, nn.Identity):
             raise TintingConfigError(
-                f"The model of task {task!r} has no classification head (`classifier`): fine-tuned models of an "
-                "image-classification pool must carry their task's head."
+                f"The model of task {task!r} has no classification head (`{architecture.head}`): fine-tuned models "
+                "of an image-classification pool must carry their task's head."
             )
         self._last = None  # the fine-tuned model is not needed any more
         return head.to(self.device)
@@ -190,7 +203,7 @@ def task_classifier(modelpool, task: str, model: nn.Module) -> nn.Module:
         backbone = architecture.split(copy.deepcopy(model))[0]
     task_head = getattr(model, "task_head", None)
     head = task_head(task) if callable(task_head) else None
-    return architecture.join(task_model, backbone, head if head is not None else task_model.classifier).eval()
+    return architecture.join(task_model, backbone, head if head is not None else architecture.classifier_of(task_model)).eval()
 
 
 __all__ = ["ImageClassifierFamily", "ARCHITECTURES", "task_classifier"]
