@@ -104,8 +104,10 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
                     disable=rank_zero_only.rank != 0)
     for index, task in enumerate(progress):
         with profile("load fine-tuned"):
-            with reading(f"the model of task {task!r} ({source_in_pool(family.modelpool, task)})"):
+            source = source_in_pool(family.modelpool, task)
+            with reading(f"the model of task {task!r} ({source})"):
                 finetuned = family.load_encoder(task)
+            with reading(f"the head of task {task!r} (from {source})"):  # a zero-shot head is computed, not read
                 material.heads[task] = family.load_head(task)
         check_test_set(family, task, material.heads[task])
         finetuned_params = dict(finetuned.named_parameters())

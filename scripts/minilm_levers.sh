@@ -26,6 +26,7 @@ LEVERS=(
   "mt_surgery|model_tinting|method.surgery=true"
   "mt_plusplus|model_tinting_plusplus|"
   "mt_plusplus_reference_empty|model_tinting_plusplus|method.empty_batch=step"
+  "mt_plusplus_zero_grad|model_tinting_plusplus|method.zero_grad=zero"
   "mt_lot|model_tinting|method.init_from=lot"
 )
 BASELINES=pretrained,individual,task_arithmetic,ties_merging,emr_merging

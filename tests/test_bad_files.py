@@ -49,6 +49,17 @@ def test_a_truncated_model_file_names_the_task_and_the_file(tiny_text, tmp_path)
     assert _snapshot(copy) == before
 
 
+def test_a_head_that_cannot_be_built_is_named_as_the_head_not_the_model(tiny_text, monkeypatch):
+    from fusion_bench_tinting.families.sequence_classification import SequenceClassificationFamily
+
+    def no_head(self, task):
+        raise KeyError(f"no class names for {task}")
+
+    monkeypatch.setattr(SequenceClassificationFamily, "load_head", no_head)
+    with pytest.raises(TintingConfigError, match=r"the head of task '\w+' \(from .*\) could not be read: .*no class names"):
+        _run(_text_pool(tiny_text))
+
+
 def test_a_config_that_disagrees_with_its_weights_names_the_task(tiny_text, tmp_path):
     import json
 
