@@ -19,6 +19,7 @@ processes before each step, so N processes make the same updates as one process 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
@@ -76,10 +77,19 @@ class TaskState:
     #: encoder tensors that belong to the task's head, not to the merge (BERT's pooler): the task's own
     #: fine-tuned values, trained with the head when the head is the tinted layer
     head_encoder: Dict[str, nn.Parameter] = field(default_factory=dict)
+    #: the loss this task's outputs need whatever ``loss`` says (e.g. ``l1`` for a depth map), set by its family
+    objective: Optional[str] = None
 
     @property
     def is_regression(self) -> bool:
-        return self.teacher.shape[-1] == 1
+        """Outputs that are not class scores (one value, or a fixed objective): no confidence filter."""
+        return self.objective is not None or self.teacher.shape[1] == 1
+
+    @property
+    def outputs_per_sample(self) -> int:
+        """Positions the loss is taken at in one sample: 1, or the pixels of a dense prediction
+        (teacher outputs of shape (samples, channels, *positions))."""
+        return int(math.prod(self.teacher.shape[2:]))
 
     def tinted_parameters(self) -> List[nn.Parameter]:
         if self.block:
@@ -115,6 +125,7 @@ class AdaptationStats:
     optimizer_steps: int
     skipped_steps: int
     seconds: float
+    #: samples (positions, for a dense prediction) each task's steps saw, and those the ++ filter dropped
     samples_seen: Dict[str, int]
     samples_dropped: Dict[str, int]
     final_loss: Dict[str, float]
@@ -276,8 +287,9 @@ class TintingTrainer:
             teacher = task.teacher.index_select(0, batch.to(self.device, non_blocking=True))
         with self.section("forward"), self.autocast():
             logits = self.student_logits(task, merged, inputs)
-            losses = per_sample_loss(self.options.loss, logits, teacher)
-        self._seen[index] += global_batch.numel()
+            losses = per_sample_loss(task.objective or self.options.loss, logits, teacher)
+        outputs = global_batch.numel() * task.outputs_per_sample  # counted per position for a dense prediction
+        self._seen[index] += outputs
         if self.options.confidence_filter and not task.is_regression:
             keep = confidence_filter(logits, teacher)
             kept = self.data_parallel.all_reduce_sum(keep.sum())
@@ -295,8 +307,8 @@ class TintingTrainer:
                 return None
             loss = (losses * keep).sum() / kept
         else:
-            self._kept[index] += global_batch.numel()
-            loss = losses.sum() / global_batch.numel()
+            self._kept[index] += outputs
+            loss = (losses.flatten(1).mean(1) if losses.ndim > 1 else losses).sum() / global_batch.numel()
         # the logged loss is this process's share; summed over processes it is the global batch's
         self._last_loss[index] = loss.detach()
         return loss

@@ -2,7 +2,8 @@
 
 Every objective returns one loss per sample so that Model Tinting++'s confidence filter can drop
 samples before the batch mean. The default, ``ce``, is the reference code's cross-entropy against
-the teacher's hard argmax label. Regression tasks (one output) use the squared error.
+the teacher's hard argmax label. Regression tasks (one output) use the squared error. Dense predictions
+(batch, channels, *positions) get one loss per position, the channels taking the place of the classes.
 """
 
 from __future__ import annotations
@@ -90,8 +91,18 @@ def check_loss_for_regression(name: str, regression_tasks: List[str]) -> None:
         )
 
 
+def _channels_last(outputs: Tensor) -> Tensor:
+    """A dense prediction (batch, channels, *positions) with its channels last; other outputs unchanged."""
+    return outputs.movedim(1, -1) if outputs.ndim > 2 else outputs
+
+
 def per_sample_loss(name: str, student: Tensor, teacher: Tensor) -> Tensor:
-    """Loss of each sample, computed in fp32 whatever the autocast dtype of the logits."""
+    """Loss of each sample (of each position, for a dense prediction: shape (batch, *positions)), computed
+    in fp32 whatever the autocast dtype of the logits."""
+    if student.ndim > 2:  # one row per position, then back to (batch, *positions)
+        positions = (student.shape[0], *student.shape[2:])
+        rows = lambda t: _channels_last(t).reshape(-1, t.shape[1])  # noqa: E731
+        return per_sample_loss(name, rows(student), rows(teacher)).reshape(positions)
     student, teacher = student.float(), teacher.float()
     if student.shape[-1] == 1:  # regression head: squared error unless a distance loss is asked for
         return REGRESSION_LOSSES[name](student, teacher)
@@ -100,9 +111,10 @@ def per_sample_loss(name: str, student: Tensor, teacher: Tensor) -> Tensor:
 
 def confidence_filter(student: Tensor, teacher: Tensor) -> Tensor:
     """Model Tinting++: keep a sample unless the merged model disagrees with the teacher and is
-    more confident than it. Returns a boolean mask of kept samples."""
-    p_student = student.detach().float().softmax(dim=-1)
-    p_teacher = teacher.float().softmax(dim=-1)
+    more confident than it. Returns a boolean mask of kept samples (of kept positions, for a dense
+    prediction: per pixel)."""
+    p_student = _channels_last(student.detach().float()).softmax(dim=-1)
+    p_teacher = _channels_last(teacher.float()).softmax(dim=-1)
     conf_s, pred_s = p_student.max(dim=-1)
     conf_t, pred_t = p_teacher.max(dim=-1)
     return ~((pred_s != pred_t) & (conf_s > conf_t))

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -226,6 +227,45 @@ def test_plusplus_counts_dropped_samples_and_still_learns():
     assert set(fractions) == {"task0", "task1", "task2"}
     assert all(0.0 <= f < 1.0 for f in fractions.values())
     assert stats.optimizer_steps + stats.skipped_steps == 5 * K
+
+
+def _dense_toy():
+    """One segmentation-like task: a 1x1-convolution encoder and head over 4x4 'images'; the teacher's
+    outputs are per pixel (samples, classes, height, width)."""
+    torch.manual_seed(0)
+    encoder = nn.Conv2d(3, 6, 1).requires_grad_(False)
+    merger = LayerWiseMerger({n: p.detach().clone() for n, p in encoder.named_parameters()}, 1, init_value=0.3)
+    finetuned = copy.deepcopy(encoder)
+    with torch.no_grad():
+        for p in finetuned.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    merger.set_task_vector(0, dict(finetuned.named_parameters()))
+    head, x = nn.Conv2d(6, 5, 1), torch.randn(12, 3, 4, 4)
+    with torch.no_grad():
+        teacher = head(finetuned(x))
+    encode = lambda params, batch: functional_call(encoder, dict(params), (batch,))  # noqa: E731
+    return merger, encode, [TaskState(name="segmentation", inputs=TensorInputs(x), teacher=teacher, head=head)]
+
+
+def test_a_dense_task_learns_and_its_filter_counts_pixels():
+    merger, encode, states = _dense_toy()
+    assert states[0].outputs_per_sample == 16 and not states[0].is_regression
+    trainer = _trainer(merger, encode, states, confidence_filter=True, max_steps=20, batch_size=4)
+    first = trainer.task_loss(0, merger()).item()
+    stats = trainer.run()
+    assert stats.samples_seen["segmentation"] == (1 + 20) * 4 * 16  # positions, the first batch above included
+    assert 0.0 < stats.dropped_fraction()["segmentation"] < 1.0
+    assert stats.final_loss["segmentation"] < first
+
+
+def test_a_task_with_a_fixed_objective_uses_it_and_is_not_filtered():
+    merger, encode, states = _dense_toy()
+    states[0].objective = "cosine"  # e.g. surface normals
+    stats = _trainer(merger, encode, states, confidence_filter=True, max_steps=3, batch_size=4, loss="ce").run()
+    assert stats.dropped_fraction()["segmentation"] == 0.0
+    student = states[0].head(encode(merger(), states[0].inputs.tensor[:4]))
+    cosine = 1 - F.cosine_similarity(student, states[0].teacher[:4], dim=1).mean()
+    assert 0.0 < cosine.item() < 2.0 and stats.optimizer_steps == 3
 
 
 def test_same_seed_gives_identical_results():

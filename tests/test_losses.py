@@ -69,3 +69,17 @@ def test_unknown_loss_is_refused_with_the_choices():
     with pytest.raises(TintingConfigError, match=r"method.loss='hinge': one of \['ce'"):
         ModelTintingAlgorithm(loss="hinge")
     assert set(CLASSIFICATION_LOSSES) >= {"ce", "soft_ce", "kl", "js", "entropy", "l1", "l2", "cosine"}
+
+
+def test_a_dense_prediction_gets_one_loss_and_one_filter_decision_per_pixel():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5)  # (batch, classes, height, width)
+    losses = per_sample_loss("ce", student, teacher)
+    assert losses.shape == (2, 3, 5)
+    pixel = (1, 2, 4)
+    expected = F.cross_entropy(student[pixel[0], :, pixel[1], pixel[2]][None], teacher[pixel[0], :, pixel[1], pixel[2]].argmax()[None])
+    assert losses[pixel].item() == pytest.approx(expected.item(), rel=1e-6)
+    flat = lambda t: t.movedim(1, -1).reshape(-1, 4)  # noqa: E731
+    assert confidence_filter(student, teacher).reshape(-1).tolist() == confidence_filter(flat(student), flat(teacher)).tolist()
+    depth = per_sample_loss("l1", torch.zeros(2, 1, 3, 5), torch.full((2, 1, 3, 5), 2.0))  # one channel: a regression
+    assert depth.shape == (2, 3, 5) and torch.all(depth == 2.0)
