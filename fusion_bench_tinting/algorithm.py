@@ -166,11 +166,12 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         family = family_for(modelpool, self.fabric)
         family.functional_call_kwargs = {"tie_weights": self.tie_weights, "strict": self.strict}
         family.head_projection = self.head_projection
+        family.taskpool_config = getattr(getattr(self, "_program", None), "_taskpool", None)
         tasks = family.task_names()
         for task in tasks:
             with reading(f"the test set of task {task!r} ({source_in_pool(modelpool, task, 'test')})"):
                 family.validate_task(task)
-        check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1])
+        check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1 and family.task_objective(t) is None])
         lr, max_steps, init_value = resolve_auto(
             self.lr, self.max_steps, self.init_values, family_lr=family.default_lr(self.train_tinted_layer),
             family_max_steps=family.default_max_steps, num_tasks=len(tasks), init_from=self.init_from,

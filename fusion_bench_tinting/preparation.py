@@ -128,5 +128,8 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
         with profile("LOT solve"):
             merger.rebase(lot.task_vector())
     merger.check_complete()
-    check_loss_for_regression(options.loss, [t for t, head in material.heads.items() if family.is_regression(head)])
-    run.states = task_states(run.tasks, material, merger, run.block_names, options.surgery_rank, options.seed)
+    objectives = {task: family.task_objective(task) for task in run.tasks}
+    check_loss_for_regression(options.loss, [t for t, head in material.heads.items()
+                                             if family.is_regression(head) and objectives[t] is None])
+    run.states = task_states(run.tasks, material, merger, run.block_names, options.surgery_rank, options.seed,
+                             objectives)

@@ -65,7 +65,8 @@ def block_parameter_names(family: ModelFamily, encoder: nn.Module, tinted_layer:
 
 
 def task_states(tasks: List[str], material: TaskMaterial, merger: LayerWiseMerger, block_names: List[str],
-                surgery_rank: Optional[int], seed: int) -> List[TaskState]:
+                surgery_rank: Optional[int], seed: int,
+                objectives: Optional[Dict[str, Optional[str]]] = None) -> List[TaskState]:
     """Each task's trainable state: a copy of its head (with a Representation Surgery adapter of
     ``surgery_rank`` when given), or its own copy of the tinted block taken from the initial merge."""
     surgery_generator = torch.Generator().manual_seed(seed)
@@ -92,6 +93,7 @@ def task_states(tasks: List[str], material: TaskMaterial, merger: LayerWiseMerge
                 head=head,
                 block=block,
                 head_encoder={n: nn.Parameter(v.clone()) for n, v in material.head_encoders[task].items()},
+                objective=(objectives or {}).get(task),
             )
         )
     return states

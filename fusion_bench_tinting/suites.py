@@ -7,7 +7,7 @@ and our methods, at the end of ``run``, complete the program's task pool:
 
 - no task pool was chosen (FusionBench's default ``dummy``) and the user did not pass ``taskpool=``:
   use the task pool named like the model pool choice (or its last path component), when one exists;
-- a stock CLIP, OpenCLIP, GPT-2 GLUE or image-classification task pool was chosen: replace it by its task-aware subclass,
+- a stock CLIP, OpenCLIP, GPT-2 GLUE, image-classification or NYUv2 task pool was chosen: replace it by its task-aware subclass,
   built from the same config, so that each task is evaluated with its own tinted layer (unless the stock
   class already does so: ``evaluates_per_task_models``, as in the upstream export's CLIP task pool).
 
@@ -57,10 +57,14 @@ def _stock_to_task_aware():
     from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
     from fusion_bench.taskpool.image_classification import ImageClassificationTaskPool
 
+    from fusion_bench.taskpool.nyuv2_taskpool import NYUv2TaskPool
+
     from .evaluation.image_taskpool import TaskAwareImageClassificationTaskPool
+    from .evaluation.nyuv2_taskpool import TaskAwareNYUv2TaskPool
     from .evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
     upgrades = {
+        NYUv2TaskPool: TaskAwareNYUv2TaskPool,
         ImageClassificationTaskPool: TaskAwareImageClassificationTaskPool,
         CLIPVisionModelTaskPool: TaskAwareCLIPVisionModelTaskPool,
         OpenCLIPVisionModelTaskPool: TaskAwareOpenCLIPVisionModelTaskPool,

@@ -56,13 +56,19 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
         from .image_classifier import ImageClassifierFamily
 
         return ImageClassifierFamily(modelpool, device)
+    from fusion_bench.modelpool.nyuv2_modelpool import NYUv2ModelPool
+
+    if isinstance(modelpool, NYUv2ModelPool):
+        from .nyuv2 import NYUv2Family
+
+        return NYUv2Family(modelpool, device)
     raise TintingConfigError(
         f"Model Tinting does not support model pools of type {type(modelpool).__name__}; supported: "
         "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8), OpenCLIPVisionModelPool "
         "(e.g. modelpool=OpenCLIPVisionModelPool/ViT-B-32_TA8), SequenceClassificationModelPool "
         "(e.g. modelpool=roberta-base_glue), GPT2ForSequenceClassificationPool (modelpool=gpt-2_glue) and the "
         "ConvNeXt, DINOv2 and ResNet image-classification pools (transformers, or torchvision through "
-        "fusion_bench_tinting.modelpools.TorchvisionResNetPool)."
+        "fusion_bench_tinting.modelpools.TorchvisionResNetPool) and NYUv2ModelPool (modelpool=nyuv2_modelpool)."
     )
 
 

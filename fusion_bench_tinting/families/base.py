@@ -64,6 +64,8 @@ class ModelFamily(ABC):
         #: where a task-specific projection between the encoder body and the classifier goes, for
         #: families that have one (BERT's pooler): ``own`` (each task's, part of its head) or ``merged``
         self.head_projection: str = "merged"
+        #: the run's task pool config, for families whose model pool does not say where the test data is (NYUv2)
+        self.taskpool_config: Optional[Any] = None
         self._datasets: Dict[str, Any] = {}
 
     # ----- tasks -------------------------------------------------------------------------------
@@ -133,6 +135,10 @@ class ModelFamily(ABC):
         else:
             output = functional_call(encoder, dict(params), args, kwargs, **self.functional_call_kwargs)
         return self.features(output, inputs)
+
+    def task_objective(self, task: str) -> Optional[str]:
+        """The loss the task's outputs need whatever ``loss`` says (a depth map: ``l1``); None: ``loss``."""
+        return None
 
     def num_outputs(self, task: str) -> Optional[int]:
         """Outputs of the task's head if known without loading the model (1 = regression), else None."""
