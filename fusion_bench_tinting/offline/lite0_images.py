@@ -53,16 +53,18 @@ class Lite0ImagesSpec:
     train_size: int = 1000
     test_size: int = 500
     finetune_steps: int = 300
-    finetune_lr: float = 1e-3
+    #: Adam on the whole network with ImageNet's BatchNorm statistics: at 1e-3 the MNIST model ended at 59 %
+    #: training accuracy and the digits model at chance; 1e-4 reaches 92-94 % test accuracy in 100 steps
+    finetune_lr: float = 1e-4
     batch_size: int = 32
     seed: int = 0
-    version: int = 2
+    version: int = 3
 
     @classmethod
     def quick(cls) -> "Lite0ImagesSpec":
         """Three tasks from PyPI only, small images, few steps: a build of a few minutes on 2 CPU cores."""
         return cls(tasks=("mnist", "animal_silhouettes", "digits_8x8"), image_size=32, train_size=192, test_size=96,
-                   finetune_steps=30)
+                   finetune_steps=30, finetune_lr=1e-3)
 
 
 # ----- data ------------------------------------------------------------------------------------
