@@ -11,7 +11,9 @@ images (so that the tasks are learnable and differ). A check that the pieces wor
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from unittest import mock
 from pathlib import Path
 from typing import Dict, List
 
@@ -132,8 +134,6 @@ def _models(root: Path, spec: TinyNYUv2Spec) -> Dict[str, Dict]:
 
 def build_tiny_nyuv2(out, spec: TinyNYUv2Spec = TinyNYUv2Spec()) -> List[str]:
     """Build (or reuse) the suite in ``out``; runs need ``TORCH_HOME=<out>/torch_home`` (see :func:`torch_home`)."""
-    import os
-
     out = Path(out).resolve()
     reused = reused_build(out, spec)
     if reused is not None:
@@ -142,15 +142,8 @@ def build_tiny_nyuv2(out, spec: TinyNYUv2Spec = TinyNYUv2Spec()) -> List[str]:
     _write_split(out / "data" / "nyuv2" / "train", spec.train_size, rng)
     _write_split(out / "data" / "nyuv2" / "val", spec.val_size, rng)
     _hub_weights(torch_home(out), spec.seed)
-    previous = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(torch_home(out))
-    try:
+    with mock.patch.dict(os.environ, {"TORCH_HOME": str(torch_home(out))}):  # FusionBench's pool reads the cache
         entries = _models(out, spec)
-    finally:
-        if previous is None:
-            os.environ.pop("TORCH_HOME")
-        else:
-            os.environ["TORCH_HOME"] = previous
     _write_configs(out / "config", entries, out / "data")
     return stamp_build(out, spec, [SUITE])
 
