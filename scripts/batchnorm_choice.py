@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""What a merged ResNet backbone should normalise with: a measurement on the tiny ResNet suite.
+"""What a merged BatchNorm backbone should normalise with: a measurement on an image-classifier suite.
 
 Merges the fine-tuned backbones by Task Arithmetic (coefficient 0.3, the start of Model Tinting) and scores
-every task with its own fine-tuned head, the BatchNorm running statistics of the merged backbone taken three
-ways: the pretrained model's (what the family does today), merged like the weights (pretrained + 0.3 x the
-sum of the fine-tuned models' differences), or recomputed on the unlabelled test inputs of all tasks. No
-adaptation: it measures the start the adaptation gets.
+every task with its own fine-tuned head, the BatchNorm running statistics of the merged backbone taken four
+ways: the pretrained model's (what the image-classifier family does), merged like the weights (pretrained +
+0.3 x the sum of the fine-tuned models' differences), recomputed on the unlabelled test inputs of all tasks
+together, or recomputed per task on that task's own test inputs. No adaptation: it measures the start the
+adaptation gets. Any pool the image-classifier family reads works (transformers ResNet, torchvision ResNet,
+timm EfficientNet):
 
-    python scripts/batchnorm_choice.py --suite-dir .cache/tiny-image-suites > docs/batchnorm_choice.md
+    python scripts/batchnorm_choice.py --tiny-resnet .cache/tiny-image-suites   # builds the tiny suite there
+    python scripts/batchnorm_choice.py --modelpool fusion_bench_tinting/config/modelpool/lite0_images.yaml
 """
 
 from __future__ import annotations
@@ -15,94 +18,117 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 
 COEFFICIENT = 0.3
+Data = Dict[str, Tuple[Tensor, Tensor]]  # task -> (preprocessed test images, labels)
 
 
-def _pool(suite_dir: str):
+def _pool(config_path: str):
     from omegaconf import OmegaConf
 
     from fusion_bench.utils import instantiate
 
-    return instantiate(OmegaConf.load(os.path.join(suite_dir, "config", "modelpool", "tiny-resnet_TA4.yaml")), _recursive_=False)
+    import fusion_bench_tinting  # noqa: F401  (registers the plugin's pools)
 
-
-def _test_batch(pool, task: str, processor):
-    from fusion_bench.dataset import ImageClassificationDataset
-
-    dataset = ImageClassificationDataset(pool.load_test_dataset(task), processor)
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
-    return torch.stack(images), torch.tensor(labels)
+    return instantiate(OmegaConf.load(config_path), _recursive_=False)
 
 
 def _merge(pretrained: nn.Module, finetuned: List[nn.Module], buffers: bool) -> nn.Module:
     """Task Arithmetic over the parameters (and the floating-point buffers when ``buffers``)."""
     merged = copy.deepcopy(pretrained)
     state = merged.state_dict()
+    parameters = dict(pretrained.named_parameters())
     for name, value in pretrained.state_dict().items():
-        is_parameter = name in dict(pretrained.named_parameters())
-        if not value.is_floating_point() or not (is_parameter or buffers):
-            continue
-        state[name] = value + COEFFICIENT * sum(m.state_dict()[name] - value for m in finetuned)
+        if value.is_floating_point() and (name in parameters or buffers):
+            state[name] = value + COEFFICIENT * sum(m.state_dict()[name] - value for m in finetuned)
     merged.load_state_dict(state)
     return merged.eval()
 
 
 @torch.no_grad()
-def _recompute_statistics(backbone: nn.Module, inputs: List[torch.Tensor]) -> None:
+def _recompute_statistics(backbone: nn.Module, family, images: List[Tensor]) -> nn.Module:
+    """A copy of ``backbone`` whose BatchNorm statistics are the average over ``images``."""
+    backbone = copy.deepcopy(backbone)
     norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over all batches
     backbone.train()
-    for batch in inputs:
+    for batch in images:
         for chunk in batch.split(64):
-            backbone(pixel_values=chunk)
-    backbone.eval()
+            args, kwargs = family.encoder_arguments(chunk)
+            backbone(*args, **kwargs)
+    return backbone.eval()
 
 
 @torch.no_grad()
-def _accuracies(backbone: nn.Module, models: Dict[str, nn.Module], data) -> Dict[str, float]:
-    scores = {}
-    for task, model in models.items():
-        own, model.resnet = model.resnet, backbone  # the task's head on the merged backbone
-        images, labels = data[task]
-        scores[task] = (model.original_forward(pixel_values=images).logits.argmax(-1) == labels).float().mean().item()
-        model.resnet = own
-    return scores
+def _accuracy(family, backbone: nn.Module, head: nn.Module, images: Tensor, labels: Tensor) -> float:
+    correct = 0
+    for chunk, truth in zip(images.split(128), labels.split(128)):
+        args, kwargs = family.encoder_arguments(chunk)
+        logits = head(family.features(backbone(*args, **kwargs), chunk))
+        correct += int((logits.argmax(-1) == truth).sum())
+    return correct / len(labels)
+
+
+def _load(pool) -> Tuple[object, nn.Module, Dict[str, nn.Module], Dict[str, nn.Module], Data]:
+    from fusion_bench_tinting.evaluation.task_aware import dataset_labels
+    from fusion_bench_tinting.families import PRETRAINED
+    from fusion_bench_tinting.families.image_classifier import ImageClassifierFamily
+
+    family = ImageClassifierFamily(pool, torch.device("cpu"))
+    pretrained = family.load_encoder(PRETRAINED)
+    backbones, heads, data = {}, {}, {}
+    for task in pool.model_names:
+        backbones[task] = family.load_encoder(task)
+        heads[task] = family.load_head(task).eval()
+        images = family.adaptation_inputs(task, batch_size=64, num_workers=0, dtype=torch.float32).tensor
+        data[task] = (images, dataset_labels(family.test_dataset(task)))
+    return family, pretrained, backbones, heads, data
+
+
+def measure(pool) -> Dict[str, Dict[str, float]]:
+    """Accuracy per task (0-1) of each choice of statistics, and of the individual fine-tuned models."""
+    family, pretrained, backbones, heads, data = _load(pool)
+    tasks = list(backbones)
+
+    def scores(backbone_of) -> Dict[str, float]:
+        return {t: _accuracy(family, backbone_of(t), heads[t], *data[t]) for t in tasks}
+
+    weights_only = _merge(pretrained, list(backbones.values()), buffers=False)
+    like_weights = _merge(pretrained, list(backbones.values()), buffers=True)
+    all_tasks = _recompute_statistics(weights_only, family, [data[t][0] for t in tasks])
+    return {
+        "individual fine-tuned": scores(lambda t: backbones[t]),
+        "pretrained statistics (the family's choice)": scores(lambda t: weights_only),
+        "statistics merged like the weights": scores(lambda t: like_weights),
+        "statistics recomputed on the test inputs of all tasks": scores(lambda t: all_tasks),
+        "statistics recomputed per task on its own test inputs": scores(
+            lambda t: _recompute_statistics(weights_only, family, [data[t][0]])),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite-dir", default=".cache/tiny-image-suites", help="built (or built here) by the tiny image builder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--modelpool", help="a model pool config the image-classifier family reads")
+    source.add_argument("--tiny-resnet", metavar="DIR", help="build (or reuse) the tiny image suites in DIR and use its ResNet pool")
     args = parser.parse_args()
-    from fusion_bench_tinting.testing.tiny_image_classifiers import TinyImageSuiteSpec, build_tiny_image_suites
-
     torch.manual_seed(0)
-    build_tiny_image_suites(args.suite_dir, TinyImageSuiteSpec(finetune_steps=150))  # the build the table was measured on
-    pool = _pool(args.suite_dir)
-    from transformers import AutoImageProcessor
+    config = args.modelpool
+    if args.tiny_resnet:
+        from fusion_bench_tinting.testing.tiny_image_classifiers import TinyImageSuiteSpec, build_tiny_image_suites
 
-    processor = AutoImageProcessor.from_pretrained(pool._models["_pretrained_"])
-    tasks = list(pool.model_names)
-    models = {task: pool.load_model(task).eval() for task in tasks}
-    data = {task: _test_batch(pool, task, processor) for task in tasks}
-    pretrained = pool.load_model("_pretrained_").eval().resnet
-    backbones = [models[t].resnet for t in tasks]
-    rows = {
-        "individual fine-tuned": {t: _accuracies(models[t].resnet, {t: models[t]}, data)[t] for t in tasks},
-        "pretrained statistics (current)": _accuracies(_merge(pretrained, backbones, buffers=False), models, data),
-        "statistics merged like the weights": _accuracies(_merge(pretrained, backbones, buffers=True), models, data),
-    }
-    recomputed = _merge(pretrained, backbones, buffers=False)
-    _recompute_statistics(recomputed, [data[t][0] for t in tasks])
-    rows["statistics recomputed on the test inputs"] = _accuracies(recomputed, models, data)
+        build_tiny_image_suites(args.tiny_resnet, TinyImageSuiteSpec(finetune_steps=150))  # the build measured
+        config = os.path.join(args.tiny_resnet, "config", "modelpool", "tiny-resnet_TA4.yaml")
+    rows = measure(_pool(config))
+    tasks = list(next(iter(rows.values())))
     print(f"| BatchNorm statistics of the merged backbone (Task Arithmetic, {COEFFICIENT}) | " + " | ".join(tasks) + " | average |")
     print("|---|" + "---:|" * (len(tasks) + 1))
     for name, scores in rows.items():
