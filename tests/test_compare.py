@@ -17,7 +17,7 @@ def _arguments(tiny_suites, out, *extra):
     return parse_arguments([
         "--suite", "tiny-clip_TA4", "--config-dir", str(tiny_suites / "config"), "--out", str(out),
         "--methods", "individual,task_arithmetic,model_tinting,model_tinting_plusplus", "--analyses", "all",
-        "--set", "model_tinting:method.max_steps=20",
+        "--set", "model_tinting:method.max_steps=5",
         "--set", "model_tinting_plusplus:method.loss=hinge",  # a configuration error: this method fails
         *extra, "--", "fabric.accelerator=cpu",
     ])

@@ -34,26 +34,36 @@ def test_same_seed_same_config_gives_identical_reports(tiny_suites, tmp_path):
     assert {"python", "torch", "transformers", "fusion-bench"} <= set(first["adaptation"]["versions"])
 
 
-def _assert_resumes_to_the_reference(command, tmp_path, interrupted):
+def _assert_resumes_to_the_reference(command, reference, tmp_path, interrupted):
     """Resume ``interrupted`` with ``command``: the saved result equals the uninterrupted ``reference`` run's, bitwise."""
     subprocess.run([*command, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={interrupted}"],
                    check=True, capture_output=True)
-    expected = load_file(str(tmp_path / "reference" / "model_tinting.safetensors"))
+    expected = load_file(str(reference / "model_tinting.safetensors"))
     actual = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key  # bitwise on the CPU
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_suites, tmp_path):
-    common = [
+def _interruptible(tiny_suites):
+    """A run long enough to be interrupted (about 0.1 s per step on one CPU core), without evaluation."""
+    return [
         "fusion_bench", "--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-        "taskpool=dummy", "method.max_steps=300", "method.checkpoint_every=40", "fabric.accelerator=cpu",
-        "print_config=false",
+        "taskpool=dummy", "method.max_steps=100", "fabric.accelerator=cpu", "print_config=false",
     ]
-    subprocess.run([*common, f"path.log_dir={tmp_path / 'reference'}"], check=True, capture_output=True)
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_suites, tmp_path_factory):
+    """The interruptible run, uninterrupted: the reference both interruption tests resume to."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run([*_interruptible(tiny_suites), f"path.log_dir={folder}"], check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_suites, uninterrupted, tmp_path):
+    common = [*_interruptible(tiny_suites), "method.checkpoint_every=20"]
     killed = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'killed'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
@@ -64,7 +74,7 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_suit
     killed.wait()
     assert not (tmp_path / "killed" / "model_tinting.safetensors").exists()
 
-    _assert_resumes_to_the_reference(common, tmp_path, tmp_path / "killed")
+    _assert_resumes_to_the_reference(common, uninterrupted, tmp_path, tmp_path / "killed")
 
 
 def test_truncated_checkpoint_is_skipped_for_the_previous_one(tmp_path, caplog):
@@ -229,13 +239,8 @@ def test_a_finished_run_resumed_with_more_steps_equals_a_longer_run(tiny_suites,
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_suites, tmp_path):
-    common = [
-        "fusion_bench", "--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-        "taskpool=dummy", "method.max_steps=80", "fabric.accelerator=cpu", "print_config=false",
-    ]
-    subprocess.run([*common, f"path.log_dir={tmp_path / 'reference'}"], check=True, capture_output=True)
-
+def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_suites, uninterrupted, tmp_path):
+    common = _interruptible(tiny_suites)
     errors = tmp_path / "output.txt"
     with open(errors, "w") as stderr:
         run = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'stopped'}"], stdout=stderr, stderr=subprocess.STDOUT)
@@ -253,7 +258,7 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
     assert len(list((tmp_path / "stopped" / "checkpoints").glob("checkpoint-*.pt"))) == 1  # checkpoint_every=0
     assert not (tmp_path / "stopped" / "model_tinting.safetensors").exists()
 
-    _assert_resumes_to_the_reference(common, tmp_path, tmp_path / "stopped")
+    _assert_resumes_to_the_reference(common, uninterrupted, tmp_path, tmp_path / "stopped")
 
 
 def test_an_option_added_after_the_checkpoint_resumes_at_its_default_only():
