@@ -10,13 +10,13 @@ from conftest import run_cli
 def test_model_tinting_beats_task_arithmetic_by_a_clear_margin(tiny_suites, tmp_path):
     config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4"]
     task_arithmetic = run_cli([*config, "method=task_arithmetic"], tmp_path / "ta")["average"]["accuracy"]
-    tinting = run_cli([*config, "method=model_tinting", "method.max_steps=200"], tmp_path / "mt")["average"]["accuracy"]
-    plusplus = run_cli([*config, "method=model_tinting_plusplus", "method.max_steps=200"], tmp_path / "mtpp")
+    tinting = run_cli([*config, "method=model_tinting", "method.max_steps=120"], tmp_path / "mt")["average"]["accuracy"]
+    plusplus = run_cli([*config, "method=model_tinting_plusplus", "method.max_steps=120"], tmp_path / "mtpp")
     assert tinting >= task_arithmetic + 0.2, (tinting, task_arithmetic)
     assert plusplus["average"]["accuracy"] >= task_arithmetic + 0.2, (plusplus["average"], task_arithmetic)
     assert any(v > 0 for v in plusplus["adaptation"]["filter_dropped_fraction"].values())
     # bf16 autocast with bf16-stored task vectors reaches the fp32 run's accuracy
-    half = run_cli([*config, "method=model_tinting", "method.max_steps=200", "fabric.precision=bf16-mixed",
+    half = run_cli([*config, "method=model_tinting", "method.max_steps=120", "fabric.precision=bf16-mixed",
                     "method.task_vector_dtype=bfloat16"], tmp_path / "bf16")["average"]["accuracy"]
     assert abs(half - tinting) <= 0.03, (half, tinting)
 
@@ -27,7 +27,7 @@ def test_model_tinting_improves_on_its_open_clip_starting_point(tiny_suites, tmp
     our own run with no adaptation step: task arithmetic with the initial coefficient 0.3."""
     config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-openclip_TA4", "method=model_tinting"]
     start = run_cli([*config, "method.max_steps=0"], tmp_path / "start")["average"]["accuracy"]
-    tinted = run_cli([*config, "method.max_steps=200"], tmp_path / "mt")["average"]["accuracy"]
+    tinted = run_cli([*config, "method.max_steps=120"], tmp_path / "mt")["average"]["accuracy"]
     assert tinted >= start + 0.2, (tinted, start)
 
 
