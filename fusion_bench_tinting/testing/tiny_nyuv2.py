@@ -6,7 +6,8 @@ NumPy files and scores 288x384 outputs. So the suite keeps those classes and siz
 small: the "ImageNet" weights are a random ResNet-50 written into a local torch hub cache (``TORCH_HOME``),
 the images are 24x32 (the outputs are upsampled to 288x384 by FusionBench's model), and each task's model
 is fine-tuned for a few Adam steps, with FusionBench's NYUv2 losses, on synthetic targets computed from the
-images (so that the tasks are learnable and differ). A check that the pieces work together, nothing more.
+images (so that the tasks are learnable and differ). A check that the pieces work together and that tinting
+recovers what Task Arithmetic loses; its numbers say nothing about real NYUv2.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ SUITE = "tiny-nyuv2"
 class TinyNYUv2Spec:
     train_size: int = 16
     val_size: int = 8
-    finetune_steps: int = 8
-    finetune_lr: float = 1e-4
+    #: enough to move the encoder: with smaller task vectors Task Arithmetic (0.3 x each) is already as good as
+    #: the fine-tuned models and a tinting run has nothing to recover
+    finetune_steps: int = 30
+    finetune_lr: float = 1e-3
     seed: int = 0
-    version: int = 1
+    version: int = 2
 
 
 def _targets(image: np.ndarray) -> Dict[str, np.ndarray]:
