@@ -21,6 +21,13 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Files with slow tests first: ``--dist loadfile`` hands whole files to the two workers in this order,
+    so the long ones start early instead of leaving one worker idle at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: files stay whole, tests in order
+
+
 @pytest.fixture(autouse=True)
 def _own_temp_folder(tmp_path, monkeypatch):
     """Each test runs in its own folder (FusionBench writes ./outputs) with its own cache folder."""

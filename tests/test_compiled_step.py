@@ -173,6 +173,7 @@ def test_compile_options():
     assert compile_options("reduce-overhead")["mode"] == "reduce-overhead"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite", ["tiny-clip_TA4", "tiny-openclip_TA4", "tiny-roberta_glue"])
 def test_compiled_run_on_a_tiny_suite_reproduces_the_eager_run(suite, request):
     """Through the method's API on real pools of each family (HF CLIP, OpenCLIP's MHA, RoBERTa with
