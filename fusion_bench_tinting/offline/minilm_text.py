@@ -58,7 +58,7 @@ class MiniLMTextSpec:
     @classmethod
     def quick(cls) -> "MiniLMTextSpec":
         """A smaller build for CI: fewer samples and fine-tuning steps."""
-        return cls(train_size=256, test_size=96, finetune_steps=40, finetune_lr=3e-4, batch_size=8, max_length=32)
+        return cls(train_size=256, test_size=64, finetune_steps=20, finetune_lr=6e-4, batch_size=8, max_length=32)
 
     @classmethod
     def strong(cls) -> "MiniLMTextSpec":
