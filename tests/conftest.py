@@ -36,14 +36,30 @@ def _own_temp_folder(tmp_path, monkeypatch):
     yield
 
 
+def shared_build(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` once per test session, also across pytest-xdist workers: they share the session's
+    base folder, and a lock makes a worker that needs a suite another one is building wait for it (a suite
+    takes up to a minute to build; the fixtures that use this hand it out read-only)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's folder, above the workers' own
+    root, done = base / name, base / f"{name}.built"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            root.mkdir(exist_ok=True)
+            build(root)
+            done.touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_suites(tmp_path_factory) -> Path:
     """Folder with the tiny HF CLIP and OpenCLIP suites (models really fine-tuned), read-only for tests."""
     from fusion_bench_tinting.testing.tiny_suites import build_tiny_suites
 
-    root = tmp_path_factory.mktemp("tiny_suites")
-    build_tiny_suites(root)
-    return root
+    return shared_build(tmp_path_factory, "tiny_suites", build_tiny_suites)
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +67,7 @@ def tiny_text(tmp_path_factory) -> Path:
     """Folder with the tiny RoBERTa and GPT-2 GLUE-style suites (models really fine-tuned), read-only for tests."""
     from fusion_bench_tinting.testing.tiny_text import build_tiny_text_suites
 
-    root = tmp_path_factory.mktemp("tiny_text")
-    build_tiny_text_suites(root)
-    return root
+    return shared_build(tmp_path_factory, "tiny_text", build_tiny_text_suites)
 
 
 def load_pool(tiny_suites: Path, suite: str):
@@ -111,9 +125,7 @@ def tiny_hub_cache(tmp_path_factory) -> Path:
     8/14/20-task suites: models and datasets, read-only for tests."""
     from fusion_bench_tinting.testing.hub_cache import fill_hub_cache
 
-    root = tmp_path_factory.mktemp("hf_home")
-    fill_hub_cache(root)
-    return root
+    return shared_build(tmp_path_factory, "hf_home", fill_hub_cache)
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +133,7 @@ def tiny_image_suites(tmp_path_factory) -> Path:
     """Folder with the tiny ConvNeXt, DINOv2 and ResNet image-classifier suites (models really fine-tuned)."""
     from fusion_bench_tinting.testing.tiny_image_classifiers import build_tiny_image_suites
 
-    root = tmp_path_factory.mktemp("tiny_image_suites")
-    build_tiny_image_suites(root)
-    return root
+    return shared_build(tmp_path_factory, "tiny_image_suites", build_tiny_image_suites)
 
 
 @pytest.fixture(scope="session")
