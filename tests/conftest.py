@@ -144,5 +144,5 @@ def tiny_torchvision_suite(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny_torchvision_suite")
     build_tiny_image_suites(root, TinyImageSuiteSpec(architectures=("torchvision",), train_size=160, test_size=64,
-                                                     finetune_steps=40))
+                                                     finetune_steps=20))
     return root
