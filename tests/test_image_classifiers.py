@@ -17,15 +17,16 @@ def _run(tiny_image_suites, tmp_path, name, *overrides):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", ["convnext", "dinov2", "resnet"])
-def test_model_tinting_beats_the_initial_task_arithmetic_merge(tiny_image_suites, tmp_path, architecture):
+def test_both_methods_beat_the_initial_task_arithmetic_merge(tiny_image_suites, tmp_path, architecture):
     """Each task is evaluated with its own head; ``max_steps=0`` is Task Arithmetic (coefficients 0.3) with the
     fine-tuned heads, the merge adaptation starts from."""
     suite = [f"modelpool=tiny-{architecture}_TA4", f"taskpool=tiny-{architecture}_TA4"]
-    tinted = _run(tiny_image_suites, tmp_path, "mt", "method=model_tinting", *suite, "method.max_steps=10")
     merged = _run(tiny_image_suites, tmp_path, "ta", "method=model_tinting", *suite, "method.max_steps=0")
-    assert list(task_accuracies(tinted)) == list(TASKS)
-    assert tinted["average"]["accuracy"] > merged["average"]["accuracy"] + 0.05
-    assert tinted["adaptation"]["iterations"] == 10
+    for method in ("model_tinting", "model_tinting_plusplus"):
+        tinted = _run(tiny_image_suites, tmp_path, method, f"method={method}", *suite, "method.max_steps=10")
+        assert list(task_accuracies(tinted)) == list(TASKS)
+        assert tinted["average"]["accuracy"] > merged["average"]["accuracy"] + 0.05, (method, tinted["average"], merged["average"])
+        assert tinted["adaptation"]["iterations"] == 10 and tinted["adaptation"]["method"] == method
 
 
 @pytest.mark.slow
@@ -40,13 +41,15 @@ def test_plusplus_and_fusion_bench_task_arithmetic_with_one_spelling(tiny_image_
 
 @pytest.mark.slow
 def test_torchvision_resnet_pool_tinting_beats_fusion_bench_task_arithmetic(tiny_torchvision_suite, tmp_path):
-    """A torchvision ResNet-18 pool (fine-tuned state dicts): Model Tinting++ and FusionBench's Task Arithmetic
+    """A torchvision ResNet-18 pool (fine-tuned state dicts): both methods and FusionBench's Task Arithmetic
     with one spelling, each task scored with its own head."""
-    tinted = _run(tiny_torchvision_suite, tmp_path, "pp", "method=model_tinting_plusplus", "+suite=tiny-torchvision_TA4", "method.max_steps=5")
     baseline = _run(tiny_torchvision_suite, tmp_path, "ta", "method=task_arithmetic", "+suite=tiny-torchvision_TA4")
-    assert list(task_accuracies(tinted)) == list(TASKS) and set(task_accuracies(baseline)) == set(TASKS)
+    assert set(task_accuracies(baseline)) == set(TASKS)
+    for method in ("model_tinting", "model_tinting_plusplus"):
+        tinted = _run(tiny_torchvision_suite, tmp_path, method, f"method={method}", "+suite=tiny-torchvision_TA4", "method.max_steps=5")
+        assert list(task_accuracies(tinted)) == list(TASKS)
+        assert tinted["average"]["accuracy"] > baseline["average"]["accuracy"] + 0.05, (method, tinted["average"], baseline["average"])
     assert set(tinted["adaptation"]["filter_dropped_fraction"]) == set(TASKS)
-    assert tinted["average"]["accuracy"] > baseline["average"]["accuracy"] + 0.05
 
 
 def _pool(tiny_image_suites, architecture):
