@@ -34,6 +34,7 @@ def test_model_tinting_beats_task_arithmetic_on_every_nyuv2_task(tiny_nyuv2, tmp
     for error in ("val/depth_abs_err", "val/normal_mean"):
         assert tinted[error] < start[error], (error, tinted[error], start[error])
     assert tinted["adaptation"]["lr"] == 1e-4  # the family's own default
+    assert (tmp_path / "mt" / "lightning_logs").is_dir() and not (tmp_path / "lightning_logs").exists()  # cwd: tmp_path
 
 
 @pytest.mark.slow

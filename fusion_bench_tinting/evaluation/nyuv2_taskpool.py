@@ -25,6 +25,17 @@ class TaskAwareNYUv2TaskPool(NYUv2TaskPool):
     def __init__(self, taskpool_config: Optional[DictConfig] = None, **config: Any):
         super().__init__(taskpool_config if taskpool_config is not None else OmegaConf.create(config))
 
+    @property
+    def trainer(self):
+        """FusionBench's validation trainer, writing its Lightning logs into the run's log folder (FusionBench's
+        own trainer writes ``lightning_logs/`` into the working folder)."""
+        if self._trainer is None:
+            import lightning as L
+
+            log_dir = getattr(getattr(self, "_program", None), "log_dir", None)
+            self._trainer = L.Trainer(devices=1, default_root_dir=log_dir)
+        return self._trainer
+
     def evaluate(self, model: nn.Module) -> Dict[str, Any]:
         if not callable(getattr(model, "task_head", None)):
             return super().evaluate(model)
