@@ -57,7 +57,7 @@ def _interruptible(tiny_suites):
 def uninterrupted(tiny_suites, tmp_path_factory):
     """The interruptible run, uninterrupted: the reference both interruption tests resume to."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run([*_interruptible(tiny_suites), f"path.log_dir={folder}"], check=True, capture_output=True)
+    subprocess.run([*_interruptible(tiny_suites), f"path.log_dir={folder}"], check=True, capture_output=True, cwd=folder)
     return folder
 
 
