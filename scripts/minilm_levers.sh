@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accuracy levers of Model Tinting on the offline text suite, one variable at a time against the
 # default (docs/minilm_levers.md). Each row is a `compare` variant; finished runs are reused, so rows can
-# run in separate processes (e.g. two at a time on two cores) and a last call without ROWS writes the table:
+# run in separate processes (e.g. two at a time on two cores, each with OMP_NUM_THREADS=1) and a last call
+# without ROWS writes the table:
 #
 #   ROWS=mt bash scripts/minilm_levers.sh & ROWS=mt_pooler_merged bash scripts/minilm_levers.sh & wait
 #   bash scripts/minilm_levers.sh                       # every row; only the missing ones run
