@@ -21,6 +21,8 @@ SUITE=${SUITE:-minilm_text}
 LEVERS=(
   "mt|model_tinting|"
   "mt_pooler_merged|model_tinting|method.head_projection=merged"
+  "mt_coefficients_only|model_tinting|method.train_tinted_layer=false"
+  "mt_heads_only|model_tinting|method.train_coefficients=false"
   "mt_coefficient_lr|model_tinting|method.coefficient_lr=0.005"
   "mt_zero_grad|model_tinting|method.zero_grad=zero"
   "mt_lr_2e-3|model_tinting|method.lr=0.002"
