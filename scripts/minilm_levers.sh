@@ -8,14 +8,16 @@
 #   bash scripts/minilm_levers.sh                       # every row; only the missing ones run
 #
 # STEPS (default 500) is the iteration count of every adaptive row, SEEDS (default 42) their seeds, OUT the
-# output folder (default docs/minilm_levers; its runs/ folder is not committed). Extra arguments go to
-# every fusion_bench run (default: fabric.accelerator=cpu).
+# output folder (default docs/minilm_levers, docs/<SUITE>_levers for another SUITE; its runs/ folder is not
+# committed). Extra arguments go to every fusion_bench run (default: fabric.accelerator=cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-500}
 SEEDS=${SEEDS:-42}
-OUT=${OUT:-docs/minilm_levers}
 SUITE=${SUITE:-minilm_text}
+default_out=docs/minilm_levers
+[ "$SUITE" = minilm_text ] || default_out=docs/${SUITE}_levers  # runs of two suites never share a folder
+OUT=${OUT:-$default_out}
 
 # name | base method | overrides (space-separated) beyond max_steps
 LEVERS=(
