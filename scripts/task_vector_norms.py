@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict
 
 import torch
+from fusion_bench.utils.state_dict_arithmetic import state_dict_flatten, state_dict_sub
 from safetensors.torch import load_file
 
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
@@ -32,10 +33,10 @@ def encoder_weights(model_dir: Path, with_word_embeddings: bool) -> Dict[str, to
 def suite_rows(suite_dir: Path, with_word_embeddings: bool):
     """(task, task-vector norm, share of the pretrained norm in %) for every task of a suite folder."""
     pretrained = encoder_weights(suite_dir / "models" / "pretrained", with_word_embeddings)
-    base_norm = torch.sqrt(sum((w**2).sum() for w in pretrained.values())).item()
+    base_norm = state_dict_flatten(pretrained).norm().item()
     for model_dir in sorted(p for p in (suite_dir / "models").iterdir() if p.name != "pretrained"):
         tuned = encoder_weights(model_dir, with_word_embeddings)
-        norm = torch.sqrt(sum(((tuned[k] - w) ** 2).sum() for k, w in pretrained.items())).item()
+        norm = state_dict_flatten(state_dict_sub(tuned, pretrained)).norm().item()
         yield model_dir.name, norm, 100 * norm / base_norm
 
 
