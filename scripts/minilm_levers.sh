@@ -8,8 +8,9 @@
 #   bash scripts/minilm_levers.sh                       # every row; only the missing ones run
 #
 # STEPS (default 500) is the iteration count of every adaptive row, SEEDS (default 42) their seeds, OUT the
-# output folder (default docs/minilm_levers, docs/<SUITE>_levers for another SUITE; its runs/ folder is not
-# committed). Extra arguments go to every fusion_bench run (default: fabric.accelerator=cpu).
+# output folder (default docs/minilm_levers, docs/<SUITE>_levers for another SUITE; of its runs/ folder git
+# keeps each run's program_report.json, status.json and TensorBoard events, enough for a later call to reuse a
+# finished run). Extra arguments go to every fusion_bench run (default: fabric.accelerator=cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-500}
