@@ -27,9 +27,10 @@ def _cli(tiny_nyuv2, monkeypatch, folder, *overrides):
 def test_model_tinting_beats_task_arithmetic_on_every_nyuv2_task(tiny_nyuv2, tmp_path, monkeypatch):
     """FusionBench's own NYUv2ModelPool and NYUv2TaskPool (made task-aware), every task's metrics with its tinted
     decoder. FusionBench 0.2.33's Task Arithmetic stops on this pool (integer BatchNorm counters), so the baseline
-    is the same merge without adaptation: Task Arithmetic at 0.3 with each task's fine-tuned decoder."""
+    is the same merge without adaptation: Task Arithmetic at 0.3 with each task's fine-tuned decoder. 15
+    iterations, one optimizer step per task each."""
     start = _cli(tiny_nyuv2, monkeypatch, tmp_path / "ta", "method=model_tinting", "method.max_steps=0")
-    tinted = _cli(tiny_nyuv2, monkeypatch, tmp_path / "mt", "method=model_tinting", "method.max_steps=5")
+    tinted = _cli(tiny_nyuv2, monkeypatch, tmp_path / "mt", "method=model_tinting", "method.max_steps=15")
     assert tinted["val/segmentation_mIoU"] > start["val/segmentation_mIoU"], (tinted, start)
     for error in ("val/depth_abs_err", "val/normal_mean"):
         assert tinted[error] < start[error], (error, tinted[error], start[error])
