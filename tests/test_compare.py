@@ -117,6 +117,41 @@ def test_a_failed_seed_is_reported_beside_the_finished_ones():
     assert rows[0]["reason"] == "1 of 2 runs failed: CUDA out of memory"
 
 
+def test_seeds_not_run_are_named_beside_the_finished_ones_and_a_method_with_none_is_marked():
+    def finished(name, seed, accuracy):
+        report = {"a": {"accuracy": accuracy}, "average": {"accuracy": accuracy}}
+        return RunResult(name, "finished", seed=seed, report=report)
+
+    partial = [finished("model_tinting", 42, 0.70), finished("model_tinting", 1, 0.72),
+               RunResult("model_tinting", "not_run", "no finished run in the output folder", seed=2)]
+    missing = [RunResult("model_tinting_plusplus", "not_run", "no finished run in the output folder", seed=s)
+               for s in (42, 1)]
+    tasks, rows = build_rows([partial, missing])
+    assert rows[0]["seeds"] == [42, 1] and rows[0]["seeds_not_run"] == [2] and rows[0]["a"] == pytest.approx(71.0)
+    assert rows[0]["reason"] == "seeds not run yet: 2" and rows[1]["status"] == "not_run"
+    table = markdown_table(tasks, rows, {})
+    assert "Model Tinting: seeds 42, 1 only (2 not run yet)." in table
+    assert "| Model Tinting++ | not run: no finished run in the output folder |" in table
+
+
+def test_reuse_only_starts_no_run_and_reuses_a_finished_one(tmp_path, monkeypatch):
+    from fusion_bench_tinting.comparison import runner
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a run was started")
+
+    monkeypatch.setattr(runner, "run_to_log", no_run)
+    suite = runner.Suite("minilm_text", "minilm_text")
+    result = runner.run_method("model_tinting", "seq_cls", suite, tmp_path, [], [], seed=1, start=False)
+    assert result.status == "not_run" and result.report is None
+    log_dir = tmp_path / "runs" / "model_tinting" / "seed_42"
+    log_dir.mkdir(parents=True)
+    (log_dir / "program_report.json").write_text(json.dumps({"average": {"accuracy": 0.5}}))
+    result = runner.run_method("model_tinting", "seq_cls", suite, tmp_path, [], [], seed=42, start=False)
+    assert result.status == "finished" and result.report == {"average": {"accuracy": 0.5}}
+    assert parse_arguments(["--suite", "s", "--out", str(tmp_path), "--reuse-only"]).reuse_only
+
+
 def test_seeded_runs_get_their_own_log_folders_and_seed_overrides(tmp_path, monkeypatch):
     """Methods that draw at random run once per seed with their seed option; deterministic ones once."""
     from fusion_bench_tinting.comparison import runner

@@ -44,6 +44,8 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="an extra row NAME running METHOD with the --set overrides of NAME (repeatable)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 42,1,2: methods that draw at "
                         "random run once per seed; tables show mean and standard deviation")
+    parser.add_argument("--reuse-only", action="store_true", help="start no run: tabulate the finished runs in "
+                        "--out (a method's missing seeds are named in the table, a method with none is marked)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each method")
     parser.add_argument("overrides", nargs="*", help="fusion_bench overrides for every run (after --)")
     args = parser.parse_args(argv)
@@ -98,7 +100,8 @@ def compare(args: argparse.Namespace) -> Dict:
         for seed in seeds_for(name, args.seeds):
             which = name if seed is None else f"{name} (seed {seed})"
             print(f"[compare] {which} ...", flush=True)
-            result = run_method(name, family, suite, out, extra, per_method.get(name, []), args.timeout, seed=seed)
+            result = run_method(name, family, suite, out, extra, per_method.get(name, []), args.timeout, seed=seed,
+                                start=not args.reuse_only)
             runs.setdefault(name, []).append(result)
             print(f"[compare] {which}: {result.status} {result.reason}", flush=True)
     results = {name: group[0] for name, group in runs.items()}  # the analyses look at the first seed's run

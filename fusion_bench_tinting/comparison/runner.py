@@ -118,8 +118,10 @@ def run_method(
     method_overrides: List[str],
     timeout: Optional[float] = None,
     seed: Optional[int] = None,
+    start: bool = True,
 ) -> RunResult:
-    """Run method ``name`` once (with ``seed`` when given: its log folder is then ``runs/<name>/seed_<seed>``)."""
+    """Run method ``name`` once (with ``seed`` when given: its log folder is then ``runs/<name>/seed_<seed>``).
+    A finished run is reused; with ``start=False`` a missing one is reported as not run instead of started."""
     reason = not_available_reason(name, family)
     if reason is not None:
         return RunResult(name, "not_available", reason, seed=seed)
@@ -131,6 +133,8 @@ def run_method(
             name, "finished", report=json.loads(report_path.read_text()), seconds=status.get("seconds"),
             log_dir=str(log_dir), command=status.get("command"), seed=seed,
         )
+    if not start:
+        return RunResult(name, "not_run", "no finished run in the output folder", log_dir=str(log_dir), seed=seed)
     seeding = [f"{METHODS[name].seed_key}={seed}"] if seed is not None else []
     checkpointing = resumable(name, log_dir)
     command = suite.command(

@@ -98,9 +98,11 @@ def build_rows(groups: List[List[RunResult]], metric: str = "score") -> Tuple[Li
         failed = [r for r in group if r.status == "failed"]
         row = {"method": first.name, "label": METHODS[first.name].label,
                "status": "finished" if finished else first.status, "reason": "" if finished else first.reason,
-               "seeds": [r.seed for r in finished]}
+               "seeds": [r.seed for r in finished], "seeds_not_run": [r.seed for r in group if r.status == "not_run"]}
         if failed and finished:
             row["reason"] = f"{len(failed)} of {len(group)} runs failed: {failed[0].reason}"
+        elif row["seeds_not_run"] and finished:
+            row["reason"] = f"seeds not run yet: {', '.join(map(str, row['seeds_not_run']))}"
         if finished:
             for column in [*tasks, "average"]:
                 values = [_value(r.report, column, metric) for r in finished]
@@ -144,7 +146,7 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
         anchor = published.get(row["method"])
         anchor_cell = f"{anchor[0]:.1f} ({anchor[1]})" if anchor else ""
         if row["status"] != "finished":
-            what = "failed" if row["status"] == "failed" else "not available"
+            what = {"failed": "failed", "not_run": "not run"}.get(row["status"], "not available")
             lines.append(f"| {row['label']} | {what}: {row['reason']} |" + " |" * (len(columns) - 1) + f" {anchor_cell} |")
             continue
         cells = []
@@ -167,6 +169,10 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
     elif seeded:
         note += (f" Methods that draw at random: mean ± standard deviation over seeds {', '.join(map(str, seeded))};"
                  " the others are deterministic and ran once.")
+    for row in rows:
+        if row["status"] == "finished" and row.get("seeds_not_run"):
+            done, missing = (", ".join(map(str, row[key])) for key in ("seeds", "seeds_not_run"))
+            note += f" {row['label']}: seeds {done} only ({missing} not run yet)."
     return "\n".join(lines) + "\n\n" + note + ("\n\n" + "\n".join(f"- {g}" for g in gains) if gains else "") + "\n"
 
 
