@@ -188,11 +188,11 @@ def build_tiny_nyuv2(out, spec: TinyNYUv2Spec = TinyNYUv2Spec()) -> List[str]:
     reused = reused_build(out, spec)
     if reused is not None:
         return reused
-    rng = np.random.default_rng(spec.seed)
-    _write_split(out / "data" / "nyuv2" / "train", spec.train_size, rng)
     if spec.val_size > spec.train_size:
         raise ValueError(f"val_size ({spec.val_size}) must not exceed train_size ({spec.train_size}): the "
                          f"validation images are the first training images")
+    rng = np.random.default_rng(spec.seed)
+    _write_split(out / "data" / "nyuv2" / "train", spec.train_size, rng)
     _copy_split(out / "data" / "nyuv2" / "train", out / "data" / "nyuv2" / "val", spec.val_size)
     _hub_weights(torch_home(out), spec.seed)
     with mock.patch.dict(os.environ, {"TORCH_HOME": str(torch_home(out))}):  # FusionBench's pool reads the cache
