@@ -131,6 +131,8 @@ def test_seeds_not_run_are_named_beside_the_finished_ones_and_a_method_with_none
     assert rows[0]["reason"] == "seeds not run yet: 2" and rows[1]["status"] == "not_run"
     table = markdown_table(tasks, rows, {})
     assert "Model Tinting: seeds 42, 1 only (2 not run yet)." in table
+    _, rows = build_rows([partial[1:]])
+    assert "Model Tinting: seed 1 only (2 not run yet)." in markdown_table(tasks, rows, {})
     assert "| Model Tinting++ | not run: no finished run in the output folder |" in table
 
 

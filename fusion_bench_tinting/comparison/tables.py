@@ -172,7 +172,8 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
     for row in rows:
         if row["status"] == "finished" and row.get("seeds_not_run"):
             done, missing = (", ".join(map(str, row[key])) for key in ("seeds", "seeds_not_run"))
-            note += f" {row['label']}: seeds {done} only ({missing} not run yet)."
+            plural = "s" if len(row["seeds"]) > 1 else ""
+            note += f" {row['label']}: seed{plural} {done} only ({missing} not run yet)."
     return "\n".join(lines) + "\n\n" + note + ("\n\n" + "\n".join(f"- {g}" for g in gains) if gains else "") + "\n"
 
 
