@@ -5,13 +5,17 @@ FusionBench's layer-wise AdaMerging (``method=adamerging/clip`` with ``method.sa
 ``torch.save``: a (num_models, num_parameter_tensors) tensor, rows in the model pool's model order, columns in
 the pretrained encoder's ``named_parameters`` order, values before its [0, 1] clamp. That is our layer-wise
 layout (one coefficient per tensor, ``tie_qkv=false``), so the tensor becomes the initial coefficients as is
-(the reference code's ``adastart``).
+(the reference code's ``adastart``). Where this run keeps some encoder tensors per task instead of merging them
+(BERT's pooler with ``head_projection=own``), their columns are left out.
+
+Our runs write their coefficients in the same layout (:func:`save_merging_weights`), so a run of ours, e.g. one
+with AdaMerging's entropy objective on a family FusionBench has no AdaMerging for, can start another.
 """
 
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -37,8 +41,28 @@ def resolve_adamerging_weights(path: str) -> str:
     return path
 
 
-def load_adamerging_weights(path: str, task_names: List[str], coefficient_groups: List[str]) -> Tensor:
-    """The saved (tasks x parameter tensors) coefficients, checked against this pool and layout."""
+def save_merging_weights(path: str, coefficients: Tensor) -> None:
+    """Write (tasks x parameter tensors) coefficients as FusionBench's AdaMerging saves them (``torch.save``)."""
+    tmp = f"{path}.tmp"
+    torch.save(coefficients.detach().cpu().clone(), tmp)
+    os.replace(tmp, path)
+
+
+def _columns_kept(num_columns: int, coefficient_groups: Sequence[str], encoder_tensors: Sequence[str]) -> Optional[List[int]]:
+    """The columns of a file that covers every encoder tensor, for a run that merges only some of them."""
+    if num_columns == len(coefficient_groups) or num_columns != len(encoder_tensors):
+        return None
+    position = {name: i for i, name in enumerate(encoder_tensors)}
+    if not all(group in position for group in coefficient_groups):
+        return None  # grouped coefficients (tie_qkv): no column per group
+    return [position[group] for group in coefficient_groups]
+
+
+def load_adamerging_weights(path: str, task_names: List[str], coefficient_groups: List[str],
+                            encoder_tensors: Sequence[str] = ()) -> Tensor:
+    """The saved (tasks x parameter tensors) coefficients, checked against this pool and layout.
+    ``encoder_tensors``: every parameter tensor of the encoder in order, the file's columns when it covers
+    tensors this run does not merge."""
     path = resolve_adamerging_weights(path)
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
@@ -47,6 +71,9 @@ def load_adamerging_weights(path: str, task_names: List[str], coefficient_groups
     if not isinstance(weights, Tensor) or weights.dim() != 2:
         found = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
         raise TintingConfigError(f"adamerging_weights={path!r}: expected a (tasks, layers) tensor, found {found}.")
+    columns = _columns_kept(weights.shape[1], coefficient_groups, encoder_tensors)
+    if columns is not None:
+        weights = weights[:, columns]
     expected = (len(task_names), len(coefficient_groups))
     if tuple(weights.shape) != expected:
         raise TintingConfigError(

@@ -86,6 +86,8 @@ class LayerWiseMerger(nn.Module):
         if len(group_names) != len(self.names):
             raise ValueError("coefficient_groups needs one entry per merged tensor")
         self.group_names: List[str] = list(dict.fromkeys(group_names))
+        #: no two tensors share a coefficient: AdaMerging's layer-wise layout
+        self.one_coefficient_per_tensor = len(self.group_names) == len(group_names)
         group_index = {g: i for i, g in enumerate(self.group_names)}
         self._group_of_name = {n: group_index[g] for n, g in zip(self.names, group_names)}
         self.register_buffer(

@@ -81,7 +81,8 @@ def build_merger(run: TintingRun, options: Preparation, profile: Profile) -> Non
         task_vector_dtype=dtype,
     ).to(run.device)
     if options.init_from == "adamerging":
-        start = load_adamerging_weights(options.adamerging_weights, run.tasks, run.merger.group_names)
+        start = load_adamerging_weights(options.adamerging_weights, run.tasks, run.merger.group_names,
+                                        family.merged_parameter_names(run.pretrained))
         with torch.no_grad():
             run.merger.coefficients.copy_(start)
     run.pretrained.to(run.device)

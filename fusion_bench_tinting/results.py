@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 
 from fusion_bench.utils.pylogger import get_rankzero_logger
+from .adamerging_start import ADAMERGING_FILE, save_merging_weights
 from .adaptation import AdaptationStats, TaskState
 from .merging import LayerWiseMerger
 from .tinted_model import TintedModel, TintModulator
@@ -103,7 +104,9 @@ def adaptation_report(stats: AdaptationStats, *, iterations: int, lr: float, ini
 
 def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[TaskState], tinted_layer: str,
                 origin: str) -> Optional[str]:
-    """Write the coefficients and tinted layers to ``<log_dir>/`` :data:`WEIGHTS_FILE`; None without a log folder."""
+    """Write the coefficients and tinted layers to ``<log_dir>/`` :data:`WEIGHTS_FILE`; None without a log folder.
+    Coefficients on Task Arithmetic's origin, one per tensor, also go to ``merging_weights.pt`` in FusionBench's
+    AdaMerging layout (a start for ``init_from=adamerging``)."""
     if log_dir is None:
         log.warning("No log folder (no Fabric logger): merging coefficients and tinted layers are not saved.")
         return None
@@ -118,6 +121,10 @@ def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[Ta
         extra_metadata={"origin": origin},
     )
     log.info("Saved merging coefficients and tinted layers to %s", path)
+    if origin == "task_arithmetic" and merger.one_coefficient_per_tensor:
+        # weights of the pretrained model's task vectors: AdaMerging's layout
+        save_merging_weights(os.path.join(log_dir, ADAMERGING_FILE), merger.coefficients)
+        log.info("Saved the coefficients in AdaMerging's layout to %s", os.path.join(log_dir, ADAMERGING_FILE))
     return path
 
 

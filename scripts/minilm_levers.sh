@@ -35,6 +35,11 @@ LEVERS=(
   "mt_plusplus_reference_empty|model_tinting_plusplus|method.empty_batch=step"
   "mt_plusplus_zero_grad|model_tinting_plusplus|method.zero_grad=zero"
   "mt_lot|model_tinting|method.init_from=lot"
+  # AdaMerging's objective (entropy, coefficients only, heads and pooler as FusionBench's AdaMerging leaves
+  # them, its learning rate) in our loop: FusionBench has no AdaMerging for BERT. Its seed 42 run's
+  # merging_weights.pt is the start of mt_adamerging.
+  "adamerging_entropy|model_tinting|method.head_projection=merged method.loss=entropy method.train_tinted_layer=false method.lr=0.001"
+  "mt_adamerging|model_tinting|method.init_from=adamerging method.adamerging_weights=$OUT/runs/adamerging_entropy/seed_42"
 )
 BASELINES=pretrained,individual,task_arithmetic,ties_merging,emr_merging
 
