@@ -123,8 +123,9 @@ def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[Ta
     log.info("Saved merging coefficients and tinted layers to %s", path)
     if origin == "task_arithmetic" and merger.one_coefficient_per_tensor:
         # weights of the pretrained model's task vectors: AdaMerging's layout
-        save_merging_weights(os.path.join(log_dir, ADAMERGING_FILE), merger.coefficients)
-        log.info("Saved the coefficients in AdaMerging's layout to %s", os.path.join(log_dir, ADAMERGING_FILE))
+        merging_weights = os.path.join(log_dir, ADAMERGING_FILE)
+        save_merging_weights(merging_weights, merger.coefficients)
+        log.info("Saved the coefficients in AdaMerging's layout to %s", merging_weights)
     return path
 
 
