@@ -144,9 +144,7 @@ def _fit_decoder(model, task: str, data, spec: TinyNYUv2Spec) -> None:
     from fusion_bench.metrics.nyuv2.loss import loss_fn
 
     images = torch.stack([data[i][0] for i in range(len(data))])
-    target = torch.stack([data[i][1][task] for i in range(len(data))])
-    target = torch.nn.functional.interpolate(target[:, None] if task == "segmentation" else target, IMAGE_SIZE)
-    target = target[:, 0] if task == "segmentation" else target
+    target = _at_image_size(torch.stack([data[i][1][task] for i in range(len(data))]), task)
     model.eval()
     with torch.no_grad():
         features = model.encode(images)
@@ -158,6 +156,13 @@ def _fit_decoder(model, task: str, data, spec: TinyNYUv2Spec) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+def _at_image_size(target: torch.Tensor, task: str) -> torch.Tensor:
+    """A task's targets resized (nearest) to the image size; segmentation labels (N, H, W) have no channel axis."""
+    if task == "segmentation":
+        return torch.nn.functional.interpolate(target[:, None], IMAGE_SIZE)[:, 0]
+    return torch.nn.functional.interpolate(target, IMAGE_SIZE)
 
 
 def _models(root: Path, spec: TinyNYUv2Spec) -> Dict[str, Dict]:
