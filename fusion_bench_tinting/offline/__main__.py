@@ -16,15 +16,16 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fusion_bench_tinting.offline.minilm_text import TASKS, MiniLMTextSpec, build_minilm_text  # noqa: E402
+from fusion_bench_tinting.offline.minilm_text import TASKS, MiniLMTextSpec, build_minilm_text, check_tasks  # noqa: E402
 
 
 def task_list(value: str) -> tuple:
     """`--tasks a,b`: names of minilm_text tasks."""
     tasks = tuple(t.strip() for t in value.split(",") if t.strip())
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise argparse.ArgumentTypeError(f"unknown task(s) {unknown or [value]}; choose from {','.join(TASKS)}")
+    try:
+        check_tasks(tasks)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return tasks
 
 

@@ -198,6 +198,13 @@ def finetune(model, dataset, tokenizer, spec: MiniLMTextSpec, seed: int, desc: s
     return model.cpu().eval().requires_grad_(False)
 
 
+def check_tasks(tasks: Sequence[str]) -> None:
+    """Refuse an empty list or a name that is not a task of the suite, naming the tasks."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise ValueError(f"unknown minilm_text task(s) {unknown or list(tasks)}; the tasks are {list(TASKS)}")
+
+
 def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec(), tasks: Sequence[str] = TASKS) -> Path:
     """Build (or reuse) the suite in ``out``: ``models/{pretrained,<task>}`` and ``data/<task>/{train,test}``.
 
@@ -206,9 +213,7 @@ def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec(), tasks: Seque
     and stamped, once every task is built."""
     from filelock import FileLock
 
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        raise ValueError(f"unknown minilm_text task(s) {unknown}; the tasks are {list(TASKS)}")
+    check_tasks(tasks)
     out = Path(out).resolve()
     stamp = out / "suite.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("spec") == asdict(spec):
