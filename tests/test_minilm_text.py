@@ -2,9 +2,8 @@
 
 import json
 
-import torch
-
 import pytest
+import torch
 from conftest import run_cli
 
 from fusion_bench_tinting.offline.minilm_text import TASKS, MiniLMTextSpec, build_minilm_text
@@ -43,8 +42,6 @@ def test_model_tinting_beats_task_arithmetic_on_the_quick_suite(quick_minilm_tex
 
 @pytest.mark.parametrize("train_embeddings", [False, True])
 def test_fine_tuning_trains_the_word_embeddings_only_in_the_strong_variant(train_embeddings):
-    import torch
-
     from fusion_bench_tinting.offline.minilm_text import finetune, tokenized_dataset
     from fusion_bench_tinting.testing.tiny_text import tiny_classifier, tiny_tokenizer
 
