@@ -81,3 +81,21 @@ def test_an_unknown_task_is_refused_before_anything_is_built(tmp_path):
     with pytest.raises(ValueError, match="unknown minilm_text task.*movie_sentiment"):
         build_minilm_text(tmp_path / "suite", MiniLMTextSpec.quick(), tasks=("movie_sentiment", "imdb"))
     assert not (tmp_path / "suite").exists()
+
+
+def test_a_build_of_other_settings_is_wiped_and_one_of_the_same_is_kept(tmp_path):
+    """A second process of the same build keeps the first one's finished tasks; other settings start afresh."""
+    from dataclasses import asdict
+
+    from fusion_bench_tinting.offline.minilm_text import _read_progress, _reset_if_other_spec
+
+    quick, strong = MiniLMTextSpec.quick(), MiniLMTextSpec.strong()
+    (tmp_path / "models" / "news_site").mkdir(parents=True)
+    (tmp_path / "progress.json").write_text(json.dumps({"spec": asdict(quick), "tasks": {"news_site": {}}}))
+    _reset_if_other_spec(tmp_path, quick)
+    assert (tmp_path / "models" / "news_site").is_dir()
+    assert list(_read_progress(tmp_path, quick)["tasks"]) == ["news_site"]
+    _reset_if_other_spec(tmp_path, strong)
+    assert not (tmp_path / "models").exists()
+    assert json.loads((tmp_path / "progress.json").read_text()) == {"spec": asdict(strong), "tasks": {}}
+    assert _read_progress(tmp_path, quick)["tasks"] == {}

@@ -26,7 +26,7 @@ import urllib.parse
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -241,23 +241,27 @@ def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec(), tasks: Seque
     return out
 
 
-def _read_progress(out: Path, spec: MiniLMTextSpec) -> dict:
-    """The tasks finished by this or an interrupted build of the same spec."""
+def _progress_of_spec(out: Path, spec: MiniLMTextSpec) -> Optional[dict]:
+    """progress.json when it records a build of ``spec``, else None (no file, or other settings)."""
     progress = out / "progress.json"
     done = json.loads(progress.read_text()) if progress.exists() else {}
-    return done if done.get("spec") == asdict(spec) else {"spec": asdict(spec), "tasks": {}}
+    return done if done.get("spec") == asdict(spec) else None
+
+
+def _read_progress(out: Path, spec: MiniLMTextSpec) -> dict:
+    """The tasks finished by this or an interrupted build of the same spec."""
+    return _progress_of_spec(out, spec) or {"spec": asdict(spec), "tasks": {}}
 
 
 def _reset_if_other_spec(out: Path, spec: MiniLMTextSpec) -> None:
     """Remove a build of other settings (its downloads are kept) and start the progress of this one, so that a
     second process of the same build finds it and keeps what the first writes."""
-    progress = out / "progress.json"
-    if progress.exists() and json.loads(progress.read_text()).get("spec") == asdict(spec):
+    if _progress_of_spec(out, spec) is not None:
         return
     for stale in ("models", "data", "suite.json", "progress.json"):
         target = out / stale
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    progress.write_text(json.dumps({"spec": asdict(spec), "tasks": {}}, indent=2))
+    (out / "progress.json").write_text(json.dumps({"spec": asdict(spec), "tasks": {}}, indent=2))
 
 
 def _save_pretrained(out: Path, sources: Path, spec: MiniLMTextSpec):
