@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Tuple
+
 import torch
 from lightning import Fabric
 
@@ -12,56 +15,59 @@ from ..errors import TintingConfigError
 from .base import PRETRAINED, ModelFamily
 
 
-def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
-    """The family adapter for ``modelpool``; a clear error for pools we do not support."""
-    ensure_typing_override()
-    from fusion_bench.modelpool import CLIPVisionModelPool, OpenCLIPVisionModelPool
+# (model pool classes, family class) in the order they are tried, as "module:name" so that a family's
+# dependencies (open_clip, timm, ...) are imported only when its pool is in use.
+_FAMILIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
+    (("fusion_bench.modelpool:OpenCLIPVisionModelPool",), ".open_clip:OpenCLIPVisionFamily"),
+    (("fusion_bench.modelpool:CLIPVisionModelPool",), ".hf_clip:HFCLIPVisionFamily"),
+    (
+        (
+            "fusion_bench.modelpool:SequenceClassificationModelPool",
+            "fusion_bench.modelpool.huggingface_gpt2_classification:GPT2ForSequenceClassificationPool",
+        ),
+        ".sequence_classification:SequenceClassificationFamily",
+    ),
+    (
+        (
+            "fusion_bench.modelpool:ConvNextForImageClassificationPool",
+            "fusion_bench.modelpool:Dinov2ForImageClassificationPool",
+            "fusion_bench.modelpool:ResNetForImageClassificationPool",
+            "fusion_bench_tinting.modelpools:TimmImageClassifierPool",
+        ),
+        ".image_classifier:ImageClassifierFamily",
+    ),
+    (("fusion_bench.modelpool.nyuv2_modelpool:NYUv2ModelPool",), ".nyuv2:NYUv2Family"),
+)
 
-    device = torch.device(fabric.device)
-    if isinstance(modelpool, OpenCLIPVisionModelPool):
-        from .open_clip import OpenCLIPVisionFamily
 
-        return OpenCLIPVisionFamily(modelpool, device)
-    if isinstance(modelpool, CLIPVisionModelPool):
-        from .hf_clip import HFCLIPVisionFamily
+def _load(path: str) -> type:
+    """The class named by "module:name" (a module beginning with a dot is relative to this package)."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module, __package__), name)
 
-        return HFCLIPVisionFamily(modelpool, device)
-    from fusion_bench.modelpool import SequenceClassificationModelPool
-    from fusion_bench.modelpool.huggingface_gpt2_classification import GPT2ForSequenceClassificationPool
 
-    if isinstance(modelpool, (SequenceClassificationModelPool, GPT2ForSequenceClassificationPool)):
-        from .sequence_classification import SequenceClassificationFamily
+def _refuse_torchvision_resnet_pool(modelpool: BaseModelPool) -> None:
+    """FusionBench's torchvision ResNet pool cannot hold fine-tuned weights; name the pool that can."""
+    if getattr(modelpool, "type", None) != "torchvision":
+        return
+    from ..modelpools import TorchvisionResNetPool
 
-        return SequenceClassificationFamily(modelpool, device)
-    from fusion_bench.modelpool import (
-        ConvNextForImageClassificationPool,
-        Dinov2ForImageClassificationPool,
-        ResNetForImageClassificationPool,
-    )
-
-    from ..modelpools import TimmImageClassifierPool, TorchvisionResNetPool
-
-    if getattr(modelpool, "type", None) == "torchvision" and not isinstance(modelpool, TorchvisionResNetPool):
+    if not isinstance(modelpool, TorchvisionResNetPool):
         raise TintingConfigError(
             "modelpool.type='torchvision': FusionBench's ResNetForImageClassificationPool builds torchvision "
             "ResNets with torchvision's own weights only, so it holds no fine-tuned models; use "
             "_target_: fusion_bench_tinting.modelpools.TorchvisionResNetPool, whose entries "
             "{model_name, num_classes, state_dict} load fine-tuned checkpoints."
         )
-    image_pools = (
-        ConvNextForImageClassificationPool, Dinov2ForImageClassificationPool, ResNetForImageClassificationPool,
-        TimmImageClassifierPool,
-    )
-    if isinstance(modelpool, image_pools):
-        from .image_classifier import ImageClassifierFamily
 
-        return ImageClassifierFamily(modelpool, device)
-    from fusion_bench.modelpool.nyuv2_modelpool import NYUv2ModelPool
 
-    if isinstance(modelpool, NYUv2ModelPool):
-        from .nyuv2 import NYUv2Family
-
-        return NYUv2Family(modelpool, device)
+def family_for(modelpool: BaseModelPool, fabric: Fabric) -> ModelFamily:
+    """The family adapter for ``modelpool``; a clear error for pools we do not support."""
+    ensure_typing_override()
+    _refuse_torchvision_resnet_pool(modelpool)
+    for pools, family in _FAMILIES:
+        if isinstance(modelpool, tuple(_load(pool) for pool in pools)):
+            return _load(family)(modelpool, torch.device(fabric.device))
     raise TintingConfigError(
         f"Model Tinting does not support model pools of type {type(modelpool).__name__}; supported: "
         "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8), OpenCLIPVisionModelPool "
