@@ -35,6 +35,8 @@ LEVERS=(
   "mt_plusplus_reference_empty|model_tinting_plusplus|method.empty_batch=step"
   "mt_plusplus_zero_grad|model_tinting_plusplus|method.zero_grad=zero"
   "mt_lot|model_tinting|method.init_from=lot"
+  # calibration: the teacher's probabilities as soft targets instead of its labels
+  "mt_soft_ce|model_tinting|method.loss=soft_ce"
   # AdaMerging's objective (entropy, coefficients only, heads and pooler as FusionBench's AdaMerging leaves
   # them, its learning rate) in our loop: FusionBench has no AdaMerging for BERT. Its seed 42 run's
   # merging_weights.pt is the start of mt_adamerging.
