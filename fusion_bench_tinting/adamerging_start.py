@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .atomic import write_atomically
 from .errors import TintingConfigError
 
 #: the file name FusionBench's CLIP AdaMerging config uses for ``save_merging_weights``
@@ -43,9 +44,7 @@ def resolve_adamerging_weights(path: str) -> str:
 
 def save_merging_weights(path: str, coefficients: Tensor) -> None:
     """Write (tasks x parameter tensors) coefficients as FusionBench's AdaMerging saves them (``torch.save``)."""
-    tmp = f"{path}.tmp"
-    torch.save(coefficients.detach().cpu().clone(), tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda temporary: torch.save(coefficients.detach().cpu().clone(), temporary))
 
 
 def _columns_kept(num_columns: int, coefficient_groups: Sequence[str], encoder_tensors: Sequence[str]) -> Optional[List[int]]:

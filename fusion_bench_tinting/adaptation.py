@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from fusion_bench.utils.pylogger import get_rankzero_logger
 from .compiled import compile_merge_and_encoder, compile_merged_features, mark_step_begin
 from .data import AdaptationInputs, EpochSampler
+from .errors import NonFiniteError
 from .losses import confidence_filter, per_sample_loss
 from .merging import LayerWiseMerger
 
@@ -219,6 +220,8 @@ class TintingTrainer:
         # Model Tinting++ steps on a batch with no kept sample, counted on the device until the host reads them
         self._empty_steps = torch.zeros((), dtype=torch.long, device=device)
         self._empty_batch: Optional[Tensor] = None
+        # fused steps: the first (task step * (tasks + 1) + task) whose loss was not finite, -1 while none was
+        self._non_finite_at = torch.full((), -1, dtype=torch.long, device=device)
 
     def _compile(self, compile_options: Optional[Mapping[str, Any]]) -> None:
         """compile_step (see .compiled): merge + encoder as one compiled function shared by every task; when
@@ -328,7 +331,7 @@ class TintingTrainer:
         if loss is None:
             self.skipped += 1
             return
-        cancelled = self._backward_and_step(loss, self._empty_batch)
+        cancelled = self._backward_and_step(loss, self._unless_not_finite(loss, index, self._empty_batch))
         self._record_coefficient_gradient(index)
         self.steps += 1
         self._window_loss += loss.detach()  # zero for an empty batch
@@ -385,9 +388,41 @@ class TintingTrainer:
         finally:
             self.optimizer.found_inf = None
 
+    def _unless_not_finite(self, loss: Tensor, index: Optional[int], empty: Optional[Tensor]) -> Optional[Tensor]:
+        """Stop on a NaN or infinite loss (task ``index``; None: the joint loss) before it reaches a parameter.
+        Under fp16 loss scaling the scaler skips such steps as before. A step of the fused optimizer is cancelled
+        on the device instead, and the run stops at the next host read (:meth:`_settle_empty_steps`): no sync per
+        step. Returns the flag of steps to cancel."""
+        if self.scaler is not None:
+            return empty
+        bad = ~torch.isfinite(loss.detach())
+        if self.data_parallel.world_size > 1:  # every process must stop at the same step
+            bad = self.data_parallel.all_reduce_sum(bad.float()) > 0
+        if not self.fused:
+            if bool(bad):
+                raise self._non_finite_error(self.visits, index)
+            return empty
+        slots = len(self.tasks) + 1  # the last slot: the joint loss
+        where = torch.tensor(self.visits * slots + (slots - 1 if index is None else index), device=self.device)
+        self._non_finite_at = torch.where((self._non_finite_at == -1) & bad, where, self._non_finite_at)
+        return bad if empty is None else bad | empty
+
+    def _non_finite_error(self, visit: int, index: Optional[int]) -> NonFiniteError:
+        task = "the summed loss of all tasks" if index is None else f"the loss of task {self.tasks[index].name!r}"
+        per_iteration = len(self.tasks) if self.options.update == "sequential" else 1
+        return NonFiniteError(
+            f"{task} was NaN or infinite at step {visit + 1} (iteration {visit // per_iteration + 1}): "
+            "the adaptation stopped before updating any parameter with it. Lower method.lr, or check the task's "
+            "inputs and teacher outputs."
+        )
+
     def _settle_empty_steps(self) -> None:
         """Move the device-side count of cancelled steps (++ batches with no kept sample, fp16 overflows)
-        into the host's step counters (one sync)."""
+        into the host's step counters (one sync); stop if a fused step met a non-finite loss."""
+        at = int(self._non_finite_at)
+        if at >= 0:
+            visit, index = divmod(at, len(self.tasks) + 1)
+            raise self._non_finite_error(visit, None if index == len(self.tasks) else index)
         empty = int(self._empty_steps)
         if empty:
             self.steps -= empty
@@ -403,7 +438,7 @@ class TintingTrainer:
             self.skipped += 1
             return
         total = torch.stack(losses).sum()
-        cancelled = self._backward_and_step(total, None)
+        cancelled = self._backward_and_step(total, self._unless_not_finite(total, None, None))
         self.steps += 1
         self._window_loss += total.detach() / len(losses)
         self._window_count += 1

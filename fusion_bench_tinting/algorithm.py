@@ -26,7 +26,8 @@ from .adaptation import AdaptationOptions, TintingTrainer
 from .caching import library_versions
 from .checkpointing import checkpoint_hook, fingerprint, restore_and_store
 from .compiled import compile_options
-from .errors import TintingConfigError, one_line_config_errors, reports_config_errors
+from .atomic import write_atomically
+from .errors import NonFiniteError, SaveError, TintingConfigError, one_line_config_errors, reports_config_errors
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
 from .families import family_for
 from .input_checks import reading, source_in_pool
@@ -47,6 +48,7 @@ log = get_rankzero_logger(__name__)  # progress and summaries from the global-ze
 
 
 DEFAULT_SEED = 42
+CONFIG_FILE = "model_tinting_config.yaml"
 INIT_FROM = ("task_arithmetic", "lot", "adamerging")
 
 
@@ -221,6 +223,9 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
                 run.stats = trainer.run(on_visit=hook)
             except AdaptationInterrupted as interrupted:
                 exit_interrupted(interrupted, self.log_dir, self.fabric.is_global_zero)
+            except NonFiniteError as error:
+                raise NonFiniteError(f"{error} {self._last_checkpoint_hint(store)}") from None
+        run.checkpoints = store
         log_run_summary(self.fabric, {**OmegaConf.to_container(self.config), **self._resolved_values(run)}, run)
 
     def _trainer(self, run: TintingRun) -> TintingTrainer:
@@ -256,14 +261,25 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         else:
             report.update(adaptation_report(run.stats, iterations=run.max_steps, lr=run.lr, init_values=run.init_value,
                                             compile_step=self.compile_step, confidence_filter=self.confidence_filter))
-        model, saved = finish_run(run, report, keep_inputs=self.evaluate_on_cached_inputs,
-                                  save=self.save_weights and self.fabric.is_global_zero, log_dir=self.log_dir,
-                                  tinted_layer=str(self.tinted_layer), origin=self._origin())
-        if saved:
-            config = self.config
-            config.update({k: v for k, v in self._resolved_values(run).items() if k != "seed"})
-            OmegaConf.save(config, os.path.join(self.log_dir, "model_tinting_config.yaml"))
+        try:
+            model, saved = finish_run(run, report, keep_inputs=self.evaluate_on_cached_inputs,
+                                      save=self.save_weights and self.fabric.is_global_zero, log_dir=self.log_dir,
+                                      tinted_layer=str(self.tinted_layer), origin=self._origin())
+            if saved:
+                config = self.config
+                config.update({k: v for k, v in self._resolved_values(run).items() if k != "seed"})
+                write_atomically(os.path.join(self.log_dir, CONFIG_FILE), lambda path: OmegaConf.save(config, path))
+        except OSError as error:
+            raise SaveError(f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error}). "
+                            f"{self._last_checkpoint_hint(run.checkpoints)}") from error
         return model
+
+    def _last_checkpoint_hint(self, store) -> str:
+        """Where the adaptation's last checkpoint is and how to continue from it, for a run that failed."""
+        files = store.files() if store is not None and store.folder.is_dir() else []
+        if not files:
+            return "No checkpoint was written (method.checkpoint_every=0): set it to keep one during long runs."
+        return f"The last checkpoint, {files[-1]}, stays: continue with method.resume={os.path.abspath(store.folder.parent)}"
 
     def _origin(self) -> str:
         """What the coefficients are relative to (saved with the weights, checked when loading them)."""

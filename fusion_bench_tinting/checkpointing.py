@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .adaptation import iterations_done
+from .atomic import remove_stale_temporaries
 from .errors import TintingConfigError
 from .interrupts import AdaptationInterrupted
 
@@ -110,6 +112,7 @@ class CheckpointStore:
         temporary = path.with_name(path.name + ".tmp")
         if self.fabric.is_global_zero:
             self.folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.folder, ("checkpoint-*.pt.tmp",))
         self.fabric.save(temporary, dict(state))  # ends with a barrier
         if self.fabric.is_global_zero:
             with open(temporary, "rb") as handle:
@@ -120,12 +123,19 @@ class CheckpointStore:
         return path
 
     def load_latest(self) -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
-        """The newest readable checkpoint (skipping unreadable ones with a warning), or (None, None). Our own
-        files, checked against the run's fingerprint after loading: read with ``weights_only=False`` (they
-        hold random-generator states)."""
+        """The newest readable checkpoint (skipping unreadable ones with a warning), or (None, None). Read with
+        ``weights_only=True``: a checkpoint holds tensors and plain data only, so a crafted file that names
+        any other object is refused before anything in it runs."""
         for path in reversed(self.files()):
             try:
-                return self.fabric.load(path, weights_only=False), path
+                return self.fabric.load(path, weights_only=True), path
+            except pickle.UnpicklingError as error:
+                if "weights only" in str(error).lower():
+                    raise TintingConfigError(
+                        f"Refusing checkpoint {path}: it holds objects other than tensors and plain data, which "
+                        "this method never writes (loading it could run code). Delete it or resume from another run."
+                    ) from None
+                log.warning("Checkpoint %s cannot be read (%s); trying the previous one.", path, error)
             except Exception as error:  # truncated or otherwise unreadable file
                 log.warning("Checkpoint %s cannot be read (%s); trying the previous one.", path, error)
         return None, None

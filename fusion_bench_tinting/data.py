@@ -221,7 +221,12 @@ class CachedDtypeCollate:
         self.dtype, self.mean, self.std = dtype, mean, std
 
     def __call__(self, batch) -> Tensor:
-        images = torch.stack([torch.as_tensor(item[0]) for item in batch])
+        images = [torch.as_tensor(item[0]) for item in batch]
+        shapes = sorted({tuple(image.shape) for image in images})
+        if len(shapes) > 1:
+            raise ValueError(f"images of different shapes after preprocessing ({', '.join(map(str, shapes[:3]))}): "
+                             "the pool's processor must resize and crop every image to one size")
+        images = torch.stack(images)
         if self.dtype != torch.uint8:
             return images.to(self.dtype)
         pixels = to_uint8_grid(images, self.mean, self.std)

@@ -23,6 +23,21 @@ F = TypeVar("F", bound=Callable)
 class TintingConfigError(ValueError):
     """A model pool, task pool or method option that Model Tinting cannot work with."""
 
+    #: how the one-line message starts under the ``fusion_bench`` command
+    label = "Configuration error"
+
+
+class NonFiniteError(TintingConfigError):
+    """A weight, teacher output or loss that is NaN or infinite: the run stops where it enters."""
+
+    label = "Non-finite values"
+
+
+class SaveError(TintingConfigError):
+    """A result file that could not be written at the end of a run (a full or read-only log folder)."""
+
+    label = "Save failed"
+
 
 def _from_the_command_line() -> bool:
     command = os.path.basename(sys.argv[0] if sys.argv else "")
@@ -54,7 +69,7 @@ def one_line_config_errors() -> Iterator[None]:
     except TintingConfigError as error:
         if not _from_the_command_line():
             raise
-        exit_with_message(f"Configuration error: {error}", CONFIG_ERROR_EXIT_STATUS)
+        exit_with_message(f"{error.label}: {error}", CONFIG_ERROR_EXIT_STATUS)
 
 
 def reports_config_errors(function: F) -> F:

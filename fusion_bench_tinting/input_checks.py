@@ -29,7 +29,10 @@ def source_of(config: Any) -> str:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
+    """``Type: first line`` of an error; of a DataLoader worker's re-raised error, its original last line."""
+    text = [line for line in str(error).strip().splitlines() if line.strip()]
+    if text and "Original Traceback" in str(error):
+        return text[-1].strip()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 

@@ -17,15 +17,17 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .errors import TintingConfigError
 
-class ArchitectureMismatchError(ValueError):
-    """A fine-tuned model's parameters do not match the pretrained model's."""
+
+class ArchitectureMismatchError(TintingConfigError):
+    """A fine-tuned model's parameters do not match the pretrained model's (a one-line error from the CLI)."""
 
 
 def check_same_parameters(
-    reference: Mapping[str, Tensor], other: Mapping[str, Tensor], other_name: str
+    reference: Mapping[str, Tensor], other: Mapping[str, Tensor], other_name: str, source: str = ""
 ) -> None:
-    """Raise a readable error when two parameter sets differ in names or shapes."""
+    """Raise a readable error when two parameter sets differ in names or shapes (``source``: the file)."""
     missing = [n for n in reference if n not in other]
     unexpected = [n for n in other if n not in reference]
     wrong_shape = [
@@ -42,7 +44,7 @@ def check_same_parameters(
         if wrong_shape:
             details.append(f"{len(wrong_shape)} shape mismatch(es) (model vs pretrained), e.g. {wrong_shape[:3]}")
         raise ArchitectureMismatchError(
-            f"The fine-tuned model {other_name!r} does not have the pretrained model's architecture: "
+            f"The fine-tuned model {other_name!r}{f' ({source})' if source else ''} does not have the pretrained model's architecture: "
             + "; ".join(details)
             + ". Task vectors need every fine-tuned model to share the pretrained model's parameters."
         )

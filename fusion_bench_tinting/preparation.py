@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .adamerging_start import load_adamerging_weights
 from .families import PRETRAINED
+from .finite import check_finite
 from .input_checks import check_test_set, reading, source_in_pool
 from .losses import check_loss_for_regression
 from .lot.algorithm import make_solver
@@ -58,6 +59,8 @@ def build_merger(run: TintingRun, options: Preparation, profile: Profile) -> Non
     with profile("load pretrained"):
         with reading(f"the pretrained model ({source_in_pool(family.modelpool, PRETRAINED)})"):
             run.pretrained = family.load_encoder(PRETRAINED)
+        check_finite(dict(run.pretrained.named_parameters()),
+                     f"the pretrained model ({source_in_pool(family.modelpool, PRETRAINED)})")
     run.block_names = block_parameter_names(family, run.pretrained, options.tinted_layer)
     run.head_encoder_names = family.head_encoder_parameter_names(run.pretrained)
     own = set(run.head_encoder_names)
@@ -112,7 +115,9 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
                 material.heads[task] = family.load_head(task)
         check_test_set(family, task, material.heads[task])
         finetuned_params = dict(finetuned.named_parameters())
-        check_same_parameters(pretrained_params, finetuned_params, task)
+        check_finite(finetuned_params, f"the model of task {task!r} ({source})")
+        check_finite(material.heads[task].state_dict(), f"the head of task {task!r} (from {source})")
+        check_same_parameters(pretrained_params, finetuned_params, task, source)
         merger.set_task_vector(index, finetuned_params)
         material.head_encoders[task] = {n: finetuned_params[n].detach().float().to(device)
                                         for n in run.head_encoder_names}

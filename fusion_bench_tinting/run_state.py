@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,8 @@ class TintingRun:
     head_encoder_names: List[str] = field(default_factory=list)
     states: List[TaskState] = field(default_factory=list)
     stats: Optional[AdaptationStats] = None
+    #: the folder of this run's checkpoints (None without a log folder), named when a run fails late
+    checkpoints: Optional[Any] = None
 
 
 @dataclass

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from .caching import TaskCache, library_versions
 from .data import AdaptationInputs, resolve_num_workers
 from .families import ModelFamily
+from .finite import check_finite
+from .input_checks import reading, source_in_pool
 from .memory import explain_out_of_memory
 
 log = logging.getLogger(__name__)
@@ -59,22 +61,19 @@ class TeacherPass:
         """The task's inputs (placed per ``inputs_on_device``) and the teacher's outputs on ``device``; from the
         cache when the files and configs they come from are unchanged."""
         compute = lambda: self._preprocess_and_teach(family, task, finetuned, head, device)  # noqa: E731
-        if not self.reuse_cache:
-            inputs, teacher = compute()
-            return self._place(inputs, device), teacher
         cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
         key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
-        entry = self._cached_entry(cache, key)
+        entry = self._cached_entry(cache, key, family.test_size(task)) if self.reuse_cache else None
         if entry is not None:
             log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
-        else:
-            entry = self._fill_cache(cache, key, compute)
+        else:  # without reuse_cache, a fresh entry overwrites the old one
+            entry = self._fill_cache(cache, key, compute, family.test_size(task))
         return self._place(entry["inputs"], device), entry["teacher"].to(device)
 
-    def _cached_entry(self, cache: TaskCache, key: str) -> Optional[Entry]:
+    def _cached_entry(self, cache: TaskCache, key: str, num_inputs: int) -> Optional[Entry]:
         """The cache entry if every process can read it (they must agree: the barriers of
         :meth:`_fill_cache` pair up only if all of them go there)."""
-        entry = cache.load(key)
+        entry = cache.load(key, num_inputs)
         if self.fabric.world_size > 1:
             found = torch.tensor(float(entry is not None), device=self.fabric.device)  # NCCL reduces GPU tensors only
             readable = self.fabric.all_reduce(found, reduce_op="min")
@@ -82,7 +81,8 @@ class TeacherPass:
                 return None
         return entry
 
-    def _fill_cache(self, cache: TaskCache, key: str, compute: Callable[[], Tuple[AdaptationInputs, Tensor]]) -> Entry:
+    def _fill_cache(self, cache: TaskCache, key: str, compute: Callable[[], Tuple[AdaptationInputs, Tensor]],
+                    num_inputs: int) -> Entry:
         """Compute the entry and write it. Data parallel: only each node's first process computes; the
         others wait for it and read what it wrote, instead of decoding every image again on the same CPUs."""
         entry = None
@@ -93,7 +93,7 @@ class TeacherPass:
         if self.fabric.world_size > 1:
             self.fabric.barrier()
         if entry is None:
-            entry = cache.load(key)
+            entry = cache.load(key, num_inputs)
             if entry is None:
                 log.warning("Cache entry %s written by this node's first process cannot be read here: computing it again.", key)
                 inputs, teacher = compute()
@@ -104,7 +104,8 @@ class TeacherPass:
 
     def _preprocess_and_teach(self, family: ModelFamily, task: str, finetuned: nn.Module, head: nn.Module, device):
         """Preprocess the task's test inputs once, check they fit the model, and run the teacher over them."""
-        with self.profile("preprocess inputs"):
+        source = source_in_pool(family.modelpool, task, "test")
+        with self.profile("preprocess inputs"), reading(f"the test set of task {task!r} ({source})"):
             inputs = family.adaptation_inputs(
                 task, batch_size=self.batch_size, num_workers=self._workers(family.test_size(task)),
                 dtype=INPUT_DTYPES[self.input_dtype],
@@ -115,14 +116,12 @@ class TeacherPass:
             "Lower method.preprocess_batch_size or store the task vectors in method.task_vector_dtype=bfloat16.",
         ):
             teacher = self._teacher_outputs(family, finetuned.to(device), head, inputs, device)
+        check_finite({"teacher outputs": teacher}, f"the teacher (fine-tuned model) of task {task!r} on its inputs")
         return inputs, teacher
 
     def _workers(self, num_samples: int) -> int:
-        """``num_workers`` for this pass: with the cache, only each node's first process preprocesses;
-        without it, every process of the node does at once and they share its cores."""
-        nodes = max(1, getattr(self.fabric.strategy, "num_nodes", 1) or 1)  # DDP strategies know it
-        processes = 1 if self.reuse_cache else max(1, self.fabric.world_size // nodes)
-        return resolve_num_workers(self.num_workers, num_samples, processes)
+        """``num_workers`` for this pass: only each node's first process preprocesses (see :meth:`_fill_cache`)."""
+        return resolve_num_workers(self.num_workers, num_samples, 1)
 
     @torch.no_grad()
     def _teacher_outputs(self, family: ModelFamily, encoder: nn.Module, head: nn.Module, inputs: AdaptationInputs, device) -> Tensor:

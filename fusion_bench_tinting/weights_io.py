@@ -19,7 +19,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .atomic import write_atomically
 from .errors import TintingConfigError
+from .finite import check_finite
 
 WEIGHTS_FILE = "model_tinting.safetensors"
 TINTED_LAYERS_FILE = "tinted_layers.safetensors"
@@ -28,9 +30,8 @@ FORMAT = "fusion_bench_tinting/1"
 
 def save_tensors(path: str, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> None:
     """Write tensors atomically (temporary file + rename), contiguous and on the CPU."""
-    tmp = f"{path}.tmp"
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=dict(metadata))
-    os.replace(tmp, path)
+    plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    write_atomically(path, lambda temporary: save_file(plain, temporary, metadata=dict(metadata)))
 
 
 def groups_fingerprint(groups: List[str]) -> str:
@@ -94,6 +95,7 @@ def load_tinting(path: str) -> SavedTinting:
         raise TintingConfigError(f"weights={path!r} is not a readable safetensors file: {error}") from error
     if metadata.get("format") != FORMAT or "coefficients" not in tensors:
         raise TintingConfigError(f"weights={path!r} was not written by fusion-bench-tinting ({FORMAT})")
+    check_finite(tensors, f"weights={path!r}")
     task_names = json.loads(metadata["tasks"])
     tinted: Dict[str, Dict[str, Tensor]] = {task: {} for task in task_names}
     for key, value in tensors.items():

@@ -9,6 +9,7 @@ task's head when the model provides one. After evaluation it adds the model's ``
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -92,8 +93,23 @@ class TaskAwareEvaluation:
         extras = getattr(model, "report_extras", None)
         if extras:
             report["adaptation"] = extras
+        report = finite_or_none(report)
         print_report_table(report)
         return report
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: FusionBench writes the report with
+    ``json.dump``, which would write a bare ``NaN`` that strict JSON readers reject."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _average_calibration_error(report: Dict[str, Any]) -> None:
@@ -119,15 +135,19 @@ def print_report_table(report: Dict[str, Any]) -> None:
     table.add_column("ECE", justify="right")  # expected calibration error, %, where reported
 
     def ece(result: Dict[str, Any]) -> str:
-        return f"{100 * result['ece']:.2f}" if "ece" in result else ""
+        return _percent(result["ece"]) if "ece" in result else ""
 
     for task, result in report.items():
         if isinstance(result, dict) and key in result and task != "average":
-            table.add_row(task, result.get("metric", ""), f"{100 * result[key]:.2f}", ece(result))
+            table.add_row(task, result.get("metric", ""), _percent(result[key]), ece(result))
     average = report.get("average", {})
     if key in average:
-        table.add_row("[bold]average[/bold]", "", f"[bold]{100 * average[key]:.2f}[/bold]", ece(average))
+        table.add_row("[bold]average[/bold]", "", f"[bold]{_percent(average[key])}[/bold]", ece(average))
     Console().print(table)
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 class PredictionRecorder:

@@ -9,7 +9,9 @@ Only the visual tower is merged: the text-side leftovers of the checkpoint are n
 from __future__ import annotations
 
 import copy
-from typing import Any, List, Optional, Sequence
+import logging
+import pickle
+from typing import Any, List, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,11 +25,27 @@ from .base import PRETRAINED, ModelFamily
 
 ensure_typing_override()
 
+log = logging.getLogger(__name__)
+
 from fusion_bench.dataset.image_dataset import ImageClassificationDataset  # noqa: E402
 from fusion_bench.modelpool import OpenCLIPVisionModelPool  # noqa: E402
 from fusion_bench.modelpool.openclip_vision.modelpool import (  # noqa: E402
     _check_and_redirect_open_clip_modeling,
 )
+
+
+def _load_checkpoint(path: str, model_name: Optional[str]) -> Any:
+    """A state dict read with ``weights_only=True`` where the file is one (nothing in it can run); else the
+    pickled encoder, unpickled in full: that runs whatever the file names, so the log says which file is trusted."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if model_name is not None and isinstance(state, Mapping):
+            return state
+    except pickle.UnpicklingError:
+        pass
+    log.warning("Unpickling %s in full (weights_only=False, a pickled OpenCLIP encoder): it can run code, "
+                "so it is trusted as the model pool names it.", path)
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def load_pickled_encoder(modelpool: OpenCLIPVisionModelPool, name: str) -> nn.Module:
@@ -36,7 +54,8 @@ def load_pickled_encoder(modelpool: OpenCLIPVisionModelPool, name: str) -> nn.Mo
     FusionBench 0.2.33 loads those pickles with ``torch.load(weights_only=True)`` and falls back to
     ``pickle.load`` only on ``RuntimeError``; since torch 2.6 the first raises ``UnpicklingError`` and the
     second cannot read torch's zip format, so the pool cannot load them. The checkpoints are whole pickled
-    ``ImageEncoder`` objects: load them only from sources you trust. Other config forms go to the pool.
+    ``ImageEncoder`` objects: load them only from sources you trust (a state dict saved with ``torch.save`` is
+    read with ``weights_only=True`` instead and needs ``model_name``). Other config forms go to the pool.
     """
     config = modelpool._models[name] if name in modelpool._models else name
     if isinstance(config, DictConfig):
@@ -48,8 +67,14 @@ def load_pickled_encoder(modelpool: OpenCLIPVisionModelPool, name: str) -> nn.Mo
     else:
         return modelpool.load_model(name)
     _check_and_redirect_open_clip_modeling()
-    encoder = torch.load(path, map_location="cpu", weights_only=False)
-    if model_name is not None:
+    encoder = _load_checkpoint(path, model_name)
+    if model_name is not None and not isinstance(encoder, nn.Module):  # a state dict, read safely
+        from fusion_bench.models.open_clip import ImageEncoder
+
+        rebuilt = ImageEncoder(model_name)
+        rebuilt.load_state_dict(encoder)
+        encoder = rebuilt
+    elif model_name is not None:
         # As FusionBench does: rebuild the encoder with the installed open_clip/torchvision and copy
         # the weights, so pickled preprocessing transforms from older versions are not used.
         from fusion_bench.models.open_clip import ImageEncoder
