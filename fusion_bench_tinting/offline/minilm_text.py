@@ -54,7 +54,8 @@ class MiniLMTextSpec:
     seed: int = 0
     #: fine-tune the word embeddings too (frozen by default: most of MiniLM's weights, and slow on a CPU)
     train_embeddings: bool = False
-    version: int = 1
+    #: 2: every task also writes an unlabelled adaptation split (``data/<task>/val``) of ``test_size`` inputs
+    version: int = 2
 
     @classmethod
     def quick(cls) -> "MiniLMTextSpec":
@@ -151,14 +152,22 @@ LOADERS: Dict[str, Callable] = {
 
 
 def split_task(examples: List[Tuple[str, int]], spec: MiniLMTextSpec, rng: random.Random):
-    """Disjoint train and test samples, after dropping duplicate texts."""
+    """Disjoint train, test and adaptation samples, after dropping duplicate texts.
+
+    Test comes first and train next, as in the first builds (so a large source gives the same test and train
+    sets as before); the adaptation split, as large as the test split, is what is left after train, or, when
+    too little is left (a small source), the last ``test_size`` samples, taken from the end of train."""
     unique = list({text: (text, label) for text, label in examples}.values())
     rng.shuffle(unique)
     test = unique[: spec.test_size]
-    train = unique[spec.test_size : spec.test_size + spec.train_size]  # fewer when the source is small
-    if len(test) < spec.test_size or len(train) < min(spec.train_size, 100):
+    rest = unique[spec.test_size :]
+    if len(rest) >= spec.train_size + spec.test_size:
+        train, adaptation = rest[: spec.train_size], rest[spec.train_size : spec.train_size + spec.test_size]
+    else:
+        train, adaptation = rest[: -spec.test_size], rest[-spec.test_size :]
+    if len(test) < spec.test_size or len(adaptation) < spec.test_size or len(train) < min(spec.train_size, 100):
         raise ValueError(f"not enough examples ({len(unique)}) for the requested split sizes")
-    return train, test
+    return train, test, adaptation
 
 
 # ----- datasets and models ---------------------------------------------------------------------
@@ -206,7 +215,7 @@ def check_tasks(tasks: Sequence[str]) -> None:
 
 
 def build_minilm_text(out, spec: MiniLMTextSpec = MiniLMTextSpec(), tasks: Sequence[str] = TASKS) -> Path:
-    """Build (or reuse) the suite in ``out``: ``models/{pretrained,<task>}`` and ``data/<task>/{train,test}``.
+    """Build (or reuse) the suite in ``out``: ``models/{pretrained,<task>}`` and ``data/<task>/{train,test,val}``.
 
     ``tasks`` builds only those tasks, so that processes given disjoint lists build one suite in parallel (each
     task is seeded by its place in ``TASKS``, so the result does not depend on the split); the suite is complete,
@@ -285,11 +294,13 @@ def _build_task(out: Path, task: str, sources: Path, tokenizer, spec: MiniLMText
     index = TASKS.index(task)
     rng = random.Random(spec.seed * 1000 + index)
     examples, names = LOADERS[task](sources, rng)
-    train, test = split_task(examples, spec, rng)
+    train, test, adaptation = split_task(examples, spec, rng)
     train_set = tokenized_dataset(train, names, tokenizer, spec.max_length)
     test_set = tokenized_dataset(test, names, tokenizer, spec.max_length)
     train_set.save_to_disk(str(out / "data" / task / "train"))
     test_set.save_to_disk(str(out / "data" / task / "test"))
+    # inputs to adapt on other than the scored ones (method.adaptation_data=val); the method reads no label
+    tokenized_dataset(adaptation, names, tokenizer, spec.max_length).save_to_disk(str(out / "data" / task / "val"))
     torch.manual_seed(spec.seed + index)
     model = AutoModelForSequenceClassification.from_pretrained(
         out / "models" / "pretrained", num_labels=len(names), ignore_mismatched_sizes=True
@@ -299,4 +310,4 @@ def _build_task(out: Path, task: str, sources: Path, tokenizer, spec: MiniLMText
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
     model.save_pretrained(out / "models" / task)
-    return {"classes": names, "train": len(train_set), "test": len(test_set)}
+    return {"classes": names, "train": len(train_set), "test": len(test_set), "val": len(adaptation)}
