@@ -22,6 +22,7 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 
 from .adamerging_start import resolve_adamerging_weights
+from .adaptation_data import warn_about_overlap
 from .adaptation import AdaptationOptions, TintingTrainer
 from .caching import library_versions
 from .checkpointing import checkpoint_hook, fingerprint, restore_and_store
@@ -30,6 +31,7 @@ from .atomic import write_atomically
 from .errors import NonFiniteError, SaveError, TintingConfigError, one_line_config_errors, reports_config_errors
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
 from .families import family_for
+from .families.base import SPLITS
 from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
 from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
@@ -106,6 +108,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         adamerging_weights: Optional[str] = None,
         surgery: bool = False,
         surgery_rank: int = 16,
+        adaptation_data: str = "test",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -119,7 +122,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
 
     def _check_options(self) -> None:
         """Types, ranges and combinations of every option (see :mod:`.options`)."""
-        option_rules = rules(CLASSIFICATION_LOSSES, INPUT_DTYPES, TENSOR_DTYPES, INIT_FROM)
+        option_rules = rules(CLASSIFICATION_LOSSES, INPUT_DTYPES, TENSOR_DTYPES, INIT_FROM, SPLITS)
         check_values({name: getattr(self, name) for name in option_rules}, option_rules)
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
@@ -165,14 +168,18 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
     def _setup(self, modelpool: BaseModelPool) -> TintingRun:
         """The model family of the pool, its tasks (each checked before anything is loaded) and the values
         that the ``auto`` options stand for."""
-        family = family_for(modelpool, self.fabric)
+        family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
         family.functional_call_kwargs = {"tie_weights": self.tie_weights, "strict": self.strict}
         family.head_projection = self.head_projection
         family.taskpool_config = getattr(getattr(self, "_program", None), "_taskpool", None)
         tasks = family.task_names()
+        split = self.adaptation_data
         for task in tasks:
-            with reading(f"the test set of task {task!r} ({source_in_pool(modelpool, task, 'test')})"):
+            with reading(f"the {split} set of task {task!r} ({source_in_pool(modelpool, task, split)})"):
                 family.validate_task(task)
+            if split != "test" and task in modelpool.test_dataset_names:
+                with reading(f"the test set of task {task!r} ({source_in_pool(modelpool, task, 'test')})"):
+                    warn_about_overlap(task, split, family.adaptation_dataset(task), modelpool.load_test_dataset(task))
         check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1 and family.task_objective(t) is None])
         lr, max_steps, init_value = resolve_auto(
             self.lr, self.max_steps, self.init_values, family_lr=family.default_lr(self.train_tinted_layer),
@@ -255,6 +262,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         """The merged model with each task's tinted layer, its report, and (after an adaptation) the saved
         coefficients and tinted layers with the config that reproduces them."""
         report = {"method": self.method_name, "tinted_layer": str(self.tinted_layer),
+                  "adaptation_data": self._adaptation_data_description(run),
                   "init_from": self._start_description(), "seed": self.run_seed, "versions": library_versions()}
         if run.stats is None:
             report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))
@@ -280,6 +288,11 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         if not files:
             return "No checkpoint was written (method.checkpoint_every=0): set it to keep one during long runs."
         return f"The last checkpoint, {files[-1]}, stays: continue with method.resume={os.path.abspath(store.folder.parent)}"
+
+    def _adaptation_data_description(self, run: TintingRun) -> Dict[str, object]:
+        """Which inputs the adaptation read: the split and how many per task (the task pool scores the test split)."""
+        return {"split": self.adaptation_data, "transductive": self.adaptation_data == "test",
+                "inputs_per_task": {s.name: len(s.inputs) for s in run.states if s.inputs is not None}}
 
     def _origin(self) -> str:
         """What the coefficients are relative to (saved with the weights, checked when loading them)."""

@@ -98,14 +98,16 @@ def check_image_shape(task: str, shape: Sequence[int], expected: Sequence[int], 
 
 
 def source_in_pool(modelpool: Any, name: str, kind: str = "model") -> str:
-    """Where the pool reads model ``name`` (or, ``kind="test"``, test set ``name``) from, for messages."""
-    configs = getattr(modelpool, "_test_datasets" if kind == "test" else "_models", None) or {}
+    """Where the pool reads model ``name`` (or, ``kind`` "test", "val" or "train", that dataset of task ``name``)
+    from, for messages."""
+    configs = getattr(modelpool, f"_{kind}_datasets" if kind in ("test", "val", "train") else "_models", None) or {}
     return source_of(configs.get(name)) if name in configs else "not configured"
 
 
 def check_test_set(family: Any, task: str, head: nn.Module) -> None:
     """Before any adaptation: the task's test labels are classes of its head."""
-    source = source_in_pool(family.modelpool, task, "test")
-    with reading(f"the test set of task {task!r} ({source})"):
-        labels = family.test_labels(task)
+    split = family.adaptation_split
+    source = source_in_pool(family.modelpool, task, split)
+    with reading(f"the {split} set of task {task!r} ({source})"):
+        labels = family.adaptation_labels(task)
     check_labels(task, labels, num_classes(head), source)

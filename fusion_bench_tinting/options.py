@@ -65,9 +65,10 @@ def _block_or_head(value: Any) -> bool:
 _BOOLEAN = (is_bool, "true or false")
 
 
-def rules(losses: Iterable[str], input_dtypes: Iterable[str], tensor_dtypes: Iterable[str], init_from: Iterable[str]) -> Dict[str, Tuple[Test, str]]:
+def rules(losses: Iterable[str], input_dtypes: Iterable[str], tensor_dtypes: Iterable[str], init_from: Iterable[str],
+          splits: Iterable[str] = ("test", "val", "train")) -> Dict[str, Tuple[Test, str]]:
     """Option -> (test, what is allowed). The choices that other modules own are passed in."""
-    losses, input_dtypes, tensor_dtypes, init_from = map(tuple, (losses, input_dtypes, tensor_dtypes, init_from))
+    losses, input_dtypes, tensor_dtypes, init_from, splits = map(tuple, (losses, input_dtypes, tensor_dtypes, init_from, splits))
     return {
         "max_steps": (or_auto(int_at_least(0)), "'auto' or an integer >= 0 (0 evaluates the initial merge)"),
         "lr": (or_auto(positive_number), "'auto' or a number > 0"),
@@ -98,6 +99,7 @@ def rules(losses: Iterable[str], input_dtypes: Iterable[str], tensor_dtypes: Ite
         "empty_batch": (one_of(("skip", "step")), "one of ['skip', 'step']"),
         "adamerging_weights": (or_none(_is_path), "null or the path of AdaMerging's merging_weights.pt"),
         "surgery_rank": (int_at_least(1), "an integer >= 1 (the reference uses 16)"),
+        "adaptation_data": (one_of(splits), f"one of {list(splits)}: the model pool's datasets the adaptation reads"),
         **{name: _BOOLEAN for name in (
             "clamp_weights", "tie_weights", "strict", "train_coefficients", "train_tinted_layer", "tie_qkv",
             "confidence_filter", "save_weights", "reuse_cache", "profile_steps", "evaluate_on_cached_inputs", "surgery",

@@ -63,11 +63,11 @@ class TeacherPass:
         compute = lambda: self._preprocess_and_teach(family, task, finetuned, head, device)  # noqa: E731
         cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
         key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
-        entry = self._cached_entry(cache, key, family.test_size(task)) if self.reuse_cache else None
+        entry = self._cached_entry(cache, key, family.adaptation_size(task)) if self.reuse_cache else None
         if entry is not None:
             log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
         else:  # without reuse_cache, a fresh entry overwrites the old one
-            entry = self._fill_cache(cache, key, compute, family.test_size(task))
+            entry = self._fill_cache(cache, key, compute, family.adaptation_size(task))
         return self._place(entry["inputs"], device), entry["teacher"].to(device)
 
     def _cached_entry(self, cache: TaskCache, key: str, num_inputs: int) -> Optional[Entry]:
@@ -104,10 +104,11 @@ class TeacherPass:
 
     def _preprocess_and_teach(self, family: ModelFamily, task: str, finetuned: nn.Module, head: nn.Module, device):
         """Preprocess the task's test inputs once, check they fit the model, and run the teacher over them."""
-        source = source_in_pool(family.modelpool, task, "test")
-        with self.profile("preprocess inputs"), reading(f"the test set of task {task!r} ({source})"):
+        split = family.adaptation_split
+        source = source_in_pool(family.modelpool, task, split)
+        with self.profile("preprocess inputs"), reading(f"the {split} set of task {task!r} ({source})"):
             inputs = family.adaptation_inputs(
-                task, batch_size=self.batch_size, num_workers=self._workers(family.test_size(task)),
+                task, batch_size=self.batch_size, num_workers=self._workers(family.adaptation_size(task)),
                 dtype=INPUT_DTYPES[self.input_dtype],
             )
         family.check_inputs(task, inputs, finetuned)

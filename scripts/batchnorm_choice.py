@@ -89,7 +89,7 @@ def _load(pool) -> Tuple[object, nn.Module, Dict[str, nn.Module], Dict[str, nn.M
         backbones[task] = family.load_encoder(task)
         heads[task] = family.load_head(task).eval()
         images = family.adaptation_inputs(task, batch_size=64, num_workers=0, dtype=torch.float32).tensor
-        data[task] = (images, dataset_labels(family.test_dataset(task)))
+        data[task] = (images, dataset_labels(family.adaptation_dataset(task)))
     return family, pretrained, backbones, heads, data
 
 

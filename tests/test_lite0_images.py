@@ -56,3 +56,20 @@ def test_quick_suite_builds_and_model_tinting_beats_task_arithmetic(lite0_quick,
     tasks = {"mnist", "animal_silhouettes", "digits_8x8"}
     assert tasks <= set(tinted) and tasks <= set(merged)  # FusionBench's baseline scored per task with its heads
     assert tinted["average"]["accuracy"] > merged["average"]["accuracy"] + 0.1
+
+
+@pytest.mark.slow
+def test_the_adaptation_split_is_as_large_as_test_and_shares_no_image_with_test_or_fine_tuning(lite0_quick):
+    import hashlib
+
+    from datasets import load_from_disk
+
+    from fusion_bench_tinting.offline.lite0_images import Lite0ImagesSpec
+
+    spec = Lite0ImagesSpec.quick()
+    for task in spec.tasks:
+        splits = {s: load_from_disk(str(lite0_quick / "data" / task / s)) for s in ("test", "train", "val")}
+        hashes = {s: [hashlib.sha256(image.tobytes()).hexdigest() for image in d["image"]] for s, d in splits.items()}
+        assert len(hashes["val"]) == len(hashes["test"]) == spec.test_size
+        test, train, val = (set(hashes[s]) for s in ("test", "train", "val"))
+        assert not val & test and not val & train and not test & train, task

@@ -99,3 +99,20 @@ def test_a_build_of_other_settings_is_wiped_and_one_of_the_same_is_kept(tmp_path
     assert not (tmp_path / "models").exists()
     assert json.loads((tmp_path / "progress.json").read_text()) == {"spec": asdict(strong), "tasks": {}}
     assert _read_progress(tmp_path, quick)["tasks"] == {}
+
+
+def _hashes(folder, column):
+    import hashlib
+
+    from datasets import load_from_disk
+
+    return [hashlib.sha256(repr(value).encode()).hexdigest() for value in load_from_disk(str(folder))[column]]
+
+
+@pytest.mark.slow
+def test_the_adaptation_split_is_as_large_as_test_and_shares_no_input_with_test_or_fine_tuning(quick_minilm_text):
+    for task in TASKS:
+        data = quick_minilm_text / "data" / task
+        test, train, val = (_hashes(data / split, "input_ids") for split in ("test", "train", "val"))
+        assert len(val) == len(test) == MiniLMTextSpec.quick().test_size
+        assert not set(val) & set(test) and not set(val) & set(train) and not set(test) & set(train), task

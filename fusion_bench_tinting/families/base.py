@@ -25,6 +25,8 @@ from ..errors import TintingConfigError
 from ..input_checks import check_image_shape, check_not_empty, source_of
 
 PRETRAINED = "_pretrained_"
+#: the model pool's dataset splits, each a possible ``adaptation_data``
+SPLITS = ("test", "val", "train")
 
 
 def processed_images(
@@ -56,9 +58,11 @@ class ModelFamily(ABC):
     default_lr_coefficients_only: float = 1e-3
     default_max_steps: int = 500
 
-    def __init__(self, modelpool: BaseModelPool, device: torch.device):
+    def __init__(self, modelpool: BaseModelPool, device: torch.device, adaptation_split: str = "test"):
         self.modelpool = modelpool
         self.device = device
+        #: which of the pool's datasets the adaptation reads: ``test`` (the paper's), ``val`` or ``train``
+        self.adaptation_split = adaptation_split
         #: extra keyword arguments of ``torch.func.functional_call`` (``tie_weights``, ``strict``)
         self.functional_call_kwargs: Dict[str, Any] = {}
         #: where a task-specific projection between the encoder body and the classifier goes, for
@@ -82,13 +86,19 @@ class ModelFamily(ABC):
 
     def validate_task(self, task: str) -> None:
         """Raise :class:`TintingConfigError` if ``task`` cannot be adapted (no data, no head, ...)."""
-        if task not in self.modelpool.test_dataset_names:
+        split = self.adaptation_split
+        if task not in self.adaptation_configs():
+            splits = [s for s in SPLITS if task in (getattr(self.modelpool, f"_{s}_datasets", None) or {})]
             raise TintingConfigError(
-                f"Task {task!r} of the model pool has no test dataset (test datasets: "
-                f"{self.modelpool.test_dataset_names}). Model Tinting adapts on each task's unlabelled "
-                "test inputs; add it under `modelpool.test_datasets`."
+                f"method.adaptation_data={split}: task {task!r} has no {split} dataset in the model pool (it has "
+                f"{splits or 'no dataset'}). Model Tinting adapts on each task's unlabelled {split} inputs; add it "
+                f"under `modelpool.{split}_datasets` or choose one of {splits}."
             )
-        check_not_empty(task, self.test_size(task), source_of(self.modelpool._test_datasets[task]))
+        check_not_empty(task, self.adaptation_size(task), source_of(self.adaptation_configs()[task]))
+
+    def adaptation_configs(self) -> Mapping[str, Any]:
+        """The pool's dataset configs of the adaptation split, by task."""
+        return getattr(self.modelpool, f"_{self.adaptation_split}_datasets", None) or {}
 
     # ----- models ------------------------------------------------------------------------------
     @abstractmethod
@@ -156,7 +166,7 @@ class ModelFamily(ABC):
             "task": task,
             "model": describe_source(pool._models[task]),
             "pretrained": describe_source(pool._models[PRETRAINED]) if PRETRAINED in pool._models else None,
-            "dataset": describe_source(pool._test_datasets[task]),
+            "dataset": describe_source(self.adaptation_configs()[task]),
         }
         for attribute in ("_processor", "_tokenizer", "_classification_heads"):
             value = getattr(pool, attribute, None)
@@ -173,20 +183,22 @@ class ModelFamily(ABC):
     ) -> AdaptationInputs:
         """The task's unlabelled test inputs (only rows ``indices`` when given), preprocessed once."""
 
-    def test_size(self, task: str) -> int:
-        """Number of samples in the task's test set."""
-        return len(self.test_dataset(task))
+    def adaptation_size(self, task: str) -> int:
+        """Number of samples in the task's adaptation set."""
+        return len(self.adaptation_dataset(task))
 
-    def test_labels(self, task: str) -> Optional[Tensor]:
-        """The task's test labels when they can be read without decoding its inputs, else None."""
+    def adaptation_labels(self, task: str) -> Optional[Tensor]:
+        """The adaptation set's labels when they can be read without decoding its inputs, else None (never
+        used to adapt: only to check they are classes of the task's head)."""
         from ..evaluation.task_aware import dataset_labels
 
-        return dataset_labels(self.test_dataset(task))
+        return dataset_labels(self.adaptation_dataset(task))
 
-    def test_dataset(self, task: str) -> Any:
-        """The task's test set as the pool loads it, loaded once (sizes, labels and inputs all read it)."""
+    def adaptation_dataset(self, task: str) -> Any:
+        """The task's adaptation set as the pool loads it, loaded once (sizes, labels and inputs all read it)."""
         if task not in self._datasets:
-            self._datasets[task] = self.modelpool.load_test_dataset(task)
+            load = getattr(self.modelpool, f"load_{self.adaptation_split}_dataset")
+            self._datasets[task] = load(task)
         return self._datasets[task]
 
     def input_shape(self, encoder: nn.Module) -> Optional[Sequence[int]]:
@@ -197,7 +209,7 @@ class ModelFamily(ABC):
         """Before the teacher pass: the preprocessed inputs fit the encoder, or an error naming the task."""
         expected = self.input_shape(encoder)
         if expected is not None and isinstance(inputs, TensorInputs):
-            check_image_shape(task, inputs.tensor.shape[1:], expected, source_of(self.modelpool._test_datasets[task]))
+            check_image_shape(task, inputs.tensor.shape[1:], expected, source_of(self.adaptation_configs()[task]))
 
     def token_mask(self, inputs: Any) -> Optional[Tensor]:
         """A (batch, length) mask of the real tokens of a padded text batch; None for other inputs."""

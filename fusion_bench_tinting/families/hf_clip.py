@@ -44,8 +44,8 @@ def zero_shot_embeddings(clip_model, tokenizer, classnames: Sequence[str], templ
 class HFCLIPVisionFamily(ModelFamily):
     modelpool: CLIPVisionModelPool
 
-    def __init__(self, modelpool: CLIPVisionModelPool, device: torch.device):
-        super().__init__(modelpool, device)
+    def __init__(self, modelpool: CLIPVisionModelPool, device: torch.device, **options: Any):
+        super().__init__(modelpool, device, **options)
         self._text_embeddings: Dict[str, Tensor] = {}
         self._processor = None
         self.visual_projection: Optional[nn.Module] = None
@@ -112,7 +112,7 @@ class HFCLIPVisionFamily(ModelFamily):
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TensorInputs:
-        return processed_images(self.test_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
+        return processed_images(self.adaptation_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
                                 dtype=dtype, indices=indices, desc=f"Preprocessing {task}")
 
 

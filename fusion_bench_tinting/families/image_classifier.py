@@ -100,8 +100,8 @@ def architecture_of(model: nn.Module, name: str) -> Architecture:
 class ImageClassifierFamily(ModelFamily):
     """FusionBench's ConvNeXt, DINOv2 and (transformers) ResNet image-classification pools."""
 
-    def __init__(self, modelpool, device: torch.device):
-        super().__init__(modelpool, device)
+    def __init__(self, modelpool, device: torch.device, **options: Any):
+        super().__init__(modelpool, device, **options)
         self._architecture: Optional[Tuple[str, Architecture]] = None
         self._last: Optional[Tuple[str, nn.Module]] = None  # the encoder and head of a task come from one load
         self._processor = None
@@ -185,7 +185,7 @@ class ImageClassifierFamily(ModelFamily):
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TensorInputs:
-        return processed_images(self.test_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
+        return processed_images(self.adaptation_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
                                 dtype=dtype, indices=indices, desc=f"Preprocessing {task}")
 
 

