@@ -11,7 +11,9 @@
 # output folder (default docs/minilm_levers, docs/<SUITE>_levers for another SUITE; of its runs/ folder git
 # keeps each run's program_report.json, status.json and TensorBoard events, enough for a later call to reuse a
 # finished run). REUSE_ONLY=1 starts no run and tabulates the finished ones (missing seeds are named in the
-# table). Extra arguments go to every fusion_bench run (default: fabric.accelerator=cpu).
+# table). PROTOCOLS=transductive,inductive also runs every adaptive row adapting on the suite's val inputs
+# (row <name>@inductive; default: transductive only, the paper's protocol). Extra arguments go to every
+# fusion_bench run (default: fabric.accelerator=cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-500}
@@ -57,4 +59,5 @@ rows=${ROWS:-$BASELINES,$(IFS=,; echo "${names[*]}")}
 extra=("$@")
 [ ${#extra[@]} -gt 0 ] || extra=(fabric.accelerator=cpu)
 [ -z "${REUSE_ONLY:-}" ] || arguments+=(--reuse-only)
-exec python scripts/compare.py --suite "$SUITE" --out "$OUT" --methods "$rows" --seeds "$SEEDS" "${arguments[@]}" -- "${extra[@]}"
+exec python scripts/compare.py --suite "$SUITE" --out "$OUT" --methods "$rows" --seeds "$SEEDS" \
+  --protocols "${PROTOCOLS:-transductive}" "${arguments[@]}" -- "${extra[@]}"

@@ -235,3 +235,34 @@ def test_a_runs_output_goes_to_its_log_and_to_the_screen_when_asked(tmp_path, ca
     assert capsys.readouterr().out == "" and (tmp_path / "quiet.log").read_bytes() == b"step 1\nbar\r"
     with open(tmp_path / "slow.log", "w") as log:  # past its time: stopped, reported as timed out
         assert run_to_log([sys.executable, "-c", "import time; time.sleep(30)"], log, 1.0, echo=True) is None
+
+
+def test_both_protocols_run_each_adaptive_method_twice_and_data_free_ones_once(tmp_path, monkeypatch):
+    from fusion_bench_tinting.comparison import cli, runner
+
+    commands = []
+
+    def fake_run(command, stdout, **kwargs):
+        log_dir = next(a.split("=", 1)[1] for a in command if a.startswith("path.log_dir="))
+        accuracy = 0.6 if "method.adaptation_data=val" in command else 0.7
+        (runner.Path(log_dir) / "program_report.json").write_text(json.dumps({"t": {"accuracy": accuracy},
+                                                                             "average": {"accuracy": accuracy}}))
+        commands.append(command)
+        return runner.subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(cli, "composed_config", lambda suite: {"modelpool": {"_target_": "x.SequenceClassificationEncoderPool"}})
+    args = parse_arguments(["--suite", "minilm_text", "--out", str(tmp_path), "--methods", "task_arithmetic,model_tinting",
+                            "--set", "model_tinting:method.max_steps=3", "--protocols", "transductive,inductive"])
+    try:
+        result = compare(args)
+    finally:
+        METHODS.pop("model_tinting@inductive", None)
+    assert list(result["runs"]) == ["task_arithmetic", "model_tinting", "model_tinting@inductive"]
+    inductive = next(c for c in commands if "method.adaptation_data=val" in c)
+    assert "method.max_steps=3" in inductive and "method=model_tinting" in inductive
+    assert sum("method=model_tinting" in c for c in commands) == 2 and sum("method=task_arithmetic" in c for c in commands) == 1
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert "Model Tinting [inductive: adapts on val]" in markdown and "Rows marked *[inductive]*" in markdown
+    with pytest.raises(SystemExit):
+        parse_arguments(["--suite", "s", "--out", "x", "--protocols", "semi"])

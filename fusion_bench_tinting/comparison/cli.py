@@ -2,6 +2,8 @@
 
     python scripts/compare.py --suite clip-vit-base-patch32_TA8 --out comparisons/b32_ta8
     python scripts/compare.py --suite minilm_text --out docs/minilm_text --analyses all -- fabric.accelerator=cpu
+    python scripts/compare.py --suite minilm_text --out both --methods emr_merging,model_tinting \
+        --protocols transductive,inductive -- fabric.accelerator=cpu
     python scripts/compare.py --suite minilm_text --out levers --methods model_tinting,mt_merged_pooler \
         --variant mt_merged_pooler=model_tinting --set mt_merged_pooler:method.head_projection=merged --seeds 42,1,2
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import analyses as analysis
-from .methods import DEFAULT_METHODS, METHODS, family_of, register_variant
+from .methods import DEFAULT_METHODS, INDUCTIVE_SUFFIX, METHODS, PROTOCOLS, family_of, inductive_twin, register_variant
 from .plots import bar_chart, radar_chart
 from .runner import RunResult, Suite, composed_config, run_method, seeds_for
 from .tables import build_rows, calibration_table, csv_table, markdown_table, published_for
@@ -44,6 +46,10 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="an extra row NAME running METHOD with the --set overrides of NAME (repeatable)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 42,1,2: methods that draw at "
                         "random run once per seed; tables show mean and standard deviation")
+    parser.add_argument("--protocols", default="transductive",
+                        help="comma-separated from transductive (adapt on the test inputs, as the paper) and inductive "
+                        "(adapt on the pool's val inputs, score on its test inputs): each adaptive method of ours runs "
+                        "under each; data-free methods once")
     parser.add_argument("--reuse-only", action="store_true", help="start no run: tabulate the finished runs in "
                         "--out (a method's missing seeds are named in the table, a method with none is marked)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each method")
@@ -64,7 +70,24 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if bad:
         parser.error(f"unknown analyses {bad}; choose from {list(analysis.ANALYSES)}")
     args.analyses = chosen
+    args.protocols = [p for p in args.protocols.split(",") if p]
+    if not args.protocols or set(args.protocols) - set(PROTOCOLS):
+        parser.error(f"--protocols {','.join(args.protocols)!r}: comma-separated from {list(PROTOCOLS)}")
     return args
+
+
+def rows_under_protocols(methods: List[str], protocols: List[str], per_method: Dict[str, List[str]]) -> List[str]:
+    """The comparison's rows: every method under each protocol it can run (``<name>@inductive`` adapting on the
+    pool's val inputs, with ``name``'s own overrides added to ``per_method``), data-free methods once."""
+    rows = []
+    for name in methods:
+        twin = inductive_twin(name) if "inductive" in protocols else None
+        if "transductive" in protocols or twin is None:
+            rows.append(name)
+        if twin is not None:
+            per_method[twin] = [*per_method.get(name, []), f"method.adaptation_data={PROTOCOLS['inductive']}"]
+            rows.append(twin)
+    return rows
 
 
 def _register_variants(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -96,7 +119,7 @@ def compare(args: argparse.Namespace) -> Dict:
         extra.append("++taskpool.save_predictions=true")
 
     runs: Dict[str, List[RunResult]] = {}
-    for name in args.methods.split(","):
+    for name in rows_under_protocols(args.methods.split(","), args.protocols, per_method):
         for seed in seeds_for(name, args.seeds):
             which = name if seed is None else f"{name} (seed {seed})"
             print(f"[compare] {which} ...", flush=True)
@@ -119,6 +142,11 @@ def compare(args: argparse.Namespace) -> Dict:
 
     ece_tasks, ece_rows = build_rows(list(runs.values()), metric="ece")
     markdown = f"## {title}\n\n" + markdown_table(tasks, rows, published)
+    if any(name.endswith(INDUCTIVE_SUFFIX) for name in runs):
+        markdown += ("\nRows marked *[inductive]* adapted on the model pool's `val` inputs (apart from the test inputs) "
+                     "and were scored on its test inputs: how the merge does on inputs it has not seen. The other "
+                     "adaptive rows adapted on the test inputs they were scored on (transductive, the paper's "
+                     "protocol).\n")
     calibration = calibration_table(ece_tasks, ece_rows)
     if calibration:
         markdown += "\n### Calibration\n\n" + calibration
@@ -136,6 +164,7 @@ def compare(args: argparse.Namespace) -> Dict:
         "calibration_rows": ece_rows,
         "published": {k: {"value": v[0], "source": v[1]} for k, v in published.items()},
         "seeds": args.seeds,
+        "protocols": args.protocols,
         "runs": {name: [{"seed": r.seed, "status": r.status, "reason": r.reason, "seconds": r.seconds,
                          "command": r.command, "log_dir": r.log_dir, "report": r.report} for r in group]
                  for name, group in runs.items()},

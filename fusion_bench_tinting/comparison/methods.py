@@ -21,6 +21,8 @@ class MethodSpec:
     adaptive: bool = False  # uses the test inputs (test-time adaptation)
     #: the override that sets the run's seed (``--seeds``); None: the method draws nothing at random
     seed_key: Optional[str] = None
+    #: takes ``method.adaptation_data``: it can adapt on other inputs than the scored ones (inductive)
+    chooses_adaptation_data: bool = False
 
     def overrides_for(self, family: str) -> Optional[List[str]]:
         return self.overrides.get(family, self.overrides.get("*"))
@@ -47,18 +49,21 @@ METHODS: Dict[str, MethodSpec] = {
     "emr_merging": MethodSpec("EMR-Merging", {"*": ["method=emr_merging/emr_merging"]}),
     # FusionBench 0.2.33 has no LOT Merging: this plugin's implementation, for every family
     "lot_merging": MethodSpec(
-        "LOT Merging (this plugin)", {"*": ["method=lot_merging"]}, adaptive=True, seed_key="method.seed"
+        "LOT Merging (this plugin)", {"*": ["method=lot_merging"]}, adaptive=True, seed_key="method.seed",
+        chooses_adaptation_data=True,
     ),
     "model_tinting": MethodSpec(
-        "Model Tinting", {"*": ["method=model_tinting"]}, ours=True, adaptive=True, seed_key="method.seed"
+        "Model Tinting", {"*": ["method=model_tinting"]}, ours=True, adaptive=True, seed_key="method.seed",
+        chooses_adaptation_data=True,
     ),
     "model_tinting_plusplus": MethodSpec(
-        "Model Tinting++", {"*": ["method=model_tinting_plusplus"]}, ours=True, adaptive=True, seed_key="method.seed"
+        "Model Tinting++", {"*": ["method=model_tinting_plusplus"]}, ours=True, adaptive=True, seed_key="method.seed",
+        chooses_adaptation_data=True,
     ),
     # not in the default list: Model Tinting started from the LOT-merged encoder
     "model_tinting_lot": MethodSpec(
         "Model Tinting from LOT", {"*": ["method=model_tinting", "method.init_from=lot"]}, ours=True, adaptive=True,
-        seed_key="method.seed",
+        seed_key="method.seed", chooses_adaptation_data=True,
     ),
     # not in the default list: AdaMerging's entropy objective run by our implementation (coefficients
     # only), for families where FusionBench has no AdaMerging
@@ -68,6 +73,7 @@ METHODS: Dict[str, MethodSpec] = {
         ours=True,
         adaptive=True,
         seed_key="method.seed",
+        chooses_adaptation_data=True,
     ),
 }
 DEFAULT_METHODS = [
@@ -87,6 +93,24 @@ def register_variant(name: str, base: str, overrides: List[str]) -> MethodSpec:
     shown = ", ".join(o.removeprefix("method.") for o in overrides)
     METHODS[name] = replace(spec, label=f"{spec.label} ({shown})" if shown else spec.label)
     return METHODS[name]
+
+
+#: the protocols a comparison can score adaptive methods under, and the split each adapts on
+PROTOCOLS = {"transductive": "test", "inductive": "val"}
+INDUCTIVE_SUFFIX = "@inductive"
+
+
+def inductive_twin(name: str) -> Optional[str]:
+    """Register row ``<name>@inductive``: ``name`` adapting on the pool's ``val`` inputs while scored on its test
+    inputs (its overrides: ``name``'s plus ``method.adaptation_data=val``, see the comparison's ``--set``).
+    None for a method that cannot choose its adaptation data (FusionBench's AdaMerging, data-free methods)."""
+    spec = METHODS[name]
+    if not spec.chooses_adaptation_data:
+        return None
+    twin = name + INDUCTIVE_SUFFIX
+    if twin not in METHODS:
+        METHODS[twin] = replace(spec, label=f"{spec.label} [inductive: adapts on val]")
+    return twin
 
 
 def not_available_reason(name: str, family: str) -> Optional[str]:

@@ -23,6 +23,7 @@ from fusion_bench.utils.pylogger import get_rankzero_logger
 from ..caching import library_versions
 from ..errors import one_line_config_errors, reports_config_errors
 from ..families import PRETRAINED, family_for
+from ..families.base import SPLITS
 from ..merging import check_same_parameters
 from ..options import check_values, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
 from ..suites import SuiteTaskPoolMixin
@@ -44,6 +45,7 @@ LOT_RULES = {
     "batch_size": (int_at_least(1), "an integer >= 1"),
     "num_workers": (int_at_least(0), "an integer >= 0"),
     "seed": (is_int, "an integer"),
+    "adaptation_data": (one_of(SPLITS), f"one of {list(SPLITS)}: the model pool's datasets the samples come from"),
 }
 
 
@@ -71,6 +73,8 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
         statistics_dtype: dtype of the accumulated Gram matrices and of the solve.
         batch_size, num_workers: the statistics pass's batches and data loading.
         seed: picks the samples.
+        adaptation_data: the model pool's datasets the samples come from (``test``: the scored inputs, as the
+            paper; ``val`` or ``train``: other inputs).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 42,
+        adaptation_data: str = "test",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -90,7 +95,7 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
 
     @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
-        family = family_for(modelpool, self.fabric)
+        family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
         device = torch.device(self.fabric.device)
         tasks = family.task_names()
         for task in tasks:
@@ -126,6 +131,7 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
             "ridge": float(self.ridge),
             "merge_time_s": round(time.perf_counter() - start, 3),
             "seed": int(self.seed),
+            "adaptation_data": {"split": self.adaptation_data, "transductive": self.adaptation_data == "test"},
             "versions": library_versions(),
             **solver.summary(),
         }
