@@ -36,7 +36,7 @@ from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
 from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
 from .memory import explain_out_of_memory
-from .options import check_init_values, check_values, option_defaults, resolve_auto, rules
+from .options import check_init_values, check_known, check_values, option_defaults, resolve_auto, rules
 from .preparation import Preparation, build_merger, load_tasks
 from .results import adaptation_report, finish_run, load_saved, tinted_state
 from .run_state import TintingRun
@@ -111,9 +111,11 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         adaptation_data: str = "test",
         **kwargs,
     ):
+        with one_line_config_errors():  # before any model is loaded: a bad option never wastes a run
+            check_known(kwargs, option_defaults(type(self)), "config/method/model_tinting.yaml")
         super().__init__(**kwargs)
         with one_line_config_errors():
-            self._check_options()  # before any model is loaded: a bad option never wastes a run
+            self._check_options()
 
     # ----- options -----------------------------------------------------------------------------
     @property

@@ -114,6 +114,24 @@ def check_values(values: Mapping[str, Any], option_rules: Mapping[str, Tuple[Tes
             raise TintingConfigError(f"method.{name}={values[name]!r}: {allowed}.")
 
 
+#: keys FusionBench's own serialisable base class takes beside a method's options
+FUSION_BENCH_KEYS = ("_recursive_", "_usage_", "_version_")
+
+
+def check_known(given: Iterable[str], options: Iterable[str], config_file: str) -> None:
+    """Refuse an option the method does not have (``+method.max_step=20`` would otherwise run a full default
+    run with a warning mid-log), naming the closest one."""
+    import difflib
+
+    known = list(options)
+    for name in given:
+        if name in known or name in FUSION_BENCH_KEYS:
+            continue
+        closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean method.{closest[0]}? " if closest else ""
+        raise TintingConfigError(f"method.{name}: no such option; {hint}Every option is listed in {config_file}.")
+
+
 def check_init_values(init_values: Any, clamp: bool, clamp_range: Tuple[float, float]) -> None:
     """An initial coefficient outside the clamp range would sit on its edge, where the clamp's gradient is
     zero: it could never move."""

@@ -161,3 +161,18 @@ def test_a_config_error_is_one_line_without_traceback_from_the_command(tiny_suit
     assert "Traceback" not in output
     full = run_cli_subprocess(args, tmp_path / "full", check=False, env={"FUSION_BENCH_TINTING_TRACEBACK": "1"})
     assert full.returncode != 0 and "Traceback" in full.stdout + full.stderr
+
+
+@pytest.mark.parametrize("method, option, closest", [
+    ("model_tinting", "max_step", "max_steps"),
+    ("model_tinting_plusplus", "confidence_filtr", "confidence_filter"),
+    ("lot_merging", "num_sample", "num_samples"),
+])
+def test_an_unknown_option_stops_before_any_model_is_loaded_naming_the_closest(tiny_suites, tmp_path, method, option, closest):
+    """Hydra suggests `+method.x=...` for an option the config lacks; that spelling must not start a default run."""
+    args = ["--config-dir", str(tiny_suites / "config"), f"method={method}", "modelpool=tiny-clip_TA4", f"+method.{option}=20"]
+    result = run_cli_subprocess(args, tmp_path / "log", check=False)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 2, output[-2000:]
+    assert output.splitlines()[-1].startswith(f"Configuration error: method.{option}: no such option; did you mean method.{closest}?")
+    assert "Task vectors and teacher outputs" not in output and not (tmp_path / "log" / "program_report.json").exists()

@@ -140,3 +140,16 @@ def test_plugin_discovery_alone_makes_fusion_bench_open_clip_pool_importable():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ok")
+
+
+def test_the_constructors_refuse_unknown_options_and_accept_fusion_bench_keys():
+    from fusion_bench_tinting import LOTMergingAlgorithm, ModelTintingAlgorithm, ModelTintingPlusPlus
+    from fusion_bench_tinting.errors import TintingConfigError
+
+    for cls, wrong, closest in [(ModelTintingAlgorithm, "max_step", "max_steps"), (ModelTintingPlusPlus, "lrr", "lr"),
+                                (LOTMergingAlgorithm, "ridg", "ridge")]:
+        with pytest.raises(TintingConfigError, match=rf"method.{wrong}: no such option; did you mean method.{closest}\?"):
+            cls(**{wrong: 1})
+        cls(_recursive_=False, _usage_="a note")  # FusionBench's own keys
+    with pytest.raises(TintingConfigError, match=r"method.frobnicate: no such option; Every option"):
+        ModelTintingAlgorithm(frobnicate=1)

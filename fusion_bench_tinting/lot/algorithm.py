@@ -25,7 +25,7 @@ from ..errors import one_line_config_errors, reports_config_errors
 from ..families import PRETRAINED, family_for
 from ..families.base import SPLITS
 from ..merging import check_same_parameters
-from ..options import check_values, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
+from ..options import check_known, check_values, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
 from ..suites import SuiteTaskPoolMixin
 from ..tinted_model import TintedModel, TintModulator
 from .expert_pass import observe_expert
@@ -89,8 +89,10 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
         adaptation_data: str = "test",
         **kwargs,
     ):
-        super().__init__(**kwargs)
         with one_line_config_errors():  # before any model is loaded
+            check_known(kwargs, LOT_RULES, "config/method/lot_merging.yaml")
+        super().__init__(**kwargs)
+        with one_line_config_errors():
             check_values({name: getattr(self, name) for name in LOT_RULES}, LOT_RULES)
 
     @reports_config_errors
