@@ -39,6 +39,10 @@ LEVERS=(
   "mt_lot|model_tinting|method.init_from=lot"
   # calibration: the teacher's probabilities as soft targets instead of its labels
   "mt_soft_ce|model_tinting|method.loss=soft_ce"
+  # generalization (inputs other than the scored ones; PROTOCOLS=inductive adds <row>@inductive, adapting on val):
+  # the fine-tuning inputs (2000 per task, four times the val split) as adaptation data
+  "mt_train|model_tinting|method.adaptation_data=train"
+  "mt_train_soft_ce|model_tinting|method.adaptation_data=train method.loss=soft_ce"
   # AdaMerging's objective (entropy, coefficients only, heads and pooler as FusionBench's AdaMerging leaves
   # them, its learning rate) in our loop: FusionBench has no AdaMerging for BERT. Its seed 42 run's
   # merging_weights.pt is the start of mt_adamerging.
