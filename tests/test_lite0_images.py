@@ -73,3 +73,14 @@ def test_the_adaptation_split_is_as_large_as_test_and_shares_no_image_with_test_
         assert len(hashes["val"]) == len(hashes["test"]) == spec.test_size
         test, train, val = (set(hashes[s]) for s in ("test", "train", "val"))
         assert not val & test and not val & train and not test & train, task
+
+
+def test_a_system_without_apt_get_is_told_which_systems_build_the_debian_source(tmp_path, monkeypatch):
+    from fusion_bench_tinting.offline import sources
+
+    def no_apt(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "apt-get")
+
+    monkeypatch.setattr(sources.subprocess, "run", no_apt)
+    with pytest.raises(RuntimeError, match=r"'dataset-fashion-mnist' could not be downloaded .*Debian or Ubuntu.*--quick"):
+        sources.debian_member(tmp_path, "dataset-fashion-mnist", "/usr/share/x.gz")

@@ -50,7 +50,14 @@ def debian_member(folder: Path, package: str, member: str) -> Path:
     debs.mkdir(parents=True, exist_ok=True)
     found = list(debs.glob(f"{package}_*.deb"))
     if not found:
-        subprocess.run(["apt-get", "download", package], cwd=debs, check=True, capture_output=True)
+        try:
+            subprocess.run(["apt-get", "download", package], cwd=debs, check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise RuntimeError(
+                f"Debian package {package!r} could not be downloaded with `apt-get download` ({error}): this source "
+                "builds on Debian or Ubuntu with apt's package lists (`apt-get update` first); elsewhere put its "
+                f".deb file into {debs} by hand. The quick build (`--quick`) needs no Debian package."
+            ) from error
         found = list(debs.glob(f"{package}_*.deb"))
     data = _ar_member(found[0].read_bytes(), "data.tar")
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
