@@ -266,3 +266,28 @@ def test_both_protocols_run_each_adaptive_method_twice_and_data_free_ones_once(t
     assert "Model Tinting [inductive: adapts on val]" in markdown and "Rows marked *[inductive]*" in markdown
     with pytest.raises(SystemExit):
         parse_arguments(["--suite", "s", "--out", "x", "--protocols", "semi"])
+
+
+def test_adding_a_row_keeps_the_earlier_rows_and_only_restricts_the_table(tmp_path, monkeypatch):
+    from fusion_bench_tinting.comparison import cli, runner
+
+    def fake_run(command, stdout, **kwargs):
+        log_dir = next(a.split("=", 1)[1] for a in command if a.startswith("path.log_dir="))
+        (runner.Path(log_dir) / "program_report.json").write_text(json.dumps({"t": {"accuracy": 0.5}, "average": {"accuracy": 0.5}}))
+        return runner.subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(cli, "composed_config", lambda suite: {"modelpool": {"_target_": "x.SequenceClassificationEncoderPool"}})
+    common = ["--suite", "minilm_text", "--out", str(tmp_path), "--seeds", "42,1"]
+    try:
+        compare(parse_arguments([*common, "--methods", "task_arithmetic,mt_v", "--variant", "mt_v=model_tinting",
+                                 "--set", "mt_v:method.lr=0.1"]))
+        METHODS.pop("mt_v")  # a later call that does not declare the variant again
+        merged = compare(parse_arguments([*common, "--methods", "emr_merging"]))
+        assert list(merged["runs"]) == ["task_arithmetic", "mt_v", "emr_merging"]
+        assert [r["seed"] for r in merged["runs"]["mt_v"]] == [42, 1] and all(r["status"] == "finished" for r in merged["runs"]["mt_v"])
+        assert "Model Tinting (lr=0.1)" in (tmp_path / "comparison.md").read_text()
+        only = compare(parse_arguments([*common, "--methods", "emr_merging", "--only"]))
+        assert list(only["runs"]) == ["emr_merging"]
+    finally:
+        METHODS.pop("mt_v", None)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import analyses as analysis
-from .methods import DEFAULT_METHODS, INDUCTIVE_SUFFIX, METHODS, PROTOCOLS, family_of, inductive_twin, register_variant
+from .methods import DEFAULT_METHODS, INDUCTIVE_SUFFIX, METHODS, PROTOCOLS, MethodSpec, family_of, inductive_twin, register_variant
 from .plots import bar_chart, radar_chart
 from .runner import RunResult, Suite, composed_config, run_method, seeds_for
 from .tables import build_rows, calibration_table, csv_table, markdown_table, published_for
@@ -50,6 +51,8 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="comma-separated from transductive (adapt on the test inputs, as the paper) and inductive "
                         "(adapt on the pool's val inputs, score on its test inputs): each adaptive method of ours runs "
                         "under each; data-free methods once")
+    parser.add_argument("--only", action="store_true", help="table only the --methods rows (by default the finished "
+                        "rows of an earlier table in --out stay in it, and new rows are added or updated)")
     parser.add_argument("--reuse-only", action="store_true", help="start no run: tabulate the finished runs in "
                         "--out (a method's missing seeds are named in the table, a method with none is marked)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each method")
@@ -105,6 +108,34 @@ def _register_variants(parser: argparse.ArgumentParser, args: argparse.Namespace
             parser.error(str(error))
 
 
+def spec_record(name: str) -> Dict:
+    """What a later call needs to show row ``name`` again without re-declaring it (a variant's label, its kind)."""
+    spec = asdict(METHODS[name])
+    spec.pop("overrides")
+    return spec
+
+
+def earlier_rows(out: Path, family: str, suite: Suite, extra: List[str], current: set) -> Dict[str, List[RunResult]]:
+    """The rows of the table already in ``out`` that this call does not run: their finished runs, read again
+    from ``out/runs`` (nothing is started), so that adding a row to a study keeps the others."""
+    saved = out / "comparison.json"
+    if not saved.exists():
+        return {}
+    earlier = json.loads(saved.read_text())
+    rows: Dict[str, List[RunResult]] = {}
+    for name, group in earlier.get("runs", {}).items():
+        if name in current:
+            continue
+        if name not in METHODS:  # a variant declared by an earlier call
+            record = earlier.get("methods", {}).get(name)
+            if record is None:
+                continue
+            METHODS[name] = MethodSpec(overrides={"*": []}, **record)  # shown again, never run: no overrides needed
+        seeds = [run.get("seed") for run in group] or [None]
+        rows[name] = [run_method(name, family, suite, out, extra, [], None, seed=seed, start=False) for seed in seeds]
+    return rows
+
+
 def compare(args: argparse.Namespace) -> Dict:
     suite = Suite(args.modelpool or args.suite, args.taskpool or args.suite, list(args.config_dir))
     out = Path(args.out).resolve()
@@ -127,6 +158,8 @@ def compare(args: argparse.Namespace) -> Dict:
                                 start=not args.reuse_only)
             runs.setdefault(name, []).append(result)
             print(f"[compare] {which}: {result.status} {result.reason}", flush=True)
+    if not args.only:
+        runs = {**earlier_rows(out, family, suite, extra, set(runs)), **runs}
     results = {name: group[0] for name, group in runs.items()}  # the analyses look at the first seed's run
 
     tasks, rows = build_rows(list(runs.values()))
@@ -164,6 +197,7 @@ def compare(args: argparse.Namespace) -> Dict:
         "calibration_rows": ece_rows,
         "published": {k: {"value": v[0], "source": v[1]} for k, v in published.items()},
         "seeds": args.seeds,
+        "methods": {name: spec_record(name) for name in runs},
         "protocols": args.protocols,
         "runs": {name: [{"seed": r.seed, "status": r.status, "reason": r.reason, "seconds": r.seconds,
                          "command": r.command, "log_dir": r.log_dir, "report": r.report} for r in group]
