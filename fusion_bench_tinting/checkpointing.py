@@ -153,7 +153,10 @@ def resume_state(
     if state is None:
         raise TintingConfigError(f"resume={resume!r}: no readable checkpoint in {store.folder}")
     check_resumable(state["fingerprint"], run_fingerprint, str(path), option_defaults)
-    done = iterations_done(state["trainer"])
+    done, asked = iterations_done(state["trainer"]), state.get("max_steps")
+    if isinstance(asked, int) and done < asked and max_steps < asked:
+        log.warning("The interrupted run asked for %d iterations; this one stops at %d (method.max_steps=%d): add "
+                    "method.max_steps=%d to finish it.", asked, max_steps, max_steps, asked)
     if done > max_steps:
         raise TintingConfigError(
             f"method.max_steps={max_steps} is below the {done} iterations the checkpoint {path} has done: "
@@ -173,7 +176,8 @@ def checkpoint_hook(
     def save(trainer) -> Optional[Path]:
         if store is None:
             return None
-        return store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict()}, trainer.visits)
+        return store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict(),
+                           "max_steps": trainer.options.max_steps}, trainer.visits)
 
     def stop_now(trainer) -> bool:
         if fabric.world_size == 1:

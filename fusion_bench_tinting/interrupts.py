@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
+import sys
 import threading
-from typing import Iterator, NoReturn, Optional
+from typing import Iterator, List, NoReturn, Optional
 
 from .errors import exit_with_message
 
@@ -73,5 +75,13 @@ def exit_interrupted(interrupted: AdaptationInterrupted, log_dir: Optional[str],
         line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
     else:
         line = (f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
-                f"Continue with: method.resume={os.path.normpath(str(log_dir))}")
+                f"Continue with: {resume_command(sys.argv, str(log_dir))}")
     exit_with_message(line if prints else "", EXIT_STATUS)
+
+
+def resume_command(argv: List[str], log_dir: str) -> str:
+    """The command that continues the run: the same command and overrides (``max_steps`` included), with
+    ``method.resume`` set to the absolute path of its log folder and a log folder of its own."""
+    program = os.path.basename(argv[0]) if argv else "fusion_bench"
+    kept = [a for a in argv[1:] if not a.lstrip("+~").startswith(("method.resume=", "path.log_dir="))]
+    return shlex.join([program, *kept, f"method.resume={os.path.abspath(log_dir)}"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import time
@@ -254,11 +256,23 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
     lines = [line for line in errors.read_text().splitlines() if line.strip()]
     assert "Traceback" not in errors.read_text()
     assert lines[-1].startswith("Adaptation stopped by SIGINT; checkpoint written to ")
-    assert lines[-1].endswith(f"Continue with: method.resume={tmp_path / 'stopped'}")
+    printed = shlex.split(lines[-1].split("Continue with: ", 1)[1])
+    assert printed[0] == "fusion_bench" and "method.max_steps=100" in printed  # the original overrides
+    assert printed[-1] == f"method.resume={tmp_path / 'stopped'}" and os.path.isabs(printed[-1].split("=", 1)[1])
     assert len(list((tmp_path / "stopped" / "checkpoints").glob("checkpoint-*.pt"))) == 1  # checkpoint_every=0
     assert not (tmp_path / "stopped" / "model_tinting.safetensors").exists()
 
-    _assert_resumes_to_the_reference(common, uninterrupted, tmp_path, tmp_path / "stopped")
+    # the printed command, pasted (from another folder), reaches the original max_steps, bitwise
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    subprocess.run([*printed, f"path.log_dir={tmp_path / 'resumed'}"], check=True, capture_output=True, cwd=elsewhere)
+    expected = load_file(str(uninterrupted / "model_tinting.safetensors"))
+    actual = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    shorter = subprocess.run([*printed[:-1], "method.max_steps=3", printed[-1], f"path.log_dir={tmp_path / 'short'}"],
+                             capture_output=True, text=True, cwd=elsewhere)
+    said = " ".join(re.sub(r"\S+\.py:\d+", "", shorter.stdout + shorter.stderr).split())  # rich wraps log lines
+    assert "The interrupted run asked for 100 iterations; this one stops at 3 (method.max_steps=3)" in said
 
 
 def test_an_option_added_after_the_checkpoint_resumes_at_its_default_only():
