@@ -60,3 +60,19 @@ def test_every_installed_command_and_script_answers_help():
     result = subprocess.run([sys.executable, "-c", "import runpy, sys\n" + calls], capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr[-800:]
     assert result.stdout.count("usage:") == len(commands) + len(scripts)
+
+
+def test_the_quick_look_command_builds_the_smoke_suite_and_tables_both_methods(tmp_path):
+    import re
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## See it work", 1)[1]
+    command = re.search(r"```bash\n(.+?)\n```", block, re.S).group(1).strip()
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    table = (tmp_path / "outputs" / "quick-look" / "comparison.md").read_text()
+    for label in ("Task Arithmetic", "Model Tinting"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {label}") or line.startswith(f"| **{label}"))
+        assert re.search(r"\d+\.\d", row), row  # a finished run with numbers
+    assert "| Model Tinting" in result.stdout  # printed, not only written
