@@ -33,6 +33,12 @@ class NonFiniteError(TintingConfigError):
     label = "Non-finite values"
 
 
+class HubUnreachableError(TintingConfigError):
+    """A model or dataset that is neither in the local Hugging Face cache nor fetchable from the hub."""
+
+    label = "Cannot fetch from the model hub"
+
+
 class SaveError(TintingConfigError):
     """A result file that could not be written at the end of a run (a full or read-only log folder)."""
 

@@ -155,3 +155,35 @@ def test_images_of_another_size_than_the_model_reads_are_refused(tiny_suites, tm
     pool._processor = str(processor)
     with pytest.raises(TintingConfigError, match=r"images of task 'eurosat' .* have shape \(3, 24, 24\), but the model expects \(3, 32, 32\)"):
         _run(pool)
+
+
+def test_a_model_the_hub_would_have_to_provide_is_reported_as_unreachable_with_the_ways_forward(tiny_suites, tmp_path):
+    from conftest import run_cli_subprocess
+
+    args = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
+            "modelpool.models.eurosat=nobody/absent-model"]
+    result = run_cli_subprocess(args, tmp_path / "log", check=False,
+                                env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")})
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert result.returncode == 2
+    assert last.startswith("Cannot fetch from the model hub: the model of task 'eurosat' (nobody/absent-model) is not in "
+                           "the local Hugging Face cache and the hub cannot be reached")
+    assert "fusion-bench-tinting-hub-ids --suite" in last and "modelpool=minilm_text" in last
+    assert "Configuration error" not in last
+
+
+def test_the_hub_ids_of_a_suite_become_download_lines():
+    from fusion_bench_tinting.hub_ids import download_lines
+
+    config = {
+        "modelpool": {"_target_": "fusion_bench.modelpool.CLIPVisionModelPool", "models": {
+            "_pretrained_": "openai/clip-vit-base-patch32", "svhn": {"pretrained_model_name_or_path": "tanganke/m_svhn"},
+            "local": "/tmp"}, "test_datasets": {
+            "svhn": {"_target_": "datasets.load_dataset", "_args_": ["svhn", "cropped_digits"], "split": "test"},
+            "sun397": {"_target_": "datasets.load_dataset", "path": "tanganke/sun397", "split": "test"}}},
+        "taskpool": {"clip_model": "openai/clip-vit-base-patch32"},
+    }
+    assert download_lines(config) == [
+        "huggingface-cli download openai/clip-vit-base-patch32", "huggingface-cli download tanganke/m_svhn",
+        "huggingface-cli download --repo-type dataset svhn", "huggingface-cli download --repo-type dataset tanganke/sun397",
+    ]
