@@ -291,3 +291,43 @@ def test_adding_a_row_keeps_the_earlier_rows_and_only_restricts_the_table(tmp_pa
         assert list(only["runs"]) == ["emr_merging"]
     finally:
         METHODS.pop("mt_v", None)
+
+
+def _inside_figure(figure) -> list:
+    """The texts (tick labels, legend entries) that a renderer places outside the figure."""
+    figure.canvas.draw()
+    renderer, box = figure.canvas.get_renderer(), figure.bbox
+    texts = [t for axes in figure.axes for t in axes.get_yticklabels() + axes.get_xticklabels() if t.get_text()]
+    texts += [t for legend in figure.legends for t in legend.get_texts()]
+    outside = []
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        if extent.x0 < box.x0 - 1 or extent.x1 > box.x1 + 1 or extent.y0 < box.y0 - 1 or extent.y1 > box.y1 + 1:
+            outside.append(text.get_text())
+    return outside
+
+
+def test_charts_keep_long_labels_inside_the_figure_and_show_the_gap_to_the_best_baseline(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from fusion_bench_tinting.comparison.methods import register_variant
+    from fusion_bench_tinting.comparison.plots import bar_figure, best_baseline, gap_chart, radar_figure
+
+    register_variant("mt_long", "model_tinting", ["method.init_from=lot", "method.head_projection=merged",
+                                                  "method.loss=soft_ce", "method.adaptation_data=val"])
+    try:
+        tasks = ["movie_sentiment", "movie_subjectivity", "health_news_outlet"]
+        rows = [
+            {"method": m, "label": METHODS[m].label, "status": "finished", "seeds": [42],
+             **dict(zip(tasks, values)), "average": sum(values) / 3}
+            for m, values in [("individual", [80, 99, 55]), ("task_arithmetic", [50, 95, 40]),
+                              ("emr_merging", [78, 100, 50]), ("mt_long", [79, 100, 53])]
+        ]
+        assert best_baseline(tasks, rows) == {"movie_sentiment": 78, "movie_subjectivity": 100, "health_news_outlet": 50}
+        for figure in (bar_figure(rows, "minilm_text (seq_cls)"), radar_figure(tasks, rows, "minilm_text")):
+            assert _inside_figure(figure) == []
+            plt.close(figure)
+        gap_chart(tasks, rows, tmp_path / "gap.png", "minilm_text")
+        assert (tmp_path / "gap.png").stat().st_size > 0
+    finally:
+        METHODS.pop("mt_long", None)

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 
 from . import analyses as analysis
 from .methods import DEFAULT_METHODS, INDUCTIVE_SUFFIX, METHODS, PROTOCOLS, MethodSpec, family_of, inductive_twin, register_variant
-from .plots import bar_chart, radar_chart
+from .plots import bar_chart, best_baseline, gap_chart, radar_chart
 from .runner import RunResult, Suite, composed_config, run_method, seeds_for
 from .tables import build_rows, calibration_table, csv_table, markdown_table, published_for
 
@@ -189,6 +189,8 @@ def compare(args: argparse.Namespace) -> Dict:
     (out / "comparison.csv").write_text(csv_table(tasks, rows))
     if tasks:
         radar_chart(tasks, rows, out / "radar.png", title)
+        if best_baseline(tasks, rows) and any(METHODS[r["method"]].ours for r in rows):
+            gap_chart(tasks, rows, out / "gap_to_best_baseline.png", title)
     bar_chart(rows, out / "bars.png", title)
     everything = {
         "suite": {"modelpool": suite.modelpool, "taskpool": suite.taskpool, "family": family, "config_dirs": suite.config_dirs},
