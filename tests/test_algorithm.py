@@ -134,7 +134,7 @@ def test_init_values_auto_and_explicit(tiny_suites):
 def test_task_without_test_dataset_is_refused(tiny_suites):
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
     del pool._test_datasets["stl10"]
-    with pytest.raises(TintingConfigError, match="Task 'stl10' of the model pool has no test dataset"):
+    with pytest.raises(TintingConfigError, match=r"adaptation_data=test: task .stl10. has no test dataset in the model pool \(it has \[.train.\]\)"):
         _run(pool)
 
 
