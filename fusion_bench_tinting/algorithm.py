@@ -34,11 +34,11 @@ from .families import family_for
 from .families.base import SPLITS
 from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
-from .losses import CLASSIFICATION_LOSSES, check_loss_for_regression
+from .losses import LOSSES, check_loss_for_regression
 from .memory import explain_out_of_memory
 from .options import check_init_values, check_known, check_values, option_defaults, resolve_auto, rules
 from .preparation import Preparation, build_merger, load_tasks
-from .results import adaptation_report, finish_run, load_saved, tinted_state
+from .results import adaptation_report, finish_run, load_saved, saved_task_tensors
 from .run_state import TintingRun
 from .suites import SuiteTaskPoolMixin
 from .surgery import check_surgery_options
@@ -124,7 +124,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
 
     def _check_options(self) -> None:
         """Types, ranges and combinations of every option (see :mod:`.options`)."""
-        option_rules = rules(CLASSIFICATION_LOSSES, INPUT_DTYPES, TENSOR_DTYPES, INIT_FROM, SPLITS)
+        option_rules = rules(LOSSES, INPUT_DTYPES, TENSOR_DTYPES, INIT_FROM, SPLITS)
         check_values({name: getattr(self, name) for name in option_rules}, option_rules)
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
@@ -207,7 +207,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             task_names=run.tasks,
             coefficient_groups=run.merger.group_names,
             tinted_layer=str(self.tinted_layer),
-            tinted_shapes={s.name: {k: v.shape for k, v in tinted_state(s).items()} for s in run.states},
+            tinted_shapes={s.name: {k: v.shape for k, v in saved_task_tensors(s).items()} for s in run.states},
             origin=self._origin(),
         )
         load_saved(saved, run.merger, run.states)

@@ -66,7 +66,8 @@ def _cosine(student: Tensor, teacher: Tensor) -> Tensor:
     return 1.0 - F.cosine_similarity(student, teacher, dim=-1)
 
 
-CLASSIFICATION_LOSSES: Dict[str, PerSampleLoss] = {
+#: every objective by name: classification losses and the value-by-value ones that also fit regression heads
+LOSSES: Dict[str, PerSampleLoss] = {
     "ce": _hard_label_ce,
     "soft_ce": _soft_label_ce,
     "kl": _kl,
@@ -106,7 +107,7 @@ def per_sample_loss(name: str, student: Tensor, teacher: Tensor) -> Tensor:
     student, teacher = student.float(), teacher.float()
     if student.shape[-1] == 1:  # regression head: squared error unless a distance loss is asked for
         return REGRESSION_LOSSES[name](student, teacher)
-    return CLASSIFICATION_LOSSES[name](student, teacher)
+    return LOSSES[name](student, teacher)
 
 
 def confidence_filter(student: Tensor, teacher: Tensor) -> Tensor:

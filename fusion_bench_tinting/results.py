@@ -28,7 +28,7 @@ SPARSITY_THRESHOLD = 1e-5
 HEAD_ENCODER_PREFIX = "encoder."
 
 
-def tinted_state(state: TaskState) -> Dict[str, Tensor]:
+def saved_task_tensors(state: TaskState) -> Dict[str, Tensor]:
     """What is saved of a task: its tinted block or head, and the encoder tensors of its head."""
     own = {HEAD_ENCODER_PREFIX + n: p.detach() for n, p in state.head_encoder.items()}
     if state.block:
@@ -116,7 +116,7 @@ def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[Ta
         task_names=[s.name for s in states],
         coefficient_groups=merger.group_names,
         coefficients=merger.coefficients.detach(),
-        tinted={s.name: tinted_state(s) for s in states},
+        tinted={s.name: saved_task_tensors(s) for s in states},
         tinted_layer=tinted_layer,
         extra_metadata={"origin": origin},
     )

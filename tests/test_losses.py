@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fusion_bench_tinting.errors import TintingConfigError
-from fusion_bench_tinting.losses import CLASSIFICATION_LOSSES, confidence_filter, per_sample_loss
+from fusion_bench_tinting.losses import LOSSES, confidence_filter, per_sample_loss
 
 
 def test_confidence_filter_on_hand_made_logits():
@@ -68,7 +68,7 @@ def test_unknown_loss_is_refused_with_the_choices():
 
     with pytest.raises(TintingConfigError, match=r"method.loss='hinge': one of \['ce'"):
         ModelTintingAlgorithm(loss="hinge")
-    assert set(CLASSIFICATION_LOSSES) >= {"ce", "soft_ce", "kl", "js", "entropy", "l1", "l2", "cosine"}
+    assert set(LOSSES) >= {"ce", "soft_ce", "kl", "js", "entropy", "l1", "l2", "cosine"}
 
 
 def test_a_dense_prediction_gets_one_loss_and_one_filter_decision_per_pixel():
