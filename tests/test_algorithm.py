@@ -164,8 +164,10 @@ def test_finetuned_model_with_another_architecture_is_refused(tiny_suites, tmp_p
     CLIPVisionModel(config).save_pretrained(tmp_path / "other")
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
     pool._models["fashion_mnist"] = str(tmp_path / "other")
-    with pytest.raises(ArchitectureMismatchError, match="'fashion_mnist' \\(.*\\) does not have the pretrained model's architecture.*shape mismatch"):
+    with pytest.raises(ArchitectureMismatchError, match=rf"'fashion_mnist' \({tmp_path / 'other'}\) does not have the "
+                       "pretrained model's architecture.*shape mismatch") as error:
         _run(pool)
+    assert isinstance(error.value, TintingConfigError) and "\n" not in str(error.value)  # one line from the CLI, exit 2
 
 
 def test_tinted_block_out_of_range_is_refused(tiny_suites):
