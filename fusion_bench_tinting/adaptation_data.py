@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 #: label-like columns left out when two splits' inputs are compared
 LABEL_COLUMNS = {"label", "labels", "idx"}
+#: rows turned into Python objects at a time (a large image split is never held twice in memory)
+CHUNK_ROWS = 1024
 
 
 def input_hashes(dataset: Any) -> Optional[Set[str]]:
@@ -28,8 +30,9 @@ def input_hashes(dataset: Any) -> Optional[Set[str]]:
     columns = [c for c in table.column_names if c not in LABEL_COLUMNS]
     if not columns:
         return None
-    rows = table.select(columns).to_pylist()
-    return {hashlib.blake2b(repr(row).encode(), digest_size=16).hexdigest() for row in rows}
+    table = table.select(columns)
+    return {hashlib.blake2b(repr(row).encode(), digest_size=16).hexdigest()
+            for start in range(0, table.num_rows, CHUNK_ROWS) for row in table.slice(start, CHUNK_ROWS).to_pylist()}
 
 
 def warn_about_overlap(task: str, split: str, adaptation_dataset: Any, test_dataset: Any) -> Optional[int]:
