@@ -129,14 +129,12 @@ class CheckpointStore:
         for path in reversed(self.files()):
             try:
                 return self.fabric.load(path, weights_only=True), path
-            except pickle.UnpicklingError as error:
-                if "weights only" in str(error).lower():
+            except Exception as error:  # truncated or otherwise unreadable file, or one naming other objects
+                if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
                     raise TintingConfigError(
                         f"Refusing checkpoint {path}: it holds objects other than tensors and plain data, which "
                         "this method never writes (loading it could run code). Delete it or resume from another run."
                     ) from None
-                log.warning("Checkpoint %s cannot be read (%s); trying the previous one.", path, error)
-            except Exception as error:  # truncated or otherwise unreadable file
                 log.warning("Checkpoint %s cannot be read (%s); trying the previous one.", path, error)
         return None, None
 

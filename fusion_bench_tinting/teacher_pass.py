@@ -63,11 +63,12 @@ class TeacherPass:
         compute = lambda: self._preprocess_and_teach(family, task, finetuned, head, device)  # noqa: E731
         cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
         key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
-        entry = self._cached_entry(cache, key, family.adaptation_size(task)) if self.reuse_cache else None
+        size = family.adaptation_size(task)
+        entry = self._cached_entry(cache, key, size) if self.reuse_cache else None
         if entry is not None:
             log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
         else:  # without reuse_cache, a fresh entry overwrites the old one
-            entry = self._fill_cache(cache, key, compute, family.adaptation_size(task))
+            entry = self._fill_cache(cache, key, compute, size)
         return self._place(entry["inputs"], device), entry["teacher"].to(device)
 
     def _cached_entry(self, cache: TaskCache, key: str, num_inputs: int) -> Optional[Entry]:
