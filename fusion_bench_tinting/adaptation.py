@@ -26,11 +26,10 @@ from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
 
 from fusion_bench.utils.pylogger import get_rankzero_logger
+from .console import progress
 from .compiled import compile_merge_and_encoder, compile_merged_features, mark_step_begin
 from .data import AdaptationInputs, EpochSampler
 from .errors import NonFiniteError
@@ -452,7 +451,7 @@ class TintingTrainer:
             # one all-reduce: the window's loss and each task's latest loss (each process holds its share)
             losses = self.data_parallel.all_reduce_sum(torch.stack([self._window_loss, *(loss.float() for loss in self._last_loss)])).tolist()
             mean_loss = losses[0] / count
-            progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps)
+            progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps, refresh=False)
             if self.log_metrics is not None:
                 metrics = {"train/loss": mean_loss, **self._coefficient_metrics()}
                 metrics.update({f"train/loss/{t.name}": loss for t, loss in zip(self.tasks, losses[1:])})
@@ -488,14 +487,11 @@ class TintingTrainer:
         """Adapt until ``max_steps`` iterations are done (from where :meth:`load_state_dict` left off).
         ``on_visit`` is called after every task step (sequential) or joint step, e.g. to checkpoint."""
         start = time.perf_counter()
-        progress = tqdm(
-            total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation", dynamic_ncols=True,
-            disable=rank_zero_only.rank != 0,  # one bar for all data-parallel processes
-        )
+        bar = progress(total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation")
         try:
-            first_iteration = self._iterate(progress, on_visit, start)
+            first_iteration = self._iterate(bar, on_visit, start)
         finally:  # also when a callback stops the run (Ctrl-C): the bar is done before anything is printed
-            progress.close()
+            bar.close()
         self._settle_empty_steps()
         self.seconds += time.perf_counter() - start
         kept = [int(k) for k in self._kept]

@@ -27,10 +27,11 @@ from .adaptation import AdaptationOptions, TintingTrainer
 from .caching import library_versions
 from .checkpointing import checkpoint_hook, fingerprint, restore_and_store
 from .compiled import compile_options
+from .console import log_effective_options, quiet_run, show_profile
 from .atomic import write_atomically
 from .errors import NonFiniteError, SaveError, TintingConfigError, one_line_config_errors, reports_config_errors
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
-from .families import family_for
+from .families import ModelFamily, family_for
 from .families.base import SPLITS
 from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
@@ -155,25 +156,32 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
     @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         self._check_options()
-        run = self._setup(modelpool)
-        saved = load_tinting(self.weights) if self.weights else None
-        preparation = self._preparation()
-        build_merger(run, preparation, self.profile)
-        load_tasks(run, preparation, self.fabric, self.profile, with_teachers=saved is None)
-        if saved is not None:
-            self._load_saved(run, saved)
-        else:
-            self._adapt(run)
-        self.print_profile_summary()
-        return self._result(run)
+        family = self._family(modelpool)
+        with quiet_run(family.expected_load_report):
+            run = self._setup(family)
+            log_effective_options(self.method_name, run.tasks, self._resolved_values(run))
+            saved = load_tinting(self.weights) if self.weights else None
+            preparation = self._preparation()
+            build_merger(run, preparation, self.profile)
+            load_tasks(run, preparation, self.fabric, self.profile, with_teachers=saved is None)
+            if saved is not None:
+                self._load_saved(run, saved)
+            else:
+                self._adapt(run)
+            show_profile(self, self.log_dir)
+            return self._result(run)
 
-    def _setup(self, modelpool: BaseModelPool) -> TintingRun:
-        """The model family of the pool, its tasks (each checked before anything is loaded) and the values
-        that the ``auto`` options stand for."""
+    def _family(self, modelpool: BaseModelPool) -> ModelFamily:
         family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
         family.functional_call_kwargs = {"tie_weights": self.tie_weights, "strict": self.strict}
         family.head_projection = self.head_projection
         family.taskpool_config = getattr(getattr(self, "_program", None), "_taskpool", None)
+        return family
+
+    def _setup(self, family: ModelFamily) -> TintingRun:
+        """The pool's tasks (each checked before anything is loaded) and the values that the ``auto`` options
+        stand for."""
+        modelpool = family.modelpool
         tasks = family.task_names()
         split = self.adaptation_data
         for task in tasks:

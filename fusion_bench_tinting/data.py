@@ -9,8 +9,8 @@ import torch
 from lightning.fabric.utilities.data import suggested_max_num_workers
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
+
+from .console import progress
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def cache_inputs(
     mean, std = (torch.tensor(v, dtype=torch.float32) for v in normalization) if quantize else (None, None)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=CachedDtypeCollate(dtype, mean, std))
     chunks = []
-    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=rank_zero_only.rank != 0):
+    for batch in progress(loader, desc=desc, nested=True):
         if quantize and batch.dtype != torch.uint8:  # this batch is off the 8-bit grid: all of it float16
             log.warning("%s: the preprocessed images are not on an 8-bit grid; caching them as float16.", desc)
             quantize, chunks = False, [normalise_pixels(c, mean, std).to(torch.float16) for c in chunks]

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager, Optional, Tuple, Union
 
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
+from .console import progress
 from .adamerging_start import load_adamerging_weights
 from .families import PRETRAINED
 from .finite import check_finite
@@ -104,9 +103,7 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
     teacher_pass = TeacherPass(fabric, options.input_dtype, options.preprocess_batch_size, options.num_workers,
                                options.reuse_cache, options.inputs_on_device, profile)
     material = TaskMaterial()
-    progress = tqdm(run.tasks, desc="Task vectors and teacher outputs", dynamic_ncols=True,
-                    disable=rank_zero_only.rank != 0)
-    for index, task in enumerate(progress):
+    for index, task in enumerate(progress(run.tasks, desc="Task vectors and teacher outputs")):
         with profile("load fine-tuned"):
             source = source_in_pool(family.modelpool, task)
             with reading(f"the model of task {task!r} ({source})"):

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 
 from fusion_bench.utils.pylogger import get_rankzero_logger
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
 from .adamerging_start import ADAMERGING_FILE, save_merging_weights
 from .adaptation import AdaptationStats, TaskState
 from .merging import LayerWiseMerger
@@ -120,12 +122,12 @@ def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[Ta
         tinted_layer=tinted_layer,
         extra_metadata={"origin": origin},
     )
-    log.info("Saved merging coefficients and tinted layers to %s", path)
+    written = [WEIGHTS_FILE]
     if origin == "task_arithmetic" and merger.one_coefficient_per_tensor:
         # weights of the pretrained model's task vectors: AdaMerging's layout
-        merging_weights = os.path.join(log_dir, ADAMERGING_FILE)
-        save_merging_weights(merging_weights, merger.coefficients)
-        log.info("Saved the coefficients in AdaMerging's layout to %s", merging_weights)
+        save_merging_weights(os.path.join(log_dir, ADAMERGING_FILE), merger.coefficients)
+        written.append(f"{ADAMERGING_FILE} (AdaMerging's layout)")
+    rank_zero_only(print)(f"Saved in {os.path.abspath(log_dir)}: {', '.join(written)}", flush=True)
     return path
 
 

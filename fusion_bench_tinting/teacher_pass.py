@@ -17,9 +17,8 @@ from typing import Any, Callable, ContextManager, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
+from .console import progress
 from .caching import TaskCache, library_versions
 from .data import AdaptationInputs, resolve_num_workers
 from .families import ModelFamily
@@ -130,8 +129,7 @@ class TeacherPass:
         outputs = []
         batches = inputs.batches(self.batch_size, device, torch.float32)
         total = -(-len(inputs) // self.batch_size)
-        for batch in tqdm(batches, total=total, desc="Teacher outputs", leave=False, dynamic_ncols=True,
-                          disable=rank_zero_only.rank != 0):
+        for batch in progress(batches, total=total, desc="Teacher outputs", nested=True):
             with self.fabric.autocast():
                 outputs.append(head(family.encode(encoder, batch)).float())
         return torch.cat(outputs)

@@ -18,11 +18,15 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
+from ..console import bars_of, quiet_run
+
 log = logging.getLogger(__name__)
 
 #: largest difference allowed between a cached input and the task pool's own preprocessing of the same
 #: sample (float16 caching is within 2e-3 of it; another resize or crop differs by far more)
 CACHED_INPUT_TOLERANCE = 1e-2
+#: the report :func:`print_report_table` printed last (FusionBench's program need not list it again)
+last_printed_report: Optional[Dict[str, Any]] = None
 
 
 class TaskAwareEvaluation:
@@ -86,7 +90,8 @@ class TaskAwareEvaluation:
     def _evaluate_task_aware(self, evaluate, model: nn.Module, *args, **kwargs) -> Dict[str, Any]:
         self._model_under_evaluation = model
         try:
-            report = evaluate(model, *args, **kwargs)
+            with quiet_run(), bars_of(self):
+                report = evaluate(model, *args, **kwargs)
         finally:
             self._model_under_evaluation = None
         _average_calibration_error(report)
@@ -130,7 +135,8 @@ def print_report_table(report: Dict[str, Any]) -> None:
     method = report.get("adaptation", {}).get("method", "merged model")
     table = Table(title=f"{method}: {'score' if key == 'score' else 'accuracy'} per task (%)", min_width=48)
     table.add_column("task")
-    table.add_column("metric" if key == "score" else "", justify="left")
+    if key == "score":
+        table.add_column("metric", justify="left")
     table.add_column(key, justify="right")
     table.add_column("ECE", justify="right")  # expected calibration error, %, where reported
 
@@ -139,11 +145,15 @@ def print_report_table(report: Dict[str, Any]) -> None:
 
     for task, result in report.items():
         if isinstance(result, dict) and key in result and task != "average":
-            table.add_row(task, result.get("metric", ""), _percent(result[key]), ece(result))
+            metric = [result.get("metric", "")] if key == "score" else []
+            table.add_row(task, *metric, _percent(result[key]), ece(result))
     average = report.get("average", {})
     if key in average:
-        table.add_row("[bold]average[/bold]", "", f"[bold]{_percent(average[key])}[/bold]", ece(average))
+        metric = [""] if key == "score" else []
+        table.add_row("[bold]average[/bold]", *metric, f"[bold]{_percent(average[key])}[/bold]", ece(average))
     Console().print(table)
+    global last_printed_report
+    last_printed_report = report
 
 
 def _percent(value: Any) -> str:

@@ -14,6 +14,7 @@ After evaluation they add the model's ``report_extras`` (adaptation figures) to 
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from torch import nn
 
@@ -62,8 +63,11 @@ def _recorded_evaluation(pool, evaluate, classifier, test_loader, task_name, log
 class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskPool):
     """``CLIPVisionModelTaskPool`` that switches per-task models to each task (see module doc)."""
 
-    def __init__(self, *args, save_predictions: bool = False, **kwargs):
+    def __init__(self, *args, base_model: Optional[str] = None, save_predictions: bool = False, **kwargs):
+        """``base_model``: FusionBench's CLIP task pool template names it only to fill in ``clip_model`` and
+        ``processor``; taken here so that it is not reported as an unused argument."""
         super().__init__(*args, **kwargs)
+        self.base_model = base_model
         self.save_predictions = save_predictions
 
     def evaluate(self, model, name=None, **kwargs):

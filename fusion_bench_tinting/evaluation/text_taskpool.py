@@ -15,14 +15,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
 from fusion_bench import BaseTaskPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin
 from fusion_bench.taskpool import GPT2TextClassificationTaskPool
 from fusion_bench.utils import instantiate
 
+from ..console import progress
 from ..errors import TintingConfigError
 from ..families.sequence_classification import task_classifier
 from .metrics import average_scores, compute_metrics, loss_of
@@ -81,14 +80,13 @@ class SequenceClassificationTaskPool(TaskAwareEvaluation, LightningFabricMixin, 
         loader_kwargs = {"batch_size": 64, "num_workers": 0, **dict(self.dataloader_kwargs or {})}
         loader_kwargs["shuffle"] = False
         report: Dict = {"name": name} if name is not None else {}
-        for task, dataset_config in tqdm(self.test_datasets.items(), desc="Evaluating tasks", disable=rank_zero_only.rank != 0):
+        for task, dataset_config in progress(self.test_datasets.items(), desc="Evaluating tasks"):
             classifier = self.fabric.to_device(task_classifier(modelpool, task, model))
             dataset = instantiate(dataset_config) if isinstance(dataset_config, DictConfig) else dataset_config
             dataset = dataset.select_columns([c for c in _MODEL_COLUMNS if c in dataset.column_names])
             shard = self._shard(dataset, task)
             logits, labels = [], []
-            for batch in tqdm(DataLoader(shard, collate_fn=collate, **loader_kwargs), desc=task, leave=False,
-                              disable=rank_zero_only.rank != 0):
+            for batch in progress(DataLoader(shard, collate_fn=collate, **loader_kwargs), desc=task, nested=True):
                 labels.append(batch.pop("labels"))
                 batch = {k: v.to(self.fabric.device) for k, v in batch.items()}
                 logits.append(classifier(**batch).logits.float().cpu())

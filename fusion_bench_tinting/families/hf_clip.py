@@ -10,19 +10,21 @@ reproduces the zero-shot logits and is what the reference code trains.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
 from fusion_bench.modelpool import CLIPVisionModelPool
 from fusion_bench.tasks.clip_classification import CLIPTemplateFactory, get_classnames_and_templates
 
+from ..console import progress
 from ..data import TensorInputs
 from ..errors import TintingConfigError
 from .base import PRETRAINED, ModelFamily, processed_images
+
+#: the weights of a whole CLIP checkpoint that ``CLIPVisionModel`` does not read
+CLIP_PARTS_OUTSIDE_THE_VISION_TOWER = ("text_model.", "text_projection", "visual_projection", "logit_scale")
 
 
 @torch.no_grad()
@@ -61,6 +63,10 @@ class HFCLIPVisionFamily(ModelFamily):
                 f"Known tasks: {sorted(known)}."
             )
 
+    def expected_load_report(self, source: str, rows: List[Tuple[str, str]]) -> bool:
+        """A vision tower read from a whole CLIP checkpoint leaves the text tower and the projections unused."""
+        return all(status == "UNEXPECTED" and key.startswith(CLIP_PARTS_OUTSIDE_THE_VISION_TOWER) for key, status in rows)
+
     def load_encoder(self, name: str) -> nn.Module:
         encoder = self.modelpool.load_model(name)
         return encoder.eval().requires_grad_(False)
@@ -82,7 +88,7 @@ class HFCLIPVisionFamily(ModelFamily):
             return
         clip_model = self.modelpool.load_clip_model(PRETRAINED).to(self.device).eval()
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        for task in tqdm(self.task_names(), desc="Zero-shot heads", leave=False, disable=rank_zero_only.rank != 0):
+        for task in progress(self.task_names(), desc="Zero-shot heads", nested=True):
             self._text_embeddings[task] = zero_shot_embeddings(clip_model, tokenizer, *get_classnames_and_templates(task))
         self.visual_projection = copy.deepcopy(clip_model.visual_projection).float().requires_grad_(False)
         self.logit_scale_exp = float(clip_model.logit_scale.exp())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -142,6 +142,13 @@ class SequenceClassificationFamily(ModelFamily):
         if path is None:
             return None
         return AutoConfig.from_pretrained(path, **({"subfolder": subfolder} if subfolder else {}))
+
+    def expected_load_report(self, source: str, rows: List[Tuple[str, str]]) -> bool:
+        """The pretrained encoder read as a classifier gets a new, unused head (each task brings its own)."""
+        pretrained, _ = self._model_path(PRETRAINED)
+        return source == str(pretrained) and all(
+            status == "MISSING" and key.startswith(("classifier.", "score.")) for key, status in rows
+        )
 
     def num_outputs(self, task: str) -> Optional[int]:
         config = self._config(task)

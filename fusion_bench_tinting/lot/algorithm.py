@@ -13,16 +13,15 @@ import time
 from typing import Dict, Union
 
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from tqdm.auto import tqdm
 
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 
+from ..console import progress, quiet_run, show_profile
 from ..caching import library_versions
 from ..errors import one_line_config_errors, reports_config_errors
-from ..families import PRETRAINED, family_for
+from ..families import PRETRAINED, ModelFamily, family_for
 from ..families.base import SPLITS
 from ..merging import check_same_parameters
 from ..options import check_known, check_values, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
@@ -98,6 +97,10 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
     @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
+        with quiet_run(family.expected_load_report):
+            return self._merge(family)
+
+    def _merge(self, family: ModelFamily) -> TintedModel:
         device = torch.device(self.fabric.device)
         tasks = family.task_names()
         for task in tasks:
@@ -112,7 +115,7 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
             statistics_dtype=self.statistics_dtype, device=device,
         )
         heads = {}
-        for task in tqdm(tasks, desc="LOT feature statistics", dynamic_ncols=True, disable=rank_zero_only.rank != 0):
+        for task in progress(tasks, desc="LOT feature statistics"):
             with self.profile("load fine-tuned"):
                 expert = family.load_encoder(task)
                 heads[task] = family.load_head(task)
@@ -126,7 +129,7 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
         with self.profile("closed-form solve"):
             task_vector = solver.task_vector()
         load_offset(pretrained, pretrained_params, task_vector)
-        self.print_profile_summary()
+        show_profile(self, self.log_dir)
         report = {
             "method": "lot_merging",
             "num_samples": int(self.num_samples),

@@ -1,0 +1,69 @@
+"""The plugin's changes to what FusionBench's program prints, for runs of this package's methods only.
+
+FusionBench (0.2.33) prints each object its program builds in a bordered panel with every argument (the
+method's panel repeats the option list the config tree just showed) and, after evaluation, the whole
+report as an indented listing, although the task-aware task pools have already printed it as a table.
+Through FusionBench's own hook for the panels (``instantiate_utils.PRINT_FUNCTION_CALL_FUNC``) each panel
+becomes one line naming what is built, and the report listing is skipped when the table showed that very
+report. Runs of other methods and ``FUSION_BENCH_TINTING_VERBOSE=1`` keep FusionBench's output as it is.
+docs/upstream.md proposes both as FusionBench options.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, Sequence
+
+from .console import verbose
+from .evaluation import task_aware
+
+#: the method configs of this package (``method=<name>`` on the command line)
+OUR_METHODS = ("model_tinting", "model_tinting_plusplus", "lot_merging", "individual")
+_METHOD_ARGUMENT = re.compile(r"^\+*method=(?P<name>[\w/.-]+)$")
+
+
+def runs_our_method(argv: Sequence[str]) -> bool:
+    for argument in argv[1:]:
+        match = _METHOD_ARGUMENT.match(argument)
+        if match and match.group("name").split("/")[-1] in OUR_METHODS:
+            return True
+    return False
+
+
+def one_line_call(panel: Any) -> None:
+    """Print FusionBench's "Instantiate by calling" panel as one line: the name of what is built."""
+    code = getattr(getattr(panel, "renderable", None), "code", None)
+    if not isinstance(code, str):
+        from rich import print as rich_print
+
+        rich_print(panel)
+        return
+    print(f"Instantiate {code.split('(', 1)[0].strip()}", flush=True)
+
+
+def skip_printed_report(print_json: Callable[..., None]) -> Callable[..., None]:
+    """``print_json`` that leaves out a report the task-aware task pool already printed as a table."""
+
+    @functools.wraps(print_json)
+    def wrapper(report: Any, *args: Any, **kwargs: Any) -> None:
+        if report is not None and report is task_aware.last_printed_report:
+            return
+        print_json(report, *args, **kwargs)
+
+    return wrapper
+
+
+def install(argv: Sequence[str]) -> bool:
+    """Make FusionBench's program output compact for a launch of one of our methods; True when done."""
+    if verbose() or not runs_our_method(argv):
+        return False
+    from fusion_bench.programs import fabric_fusion_program
+    from fusion_bench.utils import instantiate_utils
+
+    if not hasattr(instantiate_utils, "PRINT_FUNCTION_CALL_FUNC") or not hasattr(fabric_fusion_program, "print_json"):
+        return False  # another FusionBench version: leave its output alone
+    instantiate_utils.PRINT_FUNCTION_CALL_FUNC = one_line_call
+    if not hasattr(fabric_fusion_program.print_json, "__wrapped__"):
+        fabric_fusion_program.print_json = skip_printed_report(fabric_fusion_program.print_json)
+    return True
