@@ -43,6 +43,11 @@ LEVERS=(
   # the fine-tuning inputs (2000 per task, four times the val split) as adaptation data
   "mt_train|model_tinting|method.adaptation_data=train"
   "mt_train_soft_ce|model_tinting|method.adaptation_data=train method.loss=soft_ce"
+  # fewer iterations (a row's own method.max_steps replaces STEPS)
+  "mt_20_iterations|model_tinting|method.max_steps=20"
+  "mt_50_iterations|model_tinting|method.max_steps=50"
+  "mt_100_iterations|model_tinting|method.max_steps=100"
+  "mt_50_iterations_soft_ce|model_tinting|method.max_steps=50 method.loss=soft_ce"
   # AdaMerging's objective (entropy, coefficients only, heads and pooler as FusionBench's AdaMerging leaves
   # them, its learning rate) in our loop: FusionBench has no AdaMerging for BERT. Its seed 42 run's
   # merging_weights.pt is the start of mt_adamerging.
@@ -55,7 +60,8 @@ arguments=()
 names=()
 for lever in "${LEVERS[@]}"; do
   IFS="|" read -r name base overrides <<< "$lever"
-  arguments+=(--variant "$name=$base" --set "$name:method.max_steps=$STEPS")
+  arguments+=(--variant "$name=$base")
+  [[ "$overrides" == *method.max_steps=* ]] || arguments+=(--set "$name:method.max_steps=$STEPS")
   for override in $overrides; do arguments+=(--set "$name:$override"); done
   names+=("$name")
 done
