@@ -111,13 +111,8 @@ class AdaptationOptions:
     confidence_filter: bool = False
     train_coefficients: bool = True
     train_tinted_layer: bool = True
+    #: iterations between logged loss and coefficient figures
     log_every: int = 10
-    #: learning rate of the coefficients in an Adam group of their own; None: one group with ``lr``
-    coefficient_lr: Optional[float] = None
-    #: ``none``: gradients dropped before each step; ``zero``: zeroed (torch 1.x, the reference's runtime)
-    zero_grad: str = "none"
-    #: a ++ batch with no kept sample: ``skip`` the step, or ``step`` on zero gradients (the reference)
-    empty_batch: str = "skip"
 
 
 @dataclass
@@ -186,11 +181,8 @@ class TintingTrainer:
         #: fp16 autocast (``fabric.precision=16-mixed``): losses are scaled so that small gradients do not
         #: underflow in fp16; a step whose gradients overflow is skipped (Fabric's own GradScaler)
         self.scaler = grad_scaler
-        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc);
-        # with empty_batch=step that step is made on its zero gradients, so there is nothing to cancel
-        self._skip_on_device = (
-            options.confidence_filter and fused and options.update == "sequential" and options.empty_batch == "skip"
-        )
+        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
+        self._skip_on_device = options.confidence_filter and fused and options.update == "sequential"
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
         self._compile(compile_options)
         if options.confidence_filter and any(t.is_regression for t in tasks):
@@ -236,8 +228,8 @@ class TintingTrainer:
 
     def _make_optimizer(self, fused: bool):
         """Adam, defaults, no weight decay, one parameter group (coefficients and every tinted layer) as
-        the reference code; two groups when the coefficients have a learning rate of their own. The fused
-        implementation (default on CUDA) makes the update a couple of kernels instead of a few per tensor."""
+        the reference code. The fused implementation (default on CUDA) makes the update a couple of kernels
+        instead of a few per tensor."""
         options = self.options
         self.merger.coefficients.requires_grad_(options.train_coefficients)
         coefficients = [self.merger.coefficients] if options.train_coefficients else []
@@ -251,12 +243,8 @@ class TintingTrainer:
                     tinted.append(p)
         if not coefficients + tinted:
             raise ValueError("Nothing to train: enable train_coefficients and/or train_tinted_layer.")
-        if options.coefficient_lr is None or not coefficients:
-            groups = [{"params": coefficients + tinted}]
-        else:
-            groups = [{"params": coefficients, "lr": options.coefficient_lr}] + ([{"params": tinted}] if tinted else [])
         optimizer = torch.optim.Adam(
-            groups, lr=options.lr, betas=(0.9, 0.999), weight_decay=0.0, **({"fused": True} if fused else {})
+            coefficients + tinted, lr=options.lr, betas=(0.9, 0.999), weight_decay=0.0, **({"fused": True} if fused else {})
         )
         return optimizer, coefficients + tinted
 
@@ -301,10 +289,6 @@ class TintingTrainer:
                 loss = (losses * keep).sum() / kept.clamp(min=1)
                 self._last_loss[index] = torch.where(self._empty_batch, self._last_loss[index], loss.detach())
                 return loss
-            if self.options.empty_batch == "step":  # zero loss and gradients: Adam steps on its momentum
-                loss = (losses * keep).sum() / kept.clamp(min=1)
-                self._last_loss[index] = torch.where(kept > 0, loss.detach(), self._last_loss[index])
-                return loss
             if not bool(kept > 0):  # host sync: a step on no sample must be skipped
                 return None
             loss = (losses * keep).sum() / kept
@@ -317,7 +301,7 @@ class TintingTrainer:
 
     # ----- loop --------------------------------------------------------------------------------
     def _begin_step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=self.options.zero_grad == "none")
+        self.optimizer.zero_grad(set_to_none=True)
         self._empty_batch = None
         if self._compiled is not None:
             mark_step_begin()

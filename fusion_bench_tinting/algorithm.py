@@ -12,7 +12,7 @@ This module knows nothing of a particular model family: ``families`` adapts each
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
@@ -32,18 +32,17 @@ from .atomic import write_atomically
 from .errors import NonFiniteError, SaveError, TintingConfigError, one_line_config_errors, reports_config_errors
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
 from .families import ModelFamily, family_for
-from .families.base import SPLITS
 from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
-from .losses import LOSSES, check_loss_for_regression
+from .losses import check_loss_for_regression
 from .memory import explain_out_of_memory
-from .options import check_init_values, check_known, check_values, option_defaults, resolve_auto, rules
+from .options import check_init_values, resolve_auto
 from .preparation import Preparation, build_merger, load_tasks
 from .results import adaptation_report, finish_run, load_saved, saved_task_tensors
 from .run_state import TintingRun
 from .suites import SuiteTaskPoolMixin
-from .surgery import check_surgery_options
-from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES
+from .lot.algorithm import LOT_START
+from .tinting_options import TINTING_OPTIONS
 from .tinted_model import TintedModel
 from .weights_io import check_matches, load_tinting, resolve_weights_path
 
@@ -52,7 +51,6 @@ log = get_rankzero_logger(__name__)  # progress and summaries from the global-ze
 
 DEFAULT_SEED = 42
 CONFIG_FILE = "model_tinting_config.yaml"
-INIT_FROM = ("task_arithmetic", "lot", "adamerging")
 
 
 @auto_register_config
@@ -60,63 +58,33 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
     """Model Tinting (docs/algorithm.md): layer-wise merging coefficients and one trainable layer per task,
     adapted together on the unlabelled test inputs against the fine-tuned models' predictions.
 
-    Every option, its default (the reference implementation's) and what it allows is described once, in
-    ``config/method/model_tinting.yaml``; :mod:`.options` checks them when the method is built.
-    ``run`` follows FusionBench's AdaMerging: resolve options -> build the merger -> each task's head, task
+    Every option, its default (the reference implementation's) and what it allows is declared once, in
+    :mod:`.tinting_options` (``config/method/model_tinting.yaml`` is written from it), and checked when the
+    method is built. ``run`` follows FusionBench's AdaMerging: resolve options -> build the merger -> each task's head, task
     vector, inputs and teacher outputs -> adapt (or load saved weights) -> the tinted model and its report.
     """
 
-    def __init__(
-        self,
-        max_steps: Union[int, str] = "auto",
-        lr: Union[float, str] = "auto",
-        batch_size: int = 32,
-        init_values: Union[float, str] = "auto",
-        clamp_weights: bool = True,
-        tie_weights: bool = True,
-        strict: bool = False,
-        tinted_layer: Union[str, int] = "head",
-        train_coefficients: bool = True,
-        train_tinted_layer: bool = True,
-        loss: str = "ce",
-        tie_qkv: bool = False,
-        update: str = "sequential",
-        confidence_filter: bool = False,
-        seed: Optional[int] = None,
-        weights: Optional[str] = None,
-        save_weights: bool = True,
-        input_dtype: str = "uint8",
-        inputs_on_device: Union[bool, str] = "auto",
-        preprocess_batch_size: int = 128,
-        num_workers: Union[int, str] = "auto",
-        log_every: int = 10,
-        checkpoint_every: int = 0,
-        keep_checkpoints: int = 2,
-        resume: Optional[str] = None,
-        reuse_cache: bool = True,
-        init_from: str = "task_arithmetic",
-        lot_num_samples: int = 64,
-        lot_ridge: float = 1e-4,
-        task_vector_dtype: str = "float32",
-        profile_steps: bool = False,
-        compile_step: Union[bool, str] = False,
-        compile_backend: str = "inductor",
-        evaluate_on_cached_inputs: bool = False,
-        head_projection: str = "own",
-        coefficient_lr: Union[float, str, None] = None,
-        zero_grad: str = "none",
-        empty_batch: str = "skip",
-        adamerging_weights: Optional[str] = None,
-        surgery: bool = False,
-        surgery_rank: int = 16,
-        adaptation_data: str = "test",
-        **kwargs,
-    ):
+    def __init__(self, **options):
+        """Every option is declared once, with its default and what it allows, in :mod:`.tinting_options`."""
         with one_line_config_errors():  # before any model is loaded: a bad option never wastes a run
-            check_known(kwargs, option_defaults(type(self)), "config/method/model_tinting.yaml")
-        super().__init__(**kwargs)
+            TINTING_OPTIONS.refuse_unknown(options)
+        super().__init__(**{k: v for k, v in options.items() if k not in TINTING_OPTIONS.names})
         with one_line_config_errors():
             self._check_options()
+
+    __init__.__signature__ = TINTING_OPTIONS.signature()
+
+    # How, not what, a run computes: not options, set on an instance by the speed benchmark (docs/speed.md).
+    #: data-loading workers and batch size of the one preprocessing pass (auto: see ``data.resolve_num_workers``)
+    num_workers: Union[int, str] = "auto"
+    preprocess_batch_size: int = 128
+    #: reuse each task's cached inputs and teacher outputs while their checksums hold
+    reuse_cache: bool = True
+    #: time data/merge/forward/backward/optimizer of each step (adds device syncs)
+    profile_steps: bool = False
+    compile_backend: str = "inductor"
+    log_every: int = 10
+    keep_checkpoints: int = 2
 
     # ----- options -----------------------------------------------------------------------------
     @property
@@ -125,13 +93,11 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
 
     def _check_options(self) -> None:
         """Types, ranges and combinations of every option (see :mod:`.options`)."""
-        option_rules = rules(LOSSES, INPUT_DTYPES, TENSOR_DTYPES, INIT_FROM, SPLITS)
-        check_values({name: getattr(self, name) for name in option_rules}, option_rules)
+        TINTING_OPTIONS.check({name: getattr(self, name) for name in TINTING_OPTIONS.names})
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
         check_init_values(self.init_values, self.clamp_weights, self._clamp_range())
         compile_options(self.compile_step, self.compile_backend)  # raises on a bad mode
-        check_surgery_options(self.surgery, self.tinted_layer, self.train_tinted_layer)
         if self.init_from == "adamerging":
             resolve_adamerging_weights(self.adamerging_weights)  # the file exists, before any model is loaded
             if self.init_values != "auto":
@@ -173,7 +139,6 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
 
     def _family(self, modelpool: BaseModelPool) -> ModelFamily:
         family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
-        family.functional_call_kwargs = {"tie_weights": self.tie_weights, "strict": self.strict}
         family.head_projection = self.head_projection
         family.taskpool_config = getattr(getattr(self, "_program", None), "_taskpool", None)
         return family
@@ -200,11 +165,9 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
 
     def _preparation(self) -> Preparation:
         return Preparation(
-            tinted_layer=self.tinted_layer, tie_qkv=self.tie_qkv, clamp_weights=self.clamp_weights,
+            tinted_layer=self.tinted_layer, clamp_weights=self.clamp_weights,
             clamp_range=self._clamp_range(), task_vector_dtype=self.task_vector_dtype, init_from=self.init_from,
-            adamerging_weights=self.adamerging_weights, lot_num_samples=self.lot_num_samples,
-            lot_ridge=self.lot_ridge, loss=self.loss, surgery_rank=self.surgery_rank if self.surgery else None,
-            seed=self.run_seed, input_dtype=self.input_dtype, preprocess_batch_size=self.preprocess_batch_size,
+            adamerging_weights=self.adamerging_weights, loss=self.loss, seed=self.run_seed, input_dtype=self.input_dtype, preprocess_batch_size=self.preprocess_batch_size,
             num_workers=self.num_workers, reuse_cache=self.reuse_cache, inputs_on_device=self.inputs_on_device,
         )
 
@@ -225,11 +188,12 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         Ctrl-C or SIGTERM, a last checkpoint and one line on how to continue."""
         trainer = self._trainer(run)
         run_fingerprint = fingerprint(
-            run.tasks, OmegaConf.to_container(run.family.modelpool.config, resolve=True), OmegaConf.to_container(self.config)
+            run.tasks, OmegaConf.to_container(run.family.modelpool.config, resolve=True), OmegaConf.to_container(self.config),
+            ignore=TINTING_OPTIONS.not_changing_result(),
         )
         store = restore_and_store(trainer, resume=self.resume, run_fingerprint=run_fingerprint, max_steps=run.max_steps,
                                   log_dir=self.log_dir, keep=self.keep_checkpoints, every=self.checkpoint_every,
-                                  fabric=self.fabric, option_defaults=option_defaults(type(self)))
+                                  fabric=self.fabric, option_defaults=TINTING_OPTIONS.defaults())
         with self.profile("adaptation"), explain_out_of_memory(
             f"Adaptation with batch_size={self.batch_size}",
             "Lower method.batch_size, run under fabric.precision=bf16-mixed, store the task vectors in "
@@ -251,8 +215,6 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             max_steps=run.max_steps, lr=run.lr, batch_size=self.batch_size, loss=self.loss, update=self.update,
             confidence_filter=self.confidence_filter, train_coefficients=self.train_coefficients,
             train_tinted_layer=self.train_tinted_layer, log_every=self.log_every,
-            coefficient_lr=None if self.coefficient_lr is None else float(self.coefficient_lr),
-            zero_grad=self.zero_grad, empty_batch=self.empty_batch,
         )
         pretrained, family = run.pretrained, run.family
         return TintingTrainer(
@@ -280,8 +242,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             report.update(adaptation_report(run.stats, iterations=run.max_steps, lr=run.lr, init_values=run.init_value,
                                             compile_step=self.compile_step, confidence_filter=self.confidence_filter))
         try:
-            model, saved = finish_run(run, report, keep_inputs=self.evaluate_on_cached_inputs,
-                                      save=self.save_weights and self.fabric.is_global_zero, log_dir=self.log_dir,
+            model, saved = finish_run(run, report, save=self.save_weights and self.fabric.is_global_zero, log_dir=self.log_dir,
                                       tinted_layer=str(self.tinted_layer), origin=self._origin())
             if saved:
                 config = self.config
@@ -307,7 +268,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
     def _origin(self) -> str:
         """What the coefficients are relative to (saved with the weights, checked when loading them)."""
         if self.init_from == "lot":
-            return f"lot(num_samples={self.lot_num_samples}, ridge={float(self.lot_ridge)}, seed={self.run_seed})"
+            return f"lot(num_samples={LOT_START['num_samples']}, ridge={float(LOT_START['ridge'])}, seed={self.run_seed})"
         return "task_arithmetic"
 
     def _start_description(self) -> str:

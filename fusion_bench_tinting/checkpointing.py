@@ -15,7 +15,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .adaptation import iterations_done
 from .atomic import remove_stale_temporaries
@@ -25,20 +25,15 @@ from .interrupts import AdaptationInterrupted
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FOLDER = "checkpoints"
-#: method options that do not change the adaptation's result
-NON_SEMANTIC_OPTIONS = {
-    "resume", "checkpoint_every", "keep_checkpoints", "log_every", "save_weights", "num_workers",
-    "preprocess_batch_size", "reuse_cache", "inputs_on_device", "weights",
-    # how fast, not what: a compiled step computes the same function (an eager run may resume compiled)
-    "profile_steps", "compile_step", "compile_backend", "evaluate_on_cached_inputs",
-    # a resumed run may be extended (or end sooner): checked against the iterations done instead
-    "max_steps",
-}
+#: a resumed run may be extended (or end sooner): checked against the iterations done instead
+MAY_CHANGE_ON_RESUME = ("max_steps",)
 
 
-def fingerprint(task_names, modelpool_config: Mapping, method_config: Mapping) -> Dict[str, Any]:
-    """What must be equal for a checkpoint to be resumed: JSON-able, compared key by key."""
-    method = {k: v for k, v in method_config.items() if k not in NON_SEMANTIC_OPTIONS}
+def fingerprint(task_names, modelpool_config: Mapping, method_config: Mapping, ignore: Iterable[str] = ()) -> Dict[str, Any]:
+    """What must be equal for a checkpoint to be resumed: JSON-able, compared key by key; ``ignore``: the
+    method options that do not change the result."""
+    ignored = {*ignore, *MAY_CHANGE_ON_RESUME}
+    method = {k: v for k, v in method_config.items() if k not in ignored}
     return json.loads(json.dumps({"tasks": list(task_names), "modelpool": modelpool_config, "method": method}, default=str))
 
 

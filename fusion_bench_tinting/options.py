@@ -9,8 +9,12 @@ conversion error deep in the run or a silently different run.
 from __future__ import annotations
 
 import inspect
+import textwrap
+from dataclasses import dataclass
 from numbers import Real
-from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Tuple
+
+import yaml
 
 from .errors import TintingConfigError
 
@@ -54,57 +58,70 @@ def or_none(test: Test) -> Test:
     return lambda value: value is None or test(value)
 
 
-def _is_path(value: Any) -> bool:
+def is_path(value: Any) -> bool:
     return isinstance(value, str) and value != ""
 
 
-def _block_or_head(value: Any) -> bool:
-    return value == "head" or (is_int(value) and value >= 0) or (isinstance(value, str) and value.isdigit())
+BOOLEAN = (is_bool, "true or false")
 
 
-_BOOLEAN = (is_bool, "true or false")
+@dataclass(frozen=True)
+class Option:
+    """One method option: its default, the test of a value with the words for what is allowed, its one-line
+    help (the YAML comment) and whether it changes the result (a checkpoint of another value is refused)."""
+
+    name: str
+    default: Any
+    test: Test
+    allowed: str
+    help: str
+    changes_result: bool = True
+    #: the heading of the YAML section this option opens, if any
+    section: str = ""
 
 
-def rules(losses: Iterable[str], input_dtypes: Iterable[str], tensor_dtypes: Iterable[str], init_from: Iterable[str],
-          splits: Iterable[str] = ("test", "val", "train")) -> Dict[str, Tuple[Test, str]]:
-    """Option -> (test, what is allowed). The choices that other modules own are passed in."""
-    losses, input_dtypes, tensor_dtypes, init_from, splits = map(tuple, (losses, input_dtypes, tensor_dtypes, init_from, splits))
-    return {
-        "max_steps": (or_auto(int_at_least(0)), "'auto' or an integer >= 0 (0 evaluates the initial merge)"),
-        "lr": (or_auto(positive_number), "'auto' or a number > 0"),
-        "batch_size": (int_at_least(1), "an integer >= 1"),
-        "init_values": (or_auto(is_number), "'auto' or a number"),
-        "tinted_layer": (_block_or_head, "'head' or the index (>= 0) of a transformer block"),
-        "loss": (one_of(losses), f"one of {list(losses)}"),
-        "update": (one_of(("sequential", "joint")), "'sequential' (reference) or 'joint'"),
-        "seed": (or_none(is_int), "null (the program's seed) or an integer"),
-        "weights": (or_none(_is_path), "null or the path of a saved run"),
-        "input_dtype": (one_of(input_dtypes), f"one of {list(input_dtypes)}"),
-        "inputs_on_device": (or_auto(is_bool), "'auto', true or false"),
-        "preprocess_batch_size": (int_at_least(1), "an integer >= 1"),
-        "num_workers": (or_auto(int_at_least(0)), "'auto' or an integer >= 0"),
-        "log_every": (int_at_least(1), "an integer >= 1"),
-        "checkpoint_every": (int_at_least(0), "an integer >= 0 (0: no checkpoints)"),
-        "keep_checkpoints": (int_at_least(1), "an integer >= 1"),
-        "resume": (or_none(_is_path), "null or a run's log folder"),
-        "init_from": (one_of(init_from), f"one of {list(init_from)}"),
-        "lot_num_samples": (int_at_least(1), "an integer >= 1"),
-        "lot_ridge": (number_at_least(0), "a number >= 0"),
-        "task_vector_dtype": (one_of(tensor_dtypes), f"one of {list(tensor_dtypes)}"),
-        "compile_step": (lambda v: isinstance(v, (bool, str)), "false, true or a torch.compile mode"),
-        "compile_backend": (_is_path, "a torch.compile backend name"),
-        "head_projection": (one_of(("own", "merged")), "one of ['own', 'merged']"),
-        "coefficient_lr": (or_none(positive_number), "null (one learning rate) or a number > 0"),
-        "zero_grad": (one_of(("none", "zero")), "one of ['none', 'zero']"),
-        "empty_batch": (one_of(("skip", "step")), "one of ['skip', 'step']"),
-        "adamerging_weights": (or_none(_is_path), "null or the path of AdaMerging's merging_weights.pt"),
-        "surgery_rank": (int_at_least(1), "an integer >= 1 (the reference uses 16)"),
-        "adaptation_data": (one_of(splits), f"one of {list(splits)}: the model pool's datasets the adaptation reads"),
-        **{name: _BOOLEAN for name in (
-            "clamp_weights", "tie_weights", "strict", "train_coefficients", "train_tinted_layer", "tie_qkv",
-            "confidence_filter", "save_weights", "reuse_cache", "profile_steps", "evaluate_on_cached_inputs", "surgery",
-        )},
-    }
+class Options:
+    """A method's declared options: its constructor signature, checks, checkpoint fingerprint and YAML come
+    from here (``python -m fusion_bench_tinting.options`` rewrites the YAML files)."""
+
+    def __init__(self, config_file: str, options: Sequence[Option]):
+        self.config_file = config_file
+        self.options = {option.name: option for option in options}
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return tuple(self.options)
+
+    def defaults(self) -> Dict[str, Any]:
+        return {name: option.default for name, option in self.options.items()}
+
+    def not_changing_result(self) -> Tuple[str, ...]:
+        return tuple(name for name, option in self.options.items() if not option.changes_result)
+
+    def signature(self) -> inspect.Signature:
+        """``(self, <every option with its default>, **kwargs)``, for FusionBench's ``auto_register_config``."""
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        parameters += [inspect.Parameter(name, keyword, default=o.default) for name, o in self.options.items()]
+        parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+        return inspect.Signature(parameters)
+
+    def refuse_unknown(self, given: Iterable[str]) -> None:
+        check_known(given, self.names, self.config_file)
+
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Refuse the first value that breaks its option's rule."""
+        check_values(values, {name: (o.test, o.allowed) for name, o in self.options.items()})
+
+    def yaml(self, header: str, target: str) -> str:
+        """The method's config file: ``header`` (comment lines), ``_target_`` and every option with its help."""
+        lines = [header.rstrip("\n"), f"_target_: {target}"]
+        for option in self.options.values():
+            if option.section:
+                lines += ["", f"# ----- {option.section} " + "-" * max(3, 100 - len(option.section))]
+            lines += [f"# {line}" for line in textwrap.wrap(option.help, 110)]
+            lines.append(yaml.safe_dump({option.name: option.default}, default_flow_style=False).strip())
+        return "\n".join(lines) + "\n"
 
 
 def check_values(values: Mapping[str, Any], option_rules: Mapping[str, Tuple[Test, str]]) -> None:
@@ -158,16 +175,3 @@ def resolve_auto(lr: Any, max_steps: Any, init_values: Any, *, family_lr: float,
     else:
         init = 0.3 if num_tasks <= 8 else 0.1
     return resolved_lr, (min(steps, 1) if debug else steps), init
-
-
-def option_defaults(cls: type) -> Dict[str, Any]:
-    """Every constructor option of a method class and its default, the subclasses' defaults winning."""
-    defaults: Dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for name, parameter in inspect.signature(init).parameters.items():
-            if parameter.default is not inspect.Parameter.empty:
-                defaults[name] = parameter.default
-    return defaults

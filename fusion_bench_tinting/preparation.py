@@ -19,7 +19,7 @@ from .families import PRETRAINED
 from .finite import check_finite
 from .input_checks import check_test_set, reading, source_in_pool
 from .losses import check_loss_for_regression
-from .lot.algorithm import make_solver
+from .lot.algorithm import LOT_START, make_solver
 from .lot.expert_pass import observe_expert
 from .memory import check_fits, merge_bytes
 from .merging import LayerWiseMerger, check_same_parameters
@@ -34,16 +34,12 @@ class Preparation:
     """The method options that shape the merger and the per-task material (see the method's YAML)."""
 
     tinted_layer: Union[str, int]
-    tie_qkv: bool
     clamp_weights: bool
     clamp_range: Tuple[float, float]
     task_vector_dtype: str
     init_from: str
     adamerging_weights: Optional[str]
-    lot_num_samples: int
-    lot_ridge: float
     loss: str
-    surgery_rank: Optional[int]
     seed: int
     input_dtype: str
     preprocess_batch_size: int
@@ -79,7 +75,6 @@ def build_merger(run: TintingRun, options: Preparation, profile: Profile) -> Non
         init_value=run.init_value,
         clamp=options.clamp_weights,
         clamp_range=options.clamp_range,
-        coefficient_groups=[family.coefficient_group(n, options.tie_qkv) for n in merged_names],
         task_vector_dtype=dtype,
     ).to(run.device)
     if options.init_from == "adamerging":
@@ -98,7 +93,7 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
     pretrained_params = dict(run.pretrained.named_parameters())
     lot = None
     if options.init_from == "lot":
-        lot = make_solver(run.pretrained, merger.names, ridge=options.lot_ridge, fallback_scale="auto",
+        lot = make_solver(run.pretrained, merger.names, ridge=LOT_START["ridge"], fallback_scale="auto",
                           statistics_dtype="float64", device=device)
     teacher_pass = TeacherPass(fabric, options.input_dtype, options.preprocess_batch_size, options.num_workers,
                                options.reuse_cache, options.inputs_on_device, profile)
@@ -120,7 +115,7 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
                                         for n in run.head_encoder_names}
         if lot is not None:
             with profile("LOT statistics"):
-                observe_expert(lot, family, task, pretrained_params, finetuned, num_samples=options.lot_num_samples,
+                observe_expert(lot, family, task, pretrained_params, finetuned, num_samples=LOT_START["num_samples"],
                                seed=options.seed, batch_size=options.preprocess_batch_size,
                                num_workers=options.num_workers, device=device)
         if with_teachers:
@@ -134,5 +129,4 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
     objectives = {task: family.task_objective(task) for task in run.tasks}
     check_loss_for_regression(options.loss, [t for t, head in material.heads.items()
                                              if family.is_regression(head) and objectives[t] is None])
-    run.states = task_states(run.tasks, material, merger, run.block_names, options.surgery_rank, options.seed,
-                             objectives)
+    run.states = task_states(run.tasks, material, merger, run.block_names, objectives)

@@ -131,14 +131,12 @@ def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[Ta
     return path
 
 
-def finish_run(run: "TintingRun", report: Dict[str, Any], *, keep_inputs: bool, save: bool, log_dir: Optional[str],
+def finish_run(run: "TintingRun", report: Dict[str, Any], *, save: bool, log_dir: Optional[str],
                tinted_layer: str, origin: str) -> Tuple[TintedModel, Optional[str]]:
     """The merged model with each task's tinted layer and its report; after an adaptation (``save``), the
     learned coefficients and tinted layers in ``log_dir``. Returns the model and the saved file (or None)."""
     model = tinted_model(run.pretrained, run.merger, run.states, run.block_names, report)
     if run.stats is None:
         return model, None
-    if keep_inputs:
-        model.evaluation_inputs = {state.name: state.inputs for state in run.states}
     saved = save_result(log_dir, run.merger, run.states, tinted_layer, origin) if save else None
     return model, saved

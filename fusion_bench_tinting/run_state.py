@@ -19,7 +19,6 @@ from .data import AdaptationInputs, TensorInputs
 from .errors import TintingConfigError
 from .families import ModelFamily
 from .merging import LayerWiseMerger
-from .surgery import SurgeryHead
 
 
 @dataclass
@@ -67,11 +66,9 @@ def block_parameter_names(family: ModelFamily, encoder: nn.Module, tinted_layer:
 
 
 def task_states(tasks: List[str], material: TaskMaterial, merger: LayerWiseMerger, block_names: List[str],
-                surgery_rank: Optional[int], seed: int,
                 objectives: Optional[Dict[str, Optional[str]]] = None) -> List[TaskState]:
-    """Each task's trainable state: a copy of its head (with a Representation Surgery adapter of
-    ``surgery_rank`` when given), or its own copy of the tinted block taken from the initial merge."""
-    surgery_generator = torch.Generator().manual_seed(seed)
+    """Each task's trainable state: a copy of its head, or its own copy of the tinted block taken from the
+    initial merge."""
     initial = None
     if block_names:
         with torch.no_grad():
@@ -84,8 +81,6 @@ def task_states(tasks: List[str], material: TaskMaterial, merger: LayerWiseMerge
             block = {n: nn.Parameter(v.clone()) for n, v in initial.items()}
         else:
             head = copy.deepcopy(material.heads[task])
-            if surgery_rank is not None:
-                head = SurgeryHead(head, surgery_rank, surgery_generator)
             block = {}
         states.append(
             TaskState(

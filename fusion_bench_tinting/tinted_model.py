@@ -66,9 +66,6 @@ class TintedModel(ModulatedModel):
         super().__init__(backbone, dict(modulators))
         #: figures of the adaptation, copied into the evaluation report by the task-aware task pools
         self.report_extras = report
-        #: the adaptation's preprocessed test inputs per task, for task pools that can evaluate on them
-        #: (set with the method's ``evaluate_on_cached_inputs``)
-        self.evaluation_inputs: Dict[str, Any] = {}
 
     def __getattr__(self, name: str):
         # Behave like the encoder for attributes task pools read from it (e.g. OpenCLIP's

@@ -4,11 +4,10 @@
 #   bash scripts/gpu_session.sh tests   # CUDA tests (CUDA graphs step, sync-free ++, resume, fast configuration),
 #                                       # the preprocessing pass with 8/12 workers, B/32 TA8 loop
 #   bash scripts/gpu_session.sh job     # B/32 TA8 on the real test sets' sizes: the whole job, bf16, compiled
-#   bash scripts/gpu_session.sh job-decoded  # the same, evaluating on freshly decoded test sets (FusionBench's way)
 #   bash scripts/gpu_session.sh large   # L/14 TA20 on one GPU: bf16 task vectors, uint8 inputs, compiled
 # Logs, tables and JSON go to $OUT (or ./gpu-results).
 set -uo pipefail
-part=${1:?tests, job, job-decoded or large}
+part=${1:?tests, job or large}
 out=${OUT:-gpu-results}
 mkdir -p "$out"
 if [ -d .whl ]; then
@@ -29,20 +28,15 @@ case "$part" in
     bench --arch ViT-B-32 --tasks 8 --steps 30 --images 256 \
       --methods adamerging,model_tinting,model_tinting_plusplus,model_tinting_compiled | tee "$out/bench_b32.log"
     ;;
-  job)  # evaluation on the inputs cached for the adaptation (job-decoded: FusionBench decodes them again)
-    bench --arch ViT-B-32 --tasks 8 --steps 500 --images real --precision bf16-mixed \
-      --option input_dtype=uint8 --option evaluate_on_cached_inputs=true --methods model_tinting_compiled \
-      | tee "$out/bench_b32_job.log"
-    ;;
-  job-decoded)
+  job)  # a whole job: adaptation and FusionBench's evaluation
     bench --arch ViT-B-32 --tasks 8 --steps 500 --images real --precision bf16-mixed \
       --option input_dtype=uint8 --methods model_tinting_compiled | tee "$out/bench_b32_job_decoded.log"
     ;;
   large)
     # building the suite writes 21 L/14 towers (~25 GB); one method keeps the call within ten minutes
     bench --arch ViT-L-14 --tasks 20 --steps 20 --images 256 --precision bf16-mixed \
-      --option task_vector_dtype=bfloat16 --option input_dtype=uint8 --option evaluate_on_cached_inputs=true \
+      --option task_vector_dtype=bfloat16 --option input_dtype=uint8 \
       --methods model_tinting_compiled | tee "$out/bench_l14.log"
     ;;
-  *) echo "unknown part $part: tests, job, job-decoded or large" >&2; exit 2 ;;
+  *) echo "unknown part $part: tests, job or large" >&2; exit 2 ;;
 esac

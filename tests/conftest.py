@@ -87,6 +87,22 @@ def cpu_fabric():
     return L.Fabric(accelerator="cpu", devices=1)
 
 
+def build_tinting(cls=None, **settings):
+    """A tinting method from its options plus the settings that are not options (class attributes such as
+    ``reuse_cache`` or ``keep_checkpoints``, set on the instance)."""
+    from fusion_bench_tinting import ModelTintingAlgorithm
+    from fusion_bench_tinting.tinting_options import TINTING_OPTIONS
+
+    cls = cls or ModelTintingAlgorithm
+    options = {k: v for k, v in settings.items() if k in TINTING_OPTIONS.names}
+    algorithm = cls(**options)
+    for name, value in settings.items():
+        if name not in options:
+            assert hasattr(cls, name), f"{name} is neither an option nor a setting of {cls.__name__}"
+            setattr(algorithm, name, value)
+    return algorithm
+
+
 def run_cli(args: List[str], log_dir: Path, accelerator: str = "cpu") -> Dict:
     """Run ``fusion_bench`` in-process (about 3x cheaper than a subprocess) and return its report."""
     from hydra.core.global_hydra import GlobalHydra

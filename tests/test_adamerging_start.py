@@ -15,7 +15,7 @@ def test_starting_from_adamerging_reproduces_its_merged_model(tiny_suites, tmp_p
     config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4"]
     adamerging = run_cli(
         [*config, "method=adamerging/clip", "method.name=clip_layer_wise_adamerging", "method.max_steps=4",
-         "method.num_workers=0", "method.lr=0.05"],
+         "method.lr=0.05"],
         tmp_path / "adamerging",
     )
     saved = torch.load(tmp_path / "adamerging" / "merging_weights.pt", weights_only=True)

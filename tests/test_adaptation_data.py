@@ -62,7 +62,7 @@ def test_an_adaptation_split_that_is_the_test_data_is_warned_about_with_the_coun
 
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
     pool._val_datasets = pool._test_datasets  # the same inputs under another name
-    algorithm = ModelTintingAlgorithm(adaptation_data="val", max_steps=0, reuse_cache=False)
+    algorithm = ModelTintingAlgorithm(adaptation_data="val", max_steps=0)
     algorithm.fabric = cpu_fabric()
     algorithm.run(pool)
     size = len(load_from_disk(pool._test_datasets["eurosat"]["dataset_path"]))
@@ -71,7 +71,7 @@ def test_an_adaptation_split_that_is_the_test_data_is_warned_about_with_the_coun
 
 def test_a_train_split_apart_from_the_test_split_is_not_warned_about(tiny_suites, caplog):
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
-    algorithm = ModelTintingAlgorithm(adaptation_data="train", max_steps=0, reuse_cache=False)
+    algorithm = ModelTintingAlgorithm(adaptation_data="train", max_steps=0)
     algorithm.fabric = cpu_fabric()
     algorithm.run(pool)
     assert "are also test inputs" not in caplog.text

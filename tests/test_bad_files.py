@@ -21,7 +21,7 @@ def _text_pool(tiny_text):
 
 
 def _run(pool):
-    algorithm = ModelTintingAlgorithm(max_steps=1, reuse_cache=False)
+    algorithm = ModelTintingAlgorithm(max_steps=1)
     algorithm.fabric = cpu_fabric()
     return algorithm.run(pool)
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import cpu_fabric, load_pool
+from conftest import build_tinting, cpu_fabric, load_pool
 from torch import nn
 from torch.func import functional_call
 
@@ -178,12 +178,11 @@ def test_compile_options():
 def test_compiled_run_on_a_tiny_suite_reproduces_the_eager_run(suite, request):
     """Through the method's API on real pools of each family (HF CLIP, OpenCLIP's MHA, RoBERTa with
     token batches of varying length): the same coefficients and losses as the eager run."""
-    from fusion_bench_tinting import ModelTintingAlgorithm
 
     root = request.getfixturevalue("tiny_text" if "roberta" in suite else "tiny_suites")
     results = {}
     for compile_step in (False, True):
-        algorithm = ModelTintingAlgorithm(max_steps=3, compile_step=compile_step, compile_backend="aot_eager",
+        algorithm = build_tinting(max_steps=3, compile_step=compile_step, compile_backend="aot_eager",
                                           save_weights=False, reuse_cache=False)
         algorithm.fabric = cpu_fabric()
         model = algorithm.run(load_pool(root, suite))

@@ -101,6 +101,28 @@ def test_method_config_keys_are_the_constructor_arguments(method, cls):
             assert parameters[name].default == value, name
 
 
+@pytest.mark.parametrize("name", ["model_tinting.yaml", "lot_merging.yaml"])
+def test_each_method_config_file_is_its_option_declaration(name):
+    """One declaration per option: the YAML is written from it (python -m fusion_bench_tinting.method_configs)."""
+    from fusion_bench_tinting.method_configs import CONFIG_DIR, METHOD_CONFIGS, rendered
+
+    assert (CONFIG_DIR / name).read_text() == rendered(name), "rewrite it: python -m fusion_bench_tinting.method_configs"
+    options = METHOD_CONFIGS[name][0]
+    assert len(options.names) <= 25
+    assert all(option.help and option.allowed for option in options.options.values())
+
+
+def test_an_option_that_does_not_change_the_result_stays_out_of_the_checkpoint_fingerprint():
+    from fusion_bench_tinting.checkpointing import fingerprint
+    from fusion_bench_tinting.tinting_options import TINTING_OPTIONS
+
+    ignored = TINTING_OPTIONS.not_changing_result()
+    assert {"resume", "checkpoint_every", "compile_step", "weights"} <= set(ignored) and "lr" not in ignored
+    method = TINTING_OPTIONS.defaults()
+    kept = fingerprint(["a"], {}, method, ignore=ignored)["method"]
+    assert set(kept) == set(method) - set(ignored) - {"max_steps"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cwd", ["repo", "elsewhere"])
 def test_cli_finds_our_configs_from_any_folder(cwd, tmp_path):

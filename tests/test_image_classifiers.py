@@ -66,7 +66,7 @@ def _adapt(pool):
 
     from fusion_bench_tinting import ModelTintingAlgorithm
 
-    algorithm = ModelTintingAlgorithm(max_steps=1, reuse_cache=False)
+    algorithm = ModelTintingAlgorithm(max_steps=1)
     algorithm.fabric = cpu_fabric()
     return algorithm.run(pool)
 

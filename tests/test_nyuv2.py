@@ -57,7 +57,7 @@ def _pool(models):
 
 
 def _run(pool):
-    algorithm = ModelTintingAlgorithm(max_steps=1, reuse_cache=False)
+    algorithm = ModelTintingAlgorithm(max_steps=1)
     algorithm.fabric = cpu_fabric()
     return algorithm.run(pool)
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import cpu_fabric, load_pool, run_cli
+from conftest import build_tinting, cpu_fabric, load_pool, run_cli
 from safetensors.torch import load_file
 
 from fusion_bench_tinting import ModelTintingAlgorithm
@@ -199,7 +199,7 @@ def test_resume_on_cuda_ends_within_last_bits_of_an_uninterrupted_run(tiny_suite
     from fusion_bench_tinting.weights_io import WEIGHTS_FILE
 
     def run(folder, **options):
-        algorithm = ModelTintingAlgorithm(max_steps=30, checkpoint_every=40, keep_checkpoints=10, reuse_cache=False, **options)
+        algorithm = build_tinting(max_steps=30, checkpoint_every=40, keep_checkpoints=10, **options)
         algorithm.fabric = L.Fabric(accelerator="cuda", devices=1,
                                     loggers=TensorBoardLogger(root_dir=str(folder), name="", version=""))
         algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
@@ -277,12 +277,12 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
 
 def test_an_option_added_after_the_checkpoint_resumes_at_its_default_only():
     from fusion_bench_tinting.checkpointing import check_resumable, fingerprint
-    from fusion_bench_tinting.options import option_defaults
+    from fusion_bench_tinting.tinting_options import TINTING_OPTIONS
 
-    defaults = option_defaults(ModelTintingAlgorithm)
-    old = fingerprint(["a"], {"pool": 1}, {"lr": 0.01})  # written before `zero_grad` existed
-    check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "zero_grad": "none"}), "ckpt", defaults)
-    with pytest.raises(TintingConfigError, match=r"method\.zero_grad: checkpoint 'none', now 'zero'"):
-        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "zero_grad": "zero"}), "ckpt", defaults)
-    with pytest.raises(TintingConfigError, match=r"method\.zero_grad is new"):
-        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "zero_grad": "none"}), "ckpt")
+    defaults = TINTING_OPTIONS.defaults()
+    old = fingerprint(["a"], {"pool": 1}, {"lr": 0.01})  # written before `update` existed
+    check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "update": "sequential"}), "ckpt", defaults)
+    with pytest.raises(TintingConfigError, match=r"method\.update: checkpoint 'sequential', now 'joint'"):
+        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "update": "joint"}), "ckpt", defaults)
+    with pytest.raises(TintingConfigError, match=r"method\.update is new"):
+        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "update": "sequential"}), "ckpt")

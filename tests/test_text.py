@@ -8,11 +8,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import cpu_fabric, run_cli, run_cli_subprocess
+from conftest import build_tinting, cpu_fabric, run_cli, run_cli_subprocess
 from omegaconf import OmegaConf
 
 from fusion_bench.utils import instantiate
-from fusion_bench_tinting import ModelTintingAlgorithm
 from fusion_bench_tinting.data import TokenInputs
 from fusion_bench_tinting.errors import TintingConfigError
 from fusion_bench_tinting.families import family_for
@@ -27,7 +26,7 @@ def _pool(root, suite):
 
 def _run(pool, **options):
     options.setdefault("max_steps", 3)
-    algorithm = ModelTintingAlgorithm(**options)
+    algorithm = build_tinting(**options)
     algorithm.fabric = cpu_fabric()
     return algorithm.run(pool)
 
@@ -228,37 +227,9 @@ def test_bert_pooler_head_saves_and_loads_to_the_same_scores(tiny_text, tmp_path
         run_cli([*config, f"method.weights={tmp_path / 'adapted'}", "method.head_projection=merged"], tmp_path / "x")
 
 
-@pytest.mark.parametrize("suite", ["tiny-roberta_glue", "tiny-bert_glue"])
-def test_surgery_adapters_start_as_the_identity_and_train_with_the_heads(tiny_text, tmp_path, suite):
-    """RoBERTa's head reads token states (batch, length, width), BERT's the pooled output (batch, width)."""
-    from fusion_bench_tinting.surgery import SurgeryAdapter, SurgeryHead
-
-    adapter = SurgeryAdapter(8, 2)
-    features = torch.randn(3, 5, 8)
-    assert torch.equal(adapter(features), features)  # up starts at zero
-
-    config = ["--config-dir", str(tiny_text / "config"), f"modelpool={suite}", "method=model_tinting"]
-    plain = run_cli([*config, "method.max_steps=0"], tmp_path / "plain")
-    untrained = run_cli([*config, "method.max_steps=0", "method.surgery=true"], tmp_path / "untrained")
-    assert untrained["average"]["score"] == pytest.approx(plain["average"]["score"], abs=1e-6)
-
-    model = _run(_pool(tiny_text, suite), max_steps=3, surgery=True)
-    heads = [model.task_head(t) for t in ("sst2", "cola")]
-    assert all(isinstance(h, SurgeryHead) and h.adapter.up.weight.abs().sum() > 0 for h in heads)
-    trained = run_cli([*config, "method.max_steps=3", "method.surgery=true"], tmp_path / "trained")
-    loaded = run_cli([*config, "method.surgery=true", f"method.weights={tmp_path / 'trained'}"], tmp_path / "loaded")
-    assert loaded["average"]["score"] == trained["average"]["score"]
-
-
-def test_new_training_options_reject_bad_values(tiny_text):
-    pool = _pool(tiny_text, "tiny-bert_glue")
-    for option, value, allowed in (("head_projection", "pooler", "own"), ("zero_grad", "yes", "zero"),
-                                   ("empty_batch", "nan", "step"), ("coefficient_lr", -1.0, "number > 0"),
-                                   ("surgery", "yes", "true or false"), ("surgery_rank", 0, "integer >= 1")):
-        with pytest.raises(TintingConfigError, match=f"{option}=.*{allowed}"):
-            _run(pool, **{option: value, **({"surgery": True} if option == "surgery_rank" else {})})
-    with pytest.raises(TintingConfigError, match="surgery=true .* needs tinted_layer=head"):
-        _run(pool, surgery=True, tinted_layer=1)
+def test_head_projection_rejects_a_bad_value(tiny_text):
+    with pytest.raises(TintingConfigError, match="head_projection=.*own"):
+        _run(_pool(tiny_text, "tiny-bert_glue"), head_projection="pooler")
 
 
 # ----- bad input --------------------------------------------------------------------------------

@@ -1,84 +1,8 @@
-"""The reference code's training semantics offered as options: zeroed gradients (torch 1.x), a step on a
-Model Tinting++ batch with no kept sample, and a learning rate of the coefficients apart."""
+"""Training semantics around the loop: fp16 loss scaling, Fabric's scaler, and what a run logs."""
 
 import pytest
 import torch
-from test_adaptation import K, _snapshot, _toy, _toy_with_one_hopeless_task, _trainer
-
-
-def _one_step_of_task(trainer, index):
-    trainer._sequential_step(index)
-
-
-@pytest.mark.parametrize("zero_grad, other_heads_move", [("none", False), ("zero", True)])
-def test_other_tasks_heads_move_at_a_step_only_when_gradients_are_zeroed(zero_grad, other_heads_move):
-    """torch 1.x zeroed gradients: Adam then moves every head that has momentum, at every task's step."""
-    merger, encode, states = _toy()
-    trainer = _trainer(merger, encode, states, zero_grad=zero_grad)
-    trainer.run()  # every head now has Adam momentum
-    steps_before = [trainer.optimizer.state[s.head.weight]["step"].item() for s in states]
-    _, before = _snapshot(merger, states)
-    _one_step_of_task(trainer, 1)
-    _, after = _snapshot(merger, states)
-    assert not torch.equal(before[1], after[1])
-    for k in (0, 2):
-        assert (not torch.equal(before[k], after[k])) is other_heads_move, k
-        step = trainer.optimizer.state[states[k].head.weight]["step"].item()
-        assert (step == steps_before[k] + 1) is other_heads_move  # its Adam step count advances too
-
-
-@pytest.mark.parametrize("fused", [False, True], ids=["host-check", "fused"])
-def test_a_step_on_an_all_dropped_batch_moves_parameters_through_momentum(fused):
-    """empty_batch=step: the reference's Adam step on zero gradients; empty_batch=skip leaves everything."""
-    results = {}
-    for mode in ("skip", "step"):
-        merger, encode, states = _toy_with_one_hopeless_task()
-        trainer = _trainer(merger, encode, states, fused_optimizer=fused, confidence_filter=True, empty_batch=mode)
-        # first give task 0's head momentum with a normal step (filter off for it), then the coefficients
-        # (task 0's head is zero, so only another task's step moves them)
-        trainer.options.confidence_filter = False
-        _one_step_of_task(trainer, 0)
-        trainer.options.confidence_filter = True
-        _one_step_of_task(trainer, 1)
-        coefficients, heads = _snapshot(merger, states)
-        steps_before = trainer.steps
-        _one_step_of_task(trainer, 0)  # every sample of task 0 is dropped now
-        trainer._settle_empty_steps()
-        after_coefficients, after_heads = _snapshot(merger, states)
-        results[mode] = (
-            not torch.equal(coefficients, after_coefficients),
-            not torch.equal(heads[0], after_heads[0]),
-            trainer.steps - steps_before,
-            int(trainer.optimizer.state[states[0].head.weight]["step"]),
-        )
-    assert results["skip"] == (False, False, 0, 1)
-    assert results["step"] == (True, True, 1, 2)
-
-
-def test_plusplus_reference_step_counts_every_task_step():
-    merger, encode, states = _toy_with_one_hopeless_task()
-    stats = _trainer(merger, encode, states, confidence_filter=True, empty_batch="step", max_steps=3).run()
-    assert stats.optimizer_steps == 3 * K and stats.skipped_steps == 0
-    assert stats.dropped_fraction()["task0"] == 1.0
-    assert all(torch.isfinite(torch.tensor(v)) for v in stats.final_loss.values())
-
-
-def test_coefficient_learning_rate_is_a_second_adam_group():
-    merger, encode, states = _toy()
-    trainer = _trainer(merger, encode, states, lr=0.05, coefficient_lr=0.2)
-    groups = trainer.optimizer.param_groups
-    assert [g["lr"] for g in groups] == [0.2, 0.05]
-    assert groups[0]["params"] == [merger.coefficients]
-    one_group = _trainer(*_toy(), lr=0.05).optimizer.param_groups
-    assert len(one_group) == 1 and one_group[0]["lr"] == 0.05
-
-    # Adam's first step moves every entry by about its group's lr: the coefficients by 0.2, heads by 0.05
-    coefficients, heads = _snapshot(merger, states)
-    _one_step_of_task(trainer, 0)
-    after_coefficients, after_heads = _snapshot(merger, states)
-    moved = (after_coefficients - coefficients).abs()
-    assert moved.max().item() == pytest.approx(0.2, rel=1e-3)
-    assert (after_heads[0] - heads[0]).abs().max().item() == pytest.approx(0.05, rel=1e-3)
+from test_adaptation import _toy
 
 
 def _fp16_trainer(scaler, fused=False, **options):
@@ -182,7 +106,7 @@ def test_a_run_logs_options_per_task_losses_drop_fractions_and_a_coefficient_hea
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     run_cli(["--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4",
-             "method.max_steps=4", "method.log_every=2", "method.lr=0.01"], tmp_path / "log")
+             "method.max_steps=4", "method.lr=0.01"], tmp_path / "log")
     events = sorted((tmp_path / "log").rglob("events.out.tfevents.*"))
     tags, hparams = {"scalars": set(), "images": set()}, {}
     for path in events:

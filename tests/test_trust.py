@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import cpu_fabric, load_pool
+from conftest import build_tinting, cpu_fabric, load_pool
 from safetensors.torch import load_file, save_file
 from test_adaptation import _toy, _trainer
 
@@ -24,7 +24,7 @@ from fusion_bench_tinting.weights_io import load_tinting, save_tinting
 
 
 def _run(pool, **options):
-    algorithm = ModelTintingAlgorithm(**{"max_steps": 2, "reuse_cache": False, **options})
+    algorithm = build_tinting(**{"max_steps": 2, "reuse_cache": False, **options})
     algorithm.fabric = cpu_fabric()
     return algorithm.run(pool)
 
@@ -198,7 +198,7 @@ def test_a_failed_final_save_leaves_no_partial_file_and_names_the_last_checkpoin
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(weights_io, "save_file", fails_midway)
-    algorithm = ModelTintingAlgorithm(max_steps=2, reuse_cache=False, checkpoint_every=4)
+    algorithm = ModelTintingAlgorithm(max_steps=2, checkpoint_every=4)
     algorithm.fabric = cpu_fabric()
     monkeypatch.setattr(type(algorithm), "log_dir", property(lambda self: str(log_dir)))
     with pytest.raises(SaveError, match=r"could not be written .*No space left.*The last checkpoint, .*checkpoint-8\.pt, stays: "

@@ -93,9 +93,11 @@ def _ours(name: str, steps: int, num_workers: int, accelerator: str, profile_ste
 
     cls = ModelTintingPlusPlus if name.startswith("model_tinting_plusplus") else ModelTintingAlgorithm
     compile_step = ("reduce-overhead" if accelerator == "cuda" else True) if _compiled(name) else False
-    return cls(max_steps=steps, num_workers=num_workers, reuse_cache=False, save_weights=False,
-               profile_steps=profile_steps, log_every=max(steps, 1), compile_step=compile_step,
-               compile_backend=compile_backend, **(options or {}))
+    algorithm = cls(max_steps=steps, save_weights=False, compile_step=compile_step, **(options or {}))
+    # how, not what, it computes: settings of the instance, not options
+    algorithm.num_workers, algorithm.reuse_cache, algorithm.profile_steps = num_workers, False, profile_steps
+    algorithm.log_every, algorithm.compile_backend = max(steps, 1), compile_backend
+    return algorithm
 
 
 def _compiled(name: str) -> bool:

@@ -36,7 +36,6 @@ class TaskAwareImageClassificationTaskPool(TaskAwareEvaluation, ImageClassificat
     def _evaluate(self, classifier, test_loader, num_classes: int, task_name: str = None):
         model = self._model_under_evaluation if self._model_under_evaluation is not None else classifier
         classifier = self.fabric.to_device(task_classifier(_modelpool_of(self), task_name, model))
-        test_loader = self._cached_test_loader(task_name, test_loader)
         return _recorded_evaluation(
             self, super()._evaluate, classifier, test_loader, task_name, lambda out: out, num_classes=num_classes
         )

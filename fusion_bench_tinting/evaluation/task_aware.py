@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -22,9 +22,6 @@ from ..console import bars_of, quiet_run
 
 log = logging.getLogger(__name__)
 
-#: largest difference allowed between a cached input and the task pool's own preprocessing of the same
-#: sample (float16 caching is within 2e-3 of it; another resize or crop differs by far more)
-CACHED_INPUT_TOLERANCE = 1e-2
 #: the report :func:`print_report_table` printed last (FusionBench's program need not list it again)
 last_printed_report: Optional[Dict[str, Any]] = None
 
@@ -67,25 +64,6 @@ class TaskAwareEvaluation:
             model.set_task(task_name)
         task_head = getattr(model, "task_head", None)
         return task_head(task_name) if callable(task_head) else None
-
-    def _cached_test_loader(self, task_name: str, test_loader: Iterable) -> Iterable:
-        """The task's test batches from the inputs the adaptation preprocessed (a model built with
-        ``evaluate_on_cached_inputs``), when they are this task pool's test set; else ``test_loader``."""
-        model = self._model_under_evaluation
-        inputs = (getattr(model, "evaluation_inputs", None) or {}).get(task_name) if model is not None else None
-        if inputs is None:
-            return test_loader
-        world_size = self.fabric.world_size
-        shard = evaluation_shard(len(inputs), self.fabric.global_rank, world_size)
-        batches = cached_test_batches(
-            inputs, self.test_datasets[task_name], int(self._dataloader_kwargs.get("batch_size", 128)), self.fabric.device, shard
-        )
-        if batches is None:
-            log.info("Task %s: the adaptation's cached inputs are not this task pool's test set; decoding it.", task_name)
-            return test_loader
-        share = f", this process's 1/{world_size} share: {len(shard)} of {len(inputs)} samples" if world_size > 1 else ""
-        log.info("Task %s: evaluated on the adaptation's cached inputs (checked against this task pool's preprocessing%s).", task_name, share)
-        return batches
 
     def _evaluate_task_aware(self, evaluate, model: nn.Module, *args, **kwargs) -> Dict[str, Any]:
         self._model_under_evaluation = model
@@ -205,28 +183,3 @@ def evaluation_shard(num_samples: int, rank: int, world_size: int) -> Tensor:
     puts a ``DistributedSampler`` in their loaders (the last shard padded with the first samples, so every
     process runs as many batches), and their metrics sum over the processes."""
     return torch.tensor(list(DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, shuffle=False)))
-
-
-def cached_test_batches(
-    inputs: Any, dataset: Any, batch_size: int, device: torch.device, shard: Optional[Tensor] = None
-) -> Optional[Iterator[Tuple[Tensor, Tensor]]]:
-    """``(images, labels)`` batches of ``dataset`` taken from ``inputs`` (the same samples, preprocessed once
-    before adaptation), or None unless they are the same test set: as many samples, labels readable without
-    decoding, and the first, middle and last samples preprocessed by ``dataset`` equal to the cached ones.
-    ``shard``: the samples to take (data parallel: :func:`evaluation_shard`), all by default."""
-    labels = dataset_labels(dataset)
-    if labels is None or len(labels) != len(inputs) or len(inputs) == 0:
-        return None
-    for index in sorted({0, len(inputs) // 2, len(inputs) - 1}):
-        own = torch.as_tensor(dataset[index][0]).float()
-        cached = inputs.gather(torch.tensor([index]), torch.device("cpu"), torch.float32)[0]
-        if own.shape != cached.shape or (own - cached).abs().max() > CACHED_INPUT_TOLERANCE:
-            return None
-
-    shard = torch.arange(len(inputs)) if shard is None else shard
-
-    def batches():
-        for index in shard.split(batch_size):
-            yield inputs.gather(index, device, torch.float32), labels[index].to(device)
-
-    return batches()

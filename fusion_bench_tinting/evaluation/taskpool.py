@@ -77,7 +77,6 @@ class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskP
         head = self._switch_to_task(task_name)
         if head is not None:
             classifier = TaskHeadCLIPClassifier(classifier, head)
-        test_loader = self._cached_test_loader(task_name, test_loader)
         return _recorded_evaluation(
             self, super()._evaluate, classifier, test_loader, task_name, lambda out: out["logits"], num_classes=num_classes
         )
@@ -108,7 +107,6 @@ class TaskAwareOpenCLIPVisionModelTaskPool(TaskAwareEvaluation, OpenCLIPVisionMo
         head = self._switch_to_task(task_name)
         if head is not None:
             classifier.classification_head = head
-        test_loader = self._cached_test_loader(task_name, test_loader)
         return _recorded_evaluation(
             self, super()._evaluate, classifier, test_loader, task_name, lambda out: out, num_classes=num_classes
         )

@@ -8,7 +8,6 @@ encoder's features to the task's logits).
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -47,7 +46,6 @@ def processed_images(
     image_processor = getattr(processor, "image_processor", processor)
     return cache_inputs(images, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=desc,
                         normalization=(image_processor.image_mean, image_processor.image_std))
-_QKV = re.compile(r"\.(q_proj|k_proj|v_proj|query|key|value)\.")
 
 
 class ModelFamily(ABC):
@@ -63,8 +61,6 @@ class ModelFamily(ABC):
         self.device = device
         #: which of the pool's datasets the adaptation reads: ``test`` (the paper's), ``val`` or ``train``
         self.adaptation_split = adaptation_split
-        #: extra keyword arguments of ``torch.func.functional_call`` (``tie_weights``, ``strict``)
-        self.functional_call_kwargs: Dict[str, Any] = {}
         #: where a task-specific projection between the encoder body and the classifier goes, for
         #: families that have one (BERT's pooler): ``own`` (each task's, part of its head) or ``merged``
         self.head_projection: str = "merged"
@@ -138,17 +134,13 @@ class ModelFamily(ABC):
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         """Parameter-name prefix of each transformer block, in depth order."""
 
-    def coefficient_group(self, parameter_name: str, tie_qkv: bool) -> str:
-        """Name of the coefficient a tensor uses; q/k/v projections of a layer share one if asked."""
-        return _QKV.sub(".qkv.", parameter_name) if tie_qkv else parameter_name
-
     def encode(self, encoder: nn.Module, inputs: Any, params: Optional[Mapping[str, Tensor]] = None) -> Tensor:
         """Features of a batch, with ``params`` (e.g. merged weights) replacing the encoder's own."""
         args, kwargs = self.encoder_arguments(inputs)
         if params is None:
             output = encoder(*args, **kwargs)
         else:
-            output = functional_call(encoder, dict(params), args, kwargs, **self.functional_call_kwargs)
+            output = functional_call(encoder, dict(params), args, kwargs, tie_weights=True, strict=False)  # as AdaMerging
         return self.features(output, inputs)
 
     def task_objective(self, task: str) -> Optional[str]:

@@ -10,7 +10,7 @@ tinting result. No training loop.
 from __future__ import annotations
 
 import time
-from typing import Dict, Union
+from typing import Dict
 
 import torch
 
@@ -24,7 +24,7 @@ from ..errors import one_line_config_errors, reports_config_errors
 from ..families import PRETRAINED, ModelFamily, family_for
 from ..families.base import SPLITS
 from ..merging import check_same_parameters
-from ..options import check_known, check_values, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
+from ..options import Option, Options, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
 from ..suites import SuiteTaskPoolMixin
 from ..tinted_model import TintedModel, TintModulator
 from .expert_pass import observe_expert
@@ -35,17 +35,26 @@ log = get_rankzero_logger(__name__)  # progress and summaries from the global-ze
 STATISTICS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-#: LOT Merging's options and what each allows, checked at construction (see :mod:`..options`)
-LOT_RULES = {
-    "num_samples": (int_at_least(1), "an integer >= 1 (the paper: 16-64)"),
-    "ridge": (number_at_least(0), "a number >= 0 (0: pseudo-inverse, the paper's Eq. 9)"),
-    "fallback_scale": (or_auto(is_number), "'auto' (the mean of the task vectors) or a number"),
-    "statistics_dtype": (one_of(STATISTICS_DTYPES), f"one of {list(STATISTICS_DTYPES)}"),
-    "batch_size": (int_at_least(1), "an integer >= 1"),
-    "num_workers": (int_at_least(0), "an integer >= 0"),
-    "seed": (is_int, "an integer"),
-    "adaptation_data": (one_of(SPLITS), f"one of {list(SPLITS)}: the model pool's datasets the samples come from"),
-}
+LOT_OPTIONS = Options("config/method/lot_merging.yaml", [
+    Option("num_samples", 64, int_at_least(1), "an integer >= 1 (the paper: 16-64)",
+           "unlabelled samples per task whose layer inputs are gathered (the paper uses 16-64)"),
+    Option("ridge", 1e-4, number_at_least(0), "a number >= 0 (0: pseudo-inverse, the paper's Eq. 9)",
+           "relative ridge added to each system (lambda = ridge * mean diagonal); 0: pseudo-inverse"),
+    Option("fallback_scale", "auto", or_auto(is_number), "'auto' (the mean of the task vectors) or a number",
+           "scale of the summed task vectors for tensors without a closed form (auto: 1/K, the mean)"),
+    Option("statistics_dtype", "float64", one_of(STATISTICS_DTYPES), f"one of {list(STATISTICS_DTYPES)}",
+           "dtype of the accumulated statistics and of the solve"),
+    Option("batch_size", 32, int_at_least(1), "an integer >= 1", "batch size of the statistics pass",
+           changes_result=False),
+    Option("num_workers", 0, int_at_least(0), "an integer >= 0", "data-loading workers of the statistics pass",
+           changes_result=False),
+    Option("seed", 42, is_int, "an integer", "picks the samples"),
+    Option("adaptation_data", "test", one_of(SPLITS), f"one of {list(SPLITS)}: the model pool's datasets the "
+           "samples come from", "the model pool's datasets the samples come from: test (the paper's: the scored "
+           "inputs) | val | train"),
+])
+#: LOT's options where Model Tinting starts from its merge (``init_from=lot``)
+LOT_START = LOT_OPTIONS.defaults()
 
 
 def make_solver(encoder, merged_names, *, ridge, fallback_scale, statistics_dtype: str, device) -> LOTSolver:
@@ -61,38 +70,18 @@ def make_solver(encoder, merged_names, *, ridge, fallback_scale, statistics_dtyp
 
 @auto_register_config
 class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
-    """LOT Merging.
+    """LOT Merging (arXiv 2505.23859): for each merged layer, the weights that minimise the drift between the
+    experts' features and the merged model's on a few unlabelled samples per task, in closed form. Its options
+    are declared in :data:`LOT_OPTIONS`."""
 
-    Args:
-        num_samples: unlabelled test samples per task whose features are gathered (the paper: 16-64).
-        ridge: relative ridge ``lambda = ridge * mean(diag(sum_k G_k))`` added to each system; 0 uses the
-            pseudo-inverse.
-        fallback_scale: scale of the summed task vectors for tensors without a closed form
-            (embeddings, ...); ``auto`` = 1/K, the mean.
-        statistics_dtype: dtype of the accumulated Gram matrices and of the solve.
-        batch_size, num_workers: the statistics pass's batches and data loading.
-        seed: picks the samples.
-        adaptation_data: the model pool's datasets the samples come from (``test``: the scored inputs, as the
-            paper; ``val`` or ``train``: other inputs).
-    """
-
-    def __init__(
-        self,
-        num_samples: int = 64,
-        ridge: float = 1e-4,
-        fallback_scale: Union[float, str] = "auto",
-        statistics_dtype: str = "float64",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 42,
-        adaptation_data: str = "test",
-        **kwargs,
-    ):
+    def __init__(self, **options):
         with one_line_config_errors():  # before any model is loaded
-            check_known(kwargs, LOT_RULES, "config/method/lot_merging.yaml")
-        super().__init__(**kwargs)
+            LOT_OPTIONS.refuse_unknown(options)
+        super().__init__(**{k: v for k, v in options.items() if k not in LOT_OPTIONS.names})
         with one_line_config_errors():
-            check_values({name: getattr(self, name) for name in LOT_RULES}, LOT_RULES)
+            LOT_OPTIONS.check({name: getattr(self, name) for name in LOT_OPTIONS.names})
+
+    __init__.__signature__ = LOT_OPTIONS.signature()
 
     @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:

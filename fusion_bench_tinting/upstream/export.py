@@ -30,8 +30,8 @@ PLUGIN = "fusion_bench_tinting"
 UPSTREAM = "fusion_bench.method.model_tinting"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PACKAGE_DIR.parent / "config" if (PACKAGE_DIR.parent / "config").is_dir() else PACKAGE_DIR / "config"
-#: subpackages that serve the plugin's own workflow, not the methods
-PLUGIN_ONLY = ("comparison", "testing", "offline", "benchmarks", "upstream")
+#: subpackages and modules that serve the plugin's own workflow, not the methods
+PLUGIN_ONLY = ("comparison", "testing", "offline", "benchmarks", "upstream", "program_console.py", "method_configs.py")
 #: method config -> its place in FusionBench's config tree
 METHOD_CONFIGS = {
     "model_tinting.yaml": "method/model_tinting/model_tinting.yaml",

@@ -23,7 +23,6 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 from fusion_bench_tinting.compat import ensure_typing_override
-from fusion_bench_tinting.program_console import install as install_compact_output
 
 # Applied at plugin discovery, i.e. before any FusionBench model pool is imported (see compat.py).
 ensure_typing_override()
@@ -82,6 +81,8 @@ class FusionBenchTintingSearchPathPlugin(SearchPathPlugin):
         main_dirs = [_as_dir(e.path) for e in entries if e.provider == "main"]
         if not main_dirs or not _is_fusion_bench_launch(main_dirs[0], fusion_bench_dir):
             return
+        from fusion_bench_tinting.program_console import install as install_compact_output
+
         install_compact_output(sys.argv)
         known_dirs = {_as_dir(e.path) for e in entries}
         for provider, config_dir in (

@@ -1,0 +1,50 @@
+"""The method config files, written from the option declarations.
+
+``python -m fusion_bench_tinting.method_configs`` rewrites ``config/method/model_tinting.yaml`` and
+``config/method/lot_merging.yaml``; a test fails while a file and its declaration disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Tuple
+
+from .lot.algorithm import LOT_OPTIONS
+from .options import Options
+from .tinting_options import TINTING_OPTIONS
+
+CONFIG_DIR = Path(__file__).resolve().parent / "config" / "method"
+
+_RULE = "# " + "=" * 77
+
+#: file name -> (declared options, header comment, ``_target_``)
+METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
+    "model_tinting.yaml": (TINTING_OPTIONS, f"""{_RULE}
+# Model Tinting (arXiv 2412.19098): layer-wise merging coefficients plus one trainable layer per
+# task, adapted on unlabelled data against the fine-tuned models' predictions.
+# Defaults are the reference implementation's. Written from fusion_bench_tinting/tinting_options.py
+# (python -m fusion_bench_tinting.method_configs). Usage:
+#   fusion_bench method=model_tinting modelpool=clip-vit-base-patch32_TA8
+{_RULE}""", "fusion_bench_tinting.ModelTintingAlgorithm"),
+    "lot_merging.yaml": (LOT_OPTIONS, f"""{_RULE}
+# LOT Merging (arXiv 2505.23859): closed-form, layer-wise merging that minimises the drift between
+# each expert's features and the merged model's, from a few unlabelled samples per task.
+# Written from fusion_bench_tinting/lot/algorithm.py (python -m fusion_bench_tinting.method_configs). Usage:
+#   fusion_bench method=lot_merging modelpool=clip-vit-base-patch32_TA8
+{_RULE}""", "fusion_bench_tinting.LOTMergingAlgorithm"),
+}
+
+
+def rendered(name: str) -> str:
+    options, header, target = METHOD_CONFIGS[name]
+    return options.yaml(header, target)
+
+
+def main() -> None:
+    for name in METHOD_CONFIGS:
+        (CONFIG_DIR / name).write_text(rendered(name))
+        print(f"wrote {CONFIG_DIR / name}")
+
+
+if __name__ == "__main__":
+    main()
