@@ -38,7 +38,9 @@ def resolve_adamerging_weights(path: str) -> str:
     if os.path.isdir(path):
         path = os.path.join(path, ADAMERGING_FILE)
     if not os.path.isfile(path):
-        raise TintingConfigError(f"adamerging_weights={path!r}: no such file (expected FusionBench's {ADAMERGING_FILE}).")
+        raise TintingConfigError(
+            f"adamerging_weights={path!r}: no such file (expected FusionBench's {ADAMERGING_FILE})."
+        )
     return path
 
 
@@ -47,7 +49,9 @@ def save_merging_weights(path: str, coefficients: Tensor) -> None:
     write_atomically(path, lambda temporary: torch.save(coefficients.detach().cpu().clone(), temporary))
 
 
-def _columns_kept(num_columns: int, coefficient_groups: Sequence[str], encoder_tensors: Sequence[str]) -> Optional[List[int]]:
+def _columns_kept(
+    num_columns: int, coefficient_groups: Sequence[str], encoder_tensors: Sequence[str]
+) -> Optional[List[int]]:
     """The columns of a file that covers every encoder tensor, for a run that merges only some of them."""
     if num_columns == len(coefficient_groups) or num_columns != len(encoder_tensors):
         return None
@@ -57,8 +61,9 @@ def _columns_kept(num_columns: int, coefficient_groups: Sequence[str], encoder_t
     return [position[group] for group in coefficient_groups]
 
 
-def load_adamerging_weights(path: str, task_names: List[str], coefficient_groups: List[str],
-                            encoder_tensors: Sequence[str] = ()) -> Tensor:
+def load_adamerging_weights(
+    path: str, task_names: List[str], coefficient_groups: List[str], encoder_tensors: Sequence[str] = ()
+) -> Tensor:
     """The saved (tasks x parameter tensors) coefficients, checked against this pool and layout.
     ``encoder_tensors``: every parameter tensor of the encoder in order, the file's columns when it covers
     tensors this run does not merge."""
@@ -79,7 +84,11 @@ def load_adamerging_weights(path: str, task_names: List[str], coefficient_groups
             f"adamerging_weights={path!r} holds {weights.shape[0]} tasks x {weights.shape[1]} layers, but this run "
             f"merges {expected[0]} tasks ({', '.join(task_names)}) x {expected[1]} layers: the weights come from "
             "another model pool, task list or architecture"
-            + (", or tie_qkv=true grouped the q/k/v projections (AdaMerging has one weight each)" if weights.shape[1] > expected[1] else "")
+            + (
+                ", or tie_qkv=true grouped the q/k/v projections (AdaMerging has one weight each)"
+                if weights.shape[1] > expected[1]
+                else ""
+            )
             + "."
         )
     if not torch.isfinite(weights).all():

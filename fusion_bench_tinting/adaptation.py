@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
 
 import torch
+from fusion_bench.utils.pylogger import get_rankzero_logger
 from torch import Tensor, nn
 
-
-from fusion_bench.utils.pylogger import get_rankzero_logger
-from .console import progress
 from .compiled import compile_merge_and_encoder, compile_merged_features, mark_step_begin
+from .console import progress
 from .data import AdaptationInputs, EpochSampler
 from .errors import NonFiniteError
 from .losses import confidence_filter, per_sample_loss
@@ -128,9 +127,7 @@ class AdaptationStats:
     first_iteration_seconds: float = 0.0
 
     def dropped_fraction(self) -> Dict[str, float]:
-        return {
-            task: (self.samples_dropped[task] / seen if seen else 0.0) for task, seen in self.samples_seen.items()
-        }
+        return {task: (self.samples_dropped[task] / seen if seen else 0.0) for task, seen in self.samples_seen.items()}
 
 
 def iterations_done(state: Mapping[str, Any]) -> int:
@@ -244,7 +241,11 @@ class TintingTrainer:
         if not coefficients + tinted:
             raise ValueError("Nothing to train: enable train_coefficients and/or train_tinted_layer.")
         optimizer = torch.optim.Adam(
-            coefficients + tinted, lr=options.lr, betas=(0.9, 0.999), weight_decay=0.0, **({"fused": True} if fused else {})
+            coefficients + tinted,
+            lr=options.lr,
+            betas=(0.9, 0.999),
+            weight_decay=0.0,
+            **({"fused": True} if fused else {}),
         )
         return optimizer, coefficients + tinted
 
@@ -353,7 +354,11 @@ class TintingTrainer:
         finite (or the ++ batch was empty), the scale updated from the overflow alone."""
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self._trained if p.grad is not None]
-        finite = torch.stack([g.isfinite().all() for g in grads]).all() if grads else torch.ones((), dtype=torch.bool, device=self.device)
+        finite = (
+            torch.stack([g.isfinite().all() for g in grads]).all()
+            if grads
+            else torch.ones((), dtype=torch.bool, device=self.device)
+        )
         cancelled = ~finite if empty is None else (~finite | empty)
         if self.fused:
             self._step_unless(cancelled)
@@ -433,7 +438,9 @@ class TintingTrainer:
         count = float(self._window_count)
         if count:
             # one all-reduce: the window's loss and each task's latest loss (each process holds its share)
-            losses = self.data_parallel.all_reduce_sum(torch.stack([self._window_loss, *(loss.float() for loss in self._last_loss)])).tolist()
+            losses = self.data_parallel.all_reduce_sum(
+                torch.stack([self._window_loss, *(loss.float() for loss in self._last_loss)])
+            ).tolist()
             mean_loss = losses[0] / count
             progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps, refresh=False)
             if self.log_metrics is not None:
@@ -448,8 +455,10 @@ class TintingTrainer:
     def _dropped_fractions(self) -> Dict[str, float]:
         """Model Tinting++: the share of each task's samples the filter has dropped so far."""
         kept = torch.stack(self._kept).tolist()
-        return {f"filter/dropped_fraction/{t.name}": 1.0 - k / seen if seen else 0.0
-                for t, k, seen in zip(self.tasks, kept, self._seen)}
+        return {
+            f"filter/dropped_fraction/{t.name}": 1.0 - k / seen if seen else 0.0
+            for t, k, seen in zip(self.tasks, kept, self._seen)
+        }
 
     def _coefficient_metrics(self) -> Dict[str, float]:
         """Per task: the mean of its (clamped) coefficients and its steps' mean coefficient-gradient norm over

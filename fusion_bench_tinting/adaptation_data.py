@@ -31,8 +31,11 @@ def input_hashes(dataset: Any) -> Optional[Set[str]]:
     if not columns:
         return None
     table = table.select(columns)
-    return {hashlib.blake2b(repr(row).encode(), digest_size=16).hexdigest()
-            for start in range(0, table.num_rows, CHUNK_ROWS) for row in table.slice(start, CHUNK_ROWS).to_pylist()}
+    return {
+        hashlib.blake2b(repr(row).encode(), digest_size=16).hexdigest()
+        for start in range(0, table.num_rows, CHUNK_ROWS)
+        for row in table.slice(start, CHUNK_ROWS).to_pylist()
+    }
 
 
 def warn_about_overlap(task: str, split: str, adaptation_dataset: Any, test_dataset: Any) -> Optional[int]:
@@ -44,6 +47,10 @@ def warn_about_overlap(task: str, split: str, adaptation_dataset: Any, test_data
     if shared:
         log.warning(
             "Task %s: %d of the %d adaptation inputs (method.adaptation_data=%s) are also test inputs: on those the "
-            "score is transductive, not a measure of unseen inputs.", task, shared, len(adaptation), split,
+            "score is transductive, not a measure of unseen inputs.",
+            task,
+            shared,
+            len(adaptation),
+            split,
         )
     return shared

@@ -15,35 +15,34 @@ import os
 from typing import Dict, Tuple, Union
 
 import torch
-from omegaconf import OmegaConf
-
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
+from omegaconf import OmegaConf
 
 from .adamerging_start import resolve_adamerging_weights
-from .adaptation_data import warn_about_overlap
 from .adaptation import AdaptationOptions, TintingTrainer
+from .adaptation_data import warn_about_overlap
+from .atomic import write_atomically
 from .caching import library_versions
 from .checkpointing import checkpoint_hook, fingerprint, restore_and_store
 from .compiled import compile_options
 from .console import log_effective_options, quiet_run, show_profile
-from .atomic import write_atomically
 from .errors import NonFiniteError, SaveError, TintingConfigError, one_line_config_errors, reports_config_errors
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
 from .families import ModelFamily, family_for
 from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
 from .losses import check_loss_for_regression
+from .lot.algorithm import LOT_START
 from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
 from .preparation import Preparation, build_merger, load_tasks
 from .results import adaptation_report, finish_run, load_saved, saved_task_tensors
 from .run_state import TintingRun
 from .suites import SuiteTaskPoolMixin
-from .lot.algorithm import LOT_START
-from .tinting_options import TINTING_OPTIONS
 from .tinted_model import TintedModel
+from .tinting_options import TINTING_OPTIONS
 from .weights_io import check_matches, load_tinting, resolve_weights_path
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
@@ -60,8 +59,8 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
 
     Every option, its default (the reference implementation's) and what it allows is declared once, in
     :mod:`.tinting_options` (``config/method/model_tinting.yaml`` is written from it), and checked when the
-    method is built. ``run`` follows FusionBench's AdaMerging: resolve options -> build the merger -> each task's head, task
-    vector, inputs and teacher outputs -> adapt (or load saved weights) -> the tinted model and its report.
+    method is built. ``run`` follows FusionBench's AdaMerging: resolve options -> build the merger -> each task's head,
+    task vector, inputs and teacher outputs -> adapt (or load saved weights) -> the tinted model and its report.
     """
 
     def __init__(self, **options):
@@ -155,20 +154,36 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             if split != "test" and task in modelpool.test_dataset_names:
                 with reading(f"the test set of task {task!r} ({source_in_pool(modelpool, task, 'test')})"):
                     warn_about_overlap(task, split, family.adaptation_dataset(task), modelpool.load_test_dataset(task))
-        check_loss_for_regression(self.loss, [t for t in tasks if family.num_outputs(t) == 1 and family.task_objective(t) is None])
+        check_loss_for_regression(
+            self.loss, [t for t in tasks if family.num_outputs(t) == 1 and family.task_objective(t) is None]
+        )
         lr, max_steps, init_value = resolve_auto(
-            self.lr, self.max_steps, self.init_values, family_lr=family.default_lr(self.train_tinted_layer),
-            family_max_steps=family.default_max_steps, num_tasks=len(tasks), init_from=self.init_from,
+            self.lr,
+            self.max_steps,
+            self.init_values,
+            family_lr=family.default_lr(self.train_tinted_layer),
+            family_max_steps=family.default_max_steps,
+            num_tasks=len(tasks),
+            init_from=self.init_from,
             debug=self.is_debug_mode,
         )
         return TintingRun(family, tasks, torch.device(self.fabric.device), lr, max_steps, init_value)
 
     def _preparation(self) -> Preparation:
         return Preparation(
-            tinted_layer=self.tinted_layer, clamp_weights=self.clamp_weights,
-            clamp_range=self._clamp_range(), task_vector_dtype=self.task_vector_dtype, init_from=self.init_from,
-            adamerging_weights=self.adamerging_weights, loss=self.loss, seed=self.run_seed, input_dtype=self.input_dtype, preprocess_batch_size=self.preprocess_batch_size,
-            num_workers=self.num_workers, reuse_cache=self.reuse_cache, inputs_on_device=self.inputs_on_device,
+            tinted_layer=self.tinted_layer,
+            clamp_weights=self.clamp_weights,
+            clamp_range=self._clamp_range(),
+            task_vector_dtype=self.task_vector_dtype,
+            init_from=self.init_from,
+            adamerging_weights=self.adamerging_weights,
+            loss=self.loss,
+            seed=self.run_seed,
+            input_dtype=self.input_dtype,
+            preprocess_batch_size=self.preprocess_batch_size,
+            num_workers=self.num_workers,
+            reuse_cache=self.reuse_cache,
+            inputs_on_device=self.inputs_on_device,
         )
 
     def _load_saved(self, run: TintingRun, saved) -> None:
@@ -188,17 +203,32 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         Ctrl-C or SIGTERM, a last checkpoint and one line on how to continue."""
         trainer = self._trainer(run)
         run_fingerprint = fingerprint(
-            run.tasks, OmegaConf.to_container(run.family.modelpool.config, resolve=True), OmegaConf.to_container(self.config),
+            run.tasks,
+            OmegaConf.to_container(run.family.modelpool.config, resolve=True),
+            OmegaConf.to_container(self.config),
             ignore=TINTING_OPTIONS.not_changing_result(),
         )
-        store = restore_and_store(trainer, resume=self.resume, run_fingerprint=run_fingerprint, max_steps=run.max_steps,
-                                  log_dir=self.log_dir, keep=self.keep_checkpoints, every=self.checkpoint_every,
-                                  fabric=self.fabric, option_defaults=TINTING_OPTIONS.defaults())
-        with self.profile("adaptation"), explain_out_of_memory(
-            f"Adaptation with batch_size={self.batch_size}",
-            "Lower method.batch_size, run under fabric.precision=bf16-mixed, store the task vectors in "
-            "method.task_vector_dtype=bfloat16, or keep the cached inputs on the host (method.inputs_on_device=false).",
-        ), stop_requests() as stop:
+        store = restore_and_store(
+            trainer,
+            resume=self.resume,
+            run_fingerprint=run_fingerprint,
+            max_steps=run.max_steps,
+            log_dir=self.log_dir,
+            keep=self.keep_checkpoints,
+            every=self.checkpoint_every,
+            fabric=self.fabric,
+            option_defaults=TINTING_OPTIONS.defaults(),
+        )
+        with (
+            self.profile("adaptation"),
+            explain_out_of_memory(
+                f"Adaptation with batch_size={self.batch_size}",
+                "Lower method.batch_size, run under fabric.precision=bf16-mixed, store the task vectors in "
+                "method.task_vector_dtype=bfloat16, or keep the cached inputs on the host "
+                "(method.inputs_on_device=false).",
+            ),
+            stop_requests() as stop,
+        ):
             hook = checkpoint_hook(store, self.checkpoint_every, run_fingerprint, stop, self.fabric, self.log_every)
             try:
                 run.stats = trainer.run(on_visit=hook)
@@ -212,18 +242,31 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
     def _trainer(self, run: TintingRun) -> TintingTrainer:
         """The adaptation loop over this run's merger and task states, with the pieces Fabric supplies."""
         options = AdaptationOptions(
-            max_steps=run.max_steps, lr=run.lr, batch_size=self.batch_size, loss=self.loss, update=self.update,
-            confidence_filter=self.confidence_filter, train_coefficients=self.train_coefficients,
-            train_tinted_layer=self.train_tinted_layer, log_every=self.log_every,
+            max_steps=run.max_steps,
+            lr=run.lr,
+            batch_size=self.batch_size,
+            loss=self.loss,
+            update=self.update,
+            confidence_filter=self.confidence_filter,
+            train_coefficients=self.train_coefficients,
+            train_tinted_layer=self.train_tinted_layer,
+            log_every=self.log_every,
         )
         pretrained, family = run.pretrained, run.family
         return TintingTrainer(
-            run.merger, lambda params, x: family.encode(pretrained, x, params), run.states, options,
-            device=run.device, generator=torch.Generator().manual_seed(self.run_seed), input_dtype=torch.float32,
-            autocast=self.fabric.autocast, log_metrics=self._log_metrics,
+            run.merger,
+            lambda params, x: family.encode(pretrained, x, params),
+            run.states,
+            options,
+            device=run.device,
+            generator=torch.Generator().manual_seed(self.run_seed),
+            input_dtype=torch.float32,
+            autocast=self.fabric.autocast,
+            log_metrics=self._log_metrics,
             data_parallel=data_parallel(self.fabric, self.batch_size),
             section=step_sections(self.fabric, self.profile, self.profile_steps),
-            compile_options=compile_options(self.compile_step, self.compile_backend), grad_scaler=grad_scaler(self.fabric),
+            compile_options=compile_options(self.compile_step, self.compile_backend),
+            grad_scaler=grad_scaler(self.fabric),
         )
 
     def _resolved_values(self, run: TintingRun) -> Dict[str, float]:
@@ -233,24 +276,45 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
     def _result(self, run: TintingRun) -> TintedModel:
         """The merged model with each task's tinted layer, its report, and (after an adaptation) the saved
         coefficients and tinted layers with the config that reproduces them."""
-        report = {"method": self.method_name, "tinted_layer": str(self.tinted_layer),
-                  "adaptation_data": self._adaptation_data_description(run),
-                  "init_from": self._start_description(), "seed": self.run_seed, "versions": library_versions()}
+        report = {
+            "method": self.method_name,
+            "tinted_layer": str(self.tinted_layer),
+            "adaptation_data": self._adaptation_data_description(run),
+            "init_from": self._start_description(),
+            "seed": self.run_seed,
+            "versions": library_versions(),
+        }
         if run.stats is None:
             report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))
         else:
-            report.update(adaptation_report(run.stats, iterations=run.max_steps, lr=run.lr, init_values=run.init_value,
-                                            compile_step=self.compile_step, confidence_filter=self.confidence_filter))
+            report.update(
+                adaptation_report(
+                    run.stats,
+                    iterations=run.max_steps,
+                    lr=run.lr,
+                    init_values=run.init_value,
+                    compile_step=self.compile_step,
+                    confidence_filter=self.confidence_filter,
+                )
+            )
         try:
-            model, saved = finish_run(run, report, save=self.save_weights and self.fabric.is_global_zero, log_dir=self.log_dir,
-                                      tinted_layer=str(self.tinted_layer), origin=self._origin())
+            model, saved = finish_run(
+                run,
+                report,
+                save=self.save_weights and self.fabric.is_global_zero,
+                log_dir=self.log_dir,
+                tinted_layer=str(self.tinted_layer),
+                origin=self._origin(),
+            )
             if saved:
                 config = self.config
                 config.update({k: v for k, v in self._resolved_values(run).items() if k != "seed"})
                 write_atomically(os.path.join(self.log_dir, CONFIG_FILE), lambda path: OmegaConf.save(config, path))
         except OSError as error:
-            raise SaveError(f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error}). "
-                            f"{self._last_checkpoint_hint(run.checkpoints)}") from error
+            raise SaveError(
+                f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error}). "
+                f"{self._last_checkpoint_hint(run.checkpoints)}"
+            ) from error
         return model
 
     def _last_checkpoint_hint(self, store) -> str:
@@ -258,17 +322,23 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         files = store.files() if store is not None and store.folder.is_dir() else []
         if not files:
             return "No checkpoint was written (method.checkpoint_every=0): set it to keep one during long runs."
-        return f"The last checkpoint, {files[-1]}, stays: continue with method.resume={os.path.abspath(store.folder.parent)}"
+        folder = os.path.abspath(store.folder.parent)
+        return f"The last checkpoint, {files[-1]}, stays: continue with method.resume={folder}"
 
     def _adaptation_data_description(self, run: TintingRun) -> Dict[str, object]:
         """Which inputs the adaptation read: the split and how many per task (the task pool scores the test split)."""
-        return {"split": self.adaptation_data, "transductive": self.adaptation_data == "test",
-                "inputs_per_task": {s.name: len(s.inputs) for s in run.states if s.inputs is not None}}
+        return {
+            "split": self.adaptation_data,
+            "transductive": self.adaptation_data == "test",
+            "inputs_per_task": {s.name: len(s.inputs) for s in run.states if s.inputs is not None},
+        }
 
     def _origin(self) -> str:
         """What the coefficients are relative to (saved with the weights, checked when loading them)."""
         if self.init_from == "lot":
-            return f"lot(num_samples={LOT_START['num_samples']}, ridge={float(LOT_START['ridge'])}, seed={self.run_seed})"
+            return (
+                f"lot(num_samples={LOT_START['num_samples']}, ridge={float(LOT_START['ridge'])}, seed={self.run_seed})"
+            )
         return "task_arithmetic"
 
     def _start_description(self) -> str:

@@ -110,7 +110,7 @@ class TaskCache:
             return None
         from .data import inputs_kinds
 
-        inputs = {name[len("inputs."):]: t for name, t in tensors.items() if name.startswith("inputs.")}
+        inputs = {name[len("inputs.") :]: t for name, t in tensors.items() if name.startswith("inputs.")}
         return {"inputs": inputs_kinds()[metadata["inputs_kind"]].from_tensors(inputs), "teacher": tensors["teacher"]}
 
     def save(self, key: str, inputs: Any, teacher: torch.Tensor) -> None:
@@ -120,26 +120,37 @@ class TaskCache:
 
         tensors = {"teacher": teacher, **{f"inputs.{name}": t for name, t in inputs.tensors().items()}}
         tensors = {k: t.detach().cpu().contiguous() for k, t in tensors.items()}
-        metadata = {"inputs_kind": inputs.KIND, "key": key, "num_inputs": str(len(inputs)),
-                    "teacher_shape": json.dumps(list(teacher.shape)), "checksum": checksum(tensors)}
+        metadata = {
+            "inputs_kind": inputs.KIND,
+            "key": key,
+            "num_inputs": str(len(inputs)),
+            "teacher_shape": json.dumps(list(teacher.shape)),
+            "checksum": checksum(tensors),
+        }
         path = self.path(key)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.folder)
             write_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
         except Exception as error:  # OSError, or safetensors' own error for a full disk
-            log.warning("Cache entry %s could not be written (%s: %s); the run goes on without it.",
-                        path, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+            log.warning(
+                "Cache entry %s could not be written (%s: %s); the run goes on without it.",
+                path,
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
 
 
-def _entry_problem(key: str, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor],
-                   num_inputs: Optional[int]) -> str:
+def _entry_problem(
+    key: str, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], num_inputs: Optional[int]
+) -> str:
     """What is wrong with a parsed cache entry, or '' when it is the entry of ``key`` as it was written."""
     from .data import inputs_kinds
     from .finite import first_non_finite
 
     if metadata.get("key") != key:
-        return f"it was written under key {metadata.get('key')!r}, not this one (an entry of another task or an older format)"
+        key = metadata.get("key")
+        return f"it was written under key {key!r}, not this one (an entry of another task or an older format)"
     if metadata.get("inputs_kind") not in inputs_kinds() or "teacher" not in tensors:
         return "it lacks its inputs kind or teacher outputs"
     if checksum(tensors) != metadata.get("checksum"):

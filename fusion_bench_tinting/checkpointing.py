@@ -29,12 +29,16 @@ CHECKPOINT_FOLDER = "checkpoints"
 MAY_CHANGE_ON_RESUME = ("max_steps",)
 
 
-def fingerprint(task_names, modelpool_config: Mapping, method_config: Mapping, ignore: Iterable[str] = ()) -> Dict[str, Any]:
+def fingerprint(
+    task_names, modelpool_config: Mapping, method_config: Mapping, ignore: Iterable[str] = ()
+) -> Dict[str, Any]:
     """What must be equal for a checkpoint to be resumed: JSON-able, compared key by key; ``ignore``: the
     method options that do not change the result."""
     ignored = {*ignore, *MAY_CHANGE_ON_RESUME}
     method = {k: v for k, v in method_config.items() if k not in ignored}
-    return json.loads(json.dumps({"tasks": list(task_names), "modelpool": modelpool_config, "method": method}, default=str))
+    return json.loads(
+        json.dumps({"tasks": list(task_names), "modelpool": modelpool_config, "method": method}, default=str)
+    )
 
 
 def _differences(saved: Any, current: Any, path: str = "") -> List[str]:
@@ -93,11 +97,17 @@ class CheckpointStore:
         if (path / CHECKPOINT_FOLDER).is_dir():
             path = path / CHECKPOINT_FOLDER
         if not path.is_dir():
-            raise TintingConfigError(f"resume={str(path)!r}: no such folder (give a run's log folder or its checkpoints/)")
+            raise TintingConfigError(
+                f"resume={str(path)!r}: no such folder (give a run's log folder or its checkpoints/)"
+            )
         return cls(path, keep, fabric)
 
     def files(self) -> List[Path]:
-        found = [(int(p.stem.split("-")[1]), p) for p in self.folder.glob("checkpoint-*.pt") if p.stem.split("-")[1].isdigit()]
+        found = [
+            (int(p.stem.split("-")[1]), p)
+            for p in self.folder.glob("checkpoint-*.pt")
+            if p.stem.split("-")[1].isdigit()
+        ]
         return [p for _, p in sorted(found)]
 
     def save(self, state: Mapping[str, Any], visits: int) -> Path:
@@ -135,7 +145,10 @@ class CheckpointStore:
 
 
 def resume_state(
-    resume: str, run_fingerprint: Mapping, max_steps: int, fabric: Optional[Any] = None,
+    resume: str,
+    run_fingerprint: Mapping,
+    max_steps: int,
+    fabric: Optional[Any] = None,
     option_defaults: Optional[Mapping] = None,
 ) -> Tuple[Dict[str, Any], Path]:
     """The trainer state of the newest readable checkpoint of the run in ``resume``, once it is known to
@@ -148,8 +161,14 @@ def resume_state(
     check_resumable(state["fingerprint"], run_fingerprint, str(path), option_defaults)
     done, asked = iterations_done(state["trainer"]), state.get("max_steps")
     if isinstance(asked, int) and done < asked and max_steps < asked:
-        log.warning("The interrupted run asked for %d iterations; this one stops at %d (method.max_steps=%d): add "
-                    "method.max_steps=%d to finish it.", asked, max_steps, max_steps, asked)
+        log.warning(
+            "The interrupted run asked for %d iterations; this one stops at %d (method.max_steps=%d): add "
+            "method.max_steps=%d to finish it.",
+            asked,
+            max_steps,
+            max_steps,
+            asked,
+        )
     if done > max_steps:
         raise TintingConfigError(
             f"method.max_steps={max_steps} is below the {done} iterations the checkpoint {path} has done: "
@@ -159,18 +178,26 @@ def resume_state(
 
 
 def checkpoint_hook(
-    store: Optional[CheckpointStore], every: int, run_fingerprint: Mapping, stop: Any, fabric: Any, stop_check_every: int = 1
+    store: Optional[CheckpointStore],
+    every: int,
+    run_fingerprint: Mapping,
+    stop: Any,
+    fabric: Any,
+    stop_check_every: int = 1,
 ) -> Callable[[Any], None]:
     """What runs after every task step: a checkpoint every ``every`` steps (0: never) into ``store``, and on
     Ctrl-C or SIGTERM (``stop``, see :mod:`.interrupts`) a last one, then :class:`AdaptationInterrupted`.
     Every process runs it at the same steps. With several processes the stop is decided together (a signal
     may reach them a step apart, and a checkpoint is a collective call), every ``stop_check_every`` steps
     (the steps that read the loss anyway), so that no other step waits on the host."""
+
     def save(trainer) -> Optional[Path]:
         if store is None:
             return None
-        return store.save({"fingerprint": run_fingerprint, "trainer": trainer.state_dict(),
-                           "max_steps": trainer.options.max_steps}, trainer.visits)
+        return store.save(
+            {"fingerprint": run_fingerprint, "trainer": trainer.state_dict(), "max_steps": trainer.options.max_steps},
+            trainer.visits,
+        )
 
     def stop_now(trainer) -> bool:
         if fabric.world_size == 1:
@@ -190,8 +217,16 @@ def checkpoint_hook(
 
 
 def restore_and_store(
-    trainer: Any, *, resume: Optional[str], run_fingerprint: Mapping, max_steps: int, log_dir: Optional[str],
-    keep: int, every: int, fabric: Any, option_defaults: Optional[Mapping] = None
+    trainer: Any,
+    *,
+    resume: Optional[str],
+    run_fingerprint: Mapping,
+    max_steps: int,
+    log_dir: Optional[str],
+    keep: int,
+    every: int,
+    fabric: Any,
+    option_defaults: Optional[Mapping] = None,
 ) -> Optional[CheckpointStore]:
     """Load ``resume``'s newest checkpoint into ``trainer`` (when asked) and return where this run's own
     checkpoints go: ``<log_dir>/checkpoints``, or None without a log folder."""

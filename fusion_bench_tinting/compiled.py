@@ -37,17 +37,22 @@ def compile_options(compile_step: CompileStep, backend: str = "inductor") -> Opt
         return None
     if compile_step is not True and compile_step not in COMPILE_MODES:
         raise TintingConfigError(
-            f"compile_step={compile_step!r}: use false, true (torch.compile's default mode) or one of {list(COMPILE_MODES)}."
+            f"compile_step={compile_step!r}: use false, true (torch.compile's default mode) "
+            f"or one of {list(COMPILE_MODES)}."
         )
     import torch._dynamo
 
     backends = torch._dynamo.list_backends(exclude_tags=())
     if backend not in backends:
-        raise TintingConfigError(f"compile_backend={backend!r} is not a torch.compile backend; known: {sorted(backends)}.")
+        raise TintingConfigError(
+            f"compile_backend={backend!r} is not a torch.compile backend; known: {sorted(backends)}."
+        )
     options: Dict[str, Any] = {"backend": backend, "fullgraph": False}
     if compile_step is not True:
         if backend != "inductor":
-            raise TintingConfigError(f"compile_step={compile_step!r} is a mode of the inductor backend, not of {backend!r}.")
+            raise TintingConfigError(
+                f"compile_step={compile_step!r} is a mode of the inductor backend, not of {backend!r}."
+            )
         options["mode"] = compile_step
     return options
 

@@ -56,19 +56,34 @@ class _OneLinePerUpdate:
         self.stream.flush()
 
 
-def progress(iterable: Optional[Iterable] = None, *, desc: str, total: Optional[int] = None, initial: int = 0,
-             nested: bool = False) -> tqdm:
+def progress(
+    iterable: Optional[Iterable] = None,
+    *,
+    desc: str,
+    total: Optional[int] = None,
+    initial: int = 0,
+    nested: bool = False,
+) -> tqdm:
     """A bar for one phase of the run (``nested``: a part of a phase, shown on a terminal only)."""
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)
     disable = rank_zero_only.rank != 0
     if on_terminal() or verbose():
-        return tqdm(iterable, desc=desc, total=total, initial=initial, leave=not nested, dynamic_ncols=True,
-                    disable=disable)
+        return tqdm(
+            iterable, desc=desc, total=total, initial=initial, leave=not nested, dynamic_ncols=True, disable=disable
+        )
     every = max(1, int((total or 10) * LINE_EVERY))
-    return tqdm(iterable, desc=desc, total=total, initial=initial, disable=disable or nested,
-                file=_OneLinePerUpdate(sys.stderr), miniters=every, mininterval=0,
-                bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        initial=initial,
+        disable=disable or nested,
+        file=_OneLinePerUpdate(sys.stderr),
+        miniters=every,
+        mininterval=0,
+        bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]",
+    )
 
 
 def load_report_rows(message: str) -> Optional[Tuple[str, ReportRows]]:
@@ -155,7 +170,9 @@ def _level(logger_name: str, level: int) -> Iterator[None]:
 @rank_zero_only
 def log_effective_options(method: str, tasks: List[str], resolved: dict) -> None:
     """One line with what the ``auto`` options stood for (the config tree printed above shows the rest)."""
-    values = ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}" for name, value in resolved.items())
+    values = ", ".join(
+        f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}" for name, value in resolved.items()
+    )
     print(f"{method} on {len(tasks)} tasks ({', '.join(tasks)}): {values}", flush=True)
 
 
@@ -180,8 +197,9 @@ def bars_of(instance: Any) -> Iterator[None]:
     modules = {sys.modules[c.__module__] for c in type(instance).__mro__ if c.__module__.startswith("fusion_bench.")}
     modules = [m for m in modules if hasattr(m, "tqdm")]
 
-    def bar(iterable: Optional[Iterable] = None, desc: str = "", total: Optional[int] = None, leave: bool = True,
-            **_: Any) -> tqdm:
+    def bar(
+        iterable: Optional[Iterable] = None, desc: str = "", total: Optional[int] = None, leave: bool = True, **_: Any
+    ) -> tqdm:
         return progress(iterable, desc=desc, total=total, nested=not leave)
 
     originals = [(m, m.tqdm) for m in modules]

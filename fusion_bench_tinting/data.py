@@ -99,7 +99,7 @@ class TokenInputs:
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, Tensor]) -> "TokenInputs":
-        columns = {k[len("column."):]: v for k, v in tensors.items() if k.startswith("column.")}
+        columns = {k[len("column.") :]: v for k, v in tensors.items() if k.startswith("column.")}
         return cls(columns, tensors["lengths"])
 
     @classmethod
@@ -143,7 +143,9 @@ class TokenInputs:
         rows = index.to(next(iter(self.columns.values())).device, non_blocking=True)
         return self._cut(rows, width, device)
 
-    def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Dict[str, Tensor]]:
+    def batches(
+        self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None
+    ) -> Iterator[Dict[str, Tensor]]:
         for start in range(0, len(self), batch_size):
             rows = slice(start, start + batch_size)
             yield self._cut(rows, int(self.lengths[rows].max()), device)
@@ -224,8 +226,10 @@ class CachedDtypeCollate:
         images = [torch.as_tensor(item[0]) for item in batch]
         shapes = sorted({tuple(image.shape) for image in images})
         if len(shapes) > 1:
-            raise ValueError(f"images of different shapes after preprocessing ({', '.join(map(str, shapes[:3]))}): "
-                             "the pool's processor must resize and crop every image to one size")
+            raise ValueError(
+                f"images of different shapes after preprocessing ({', '.join(map(str, shapes[:3]))}): "
+                "the pool's processor must resize and crop every image to one size"
+            )
         images = torch.stack(images)
         if self.dtype != torch.uint8:
             return images.to(self.dtype)
@@ -267,7 +271,9 @@ def cache_inputs(
     if quantize and normalization is None:
         raise ValueError(f"{desc}: input_dtype=uint8 needs the preprocessing's mean and std")
     mean, std = (torch.tensor(v, dtype=torch.float32) for v in normalization) if quantize else (None, None)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=CachedDtypeCollate(dtype, mean, std))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=CachedDtypeCollate(dtype, mean, std)
+    )
     chunks = []
     for batch in progress(loader, desc=desc, nested=True):
         if quantize and batch.dtype != torch.uint8:  # this batch is off the 8-bit grid: all of it float16

@@ -46,7 +46,9 @@ def grad_scaler(fabric: Any) -> Optional[torch.amp.GradScaler]:
     return getattr(precision, "scaler", None) if getattr(precision, "precision", None) == "16-mixed" else None
 
 
-def step_sections(fabric: Any, profile: Callable[[str], ContextManager], enabled: bool) -> Callable[[str], ContextManager]:
+def step_sections(
+    fabric: Any, profile: Callable[[str], ContextManager], enabled: bool
+) -> Callable[[str], ContextManager]:
     """The profiler around each part of a step (``profile_steps``), with the device synchronised on both
     sides so that each time is the part's own; a no-op when not ``enabled`` (the syncs slow the loop)."""
     if not enabled:
@@ -70,14 +72,18 @@ def log_hyperparameters(fabric: Any, params: Dict[str, Any], metrics: Dict[str, 
         logger.log_hyperparams(params, metrics=metrics)
 
 
-def log_coefficient_heatmap(fabric: Any, coefficients: Tensor, tasks: Sequence[str], groups: Sequence[str], step: int) -> None:
+def log_coefficient_heatmap(
+    fabric: Any, coefficients: Tensor, tasks: Sequence[str], groups: Sequence[str], step: int
+) -> None:
     """The learned merging coefficients, tasks x coefficient groups, as an image in TensorBoard."""
     loggers = [logger for logger in fabric.loggers if hasattr(getattr(logger, "experiment", None), "add_figure")]
     if not loggers or not fabric.is_global_zero:
         return
     from .heatmap import blocks_of_groups, coefficient_heatmap_figure
 
-    figure = coefficient_heatmap_figure(coefficients.cpu().numpy(), tasks, blocks_of_groups(groups), "learned merging coefficients")
+    figure = coefficient_heatmap_figure(
+        coefficients.cpu().numpy(), tasks, blocks_of_groups(groups), "learned merging coefficients"
+    )
     for logger in loggers:
         logger.experiment.add_figure("coefficients/heatmap", figure, global_step=step)
 
@@ -86,6 +92,8 @@ def log_run_summary(fabric: Any, options: Dict[str, Any], run: "TintingRun") -> 
     """The options (``auto`` resolved) with the final loss (TensorBoard's HPARAMS tab) and the learned
     coefficients as a heat map."""
     losses = list(run.stats.final_loss.values())
-    log_hyperparameters(fabric, {**options, "tasks": ",".join(run.tasks)}, {"hparams/final_loss": sum(losses) / len(losses)})
+    log_hyperparameters(
+        fabric, {**options, "tasks": ",".join(run.tasks)}, {"hparams/final_loss": sum(losses) / len(losses)}
+    )
     coefficients = run.merger.effective_coefficients().detach()
     log_coefficient_heatmap(fabric, coefficients, run.tasks, run.merger.group_names, run.max_steps)

@@ -12,7 +12,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
 #: the transformer block a coefficient group belongs to (CLIP, OpenCLIP, BERT-style and GPT-2 layouts)
 BLOCK_OF_GROUP = re.compile(r"(?:layers?|resblocks|h|layer)\.(\d+)\.")
 
@@ -21,10 +20,14 @@ def blocks_of_groups(groups: Sequence[str]) -> List[Optional[int]]:
     return [int(m.group(1)) if (m := BLOCK_OF_GROUP.search(g)) else None for g in groups]
 
 
-def coefficient_heatmap_figure(coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], title: str):
+def coefficient_heatmap_figure(
+    coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], title: str
+):
     """Learned coefficients, tasks x coefficient groups (in parameter order), with block boundaries."""
     figure, axes = plt.subplots(figsize=(12, 0.4 * len(tasks) + 1.8))
-    image = axes.imshow(coefficients, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-6, float(coefficients.max())))
+    image = axes.imshow(
+        coefficients, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-6, float(coefficients.max()))
+    )
     axes.set_yticks(range(len(tasks)))
     axes.set_yticklabels(tasks, fontsize=8)
     ticks, labels, previous = [], [], object()

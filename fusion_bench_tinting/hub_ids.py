@@ -39,14 +39,17 @@ def hub_ids(config: Any, in_datasets: bool = False) -> Iterator[Tuple[str, str]]
 def download_lines(config: dict) -> List[str]:
     """``huggingface-cli download`` lines for the model pool and task pool of a composed config, each id once."""
     found = dict.fromkeys(hub_ids({k: config.get(k) for k in ("modelpool", "taskpool")}))
-    return [f"huggingface-cli download {'--repo-type dataset ' if kind == 'dataset' else ''}{name}" for kind, name in found]
+    return [
+        f"huggingface-cli download {'--repo-type dataset ' if kind == 'dataset' else ''}{name}" for kind, name in found
+    ]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .comparison.runner import Suite, composed_config
 
-    parser = argparse.ArgumentParser(prog="fusion-bench-tinting-hub-ids", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fusion-bench-tinting-hub-ids", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--suite", required=True, help="a suite name, as in modelpool=<suite>")
     parser.add_argument("--config-dir", action="append", default=[], help="extra Hydra config folder (repeatable)")
     args = parser.parse_args(argv)

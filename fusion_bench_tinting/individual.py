@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Dict
 
 import torch
-from torch import Tensor
-
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin
 from fusion_bench.models.modulator.base import ModulatedModel, TaskModulator
+from torch import Tensor
 
 from .errors import reports_config_errors
 from .families import PRETRAINED, family_for

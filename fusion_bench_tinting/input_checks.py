@@ -37,8 +37,14 @@ def _first_line(error: BaseException) -> str:
 
 
 #: what the hub libraries say when a file is neither cached nor reachable (transformers, datasets, huggingface_hub)
-_UNREACHABLE = ("couldn't connect to", "couldn't reach", "offline mode", "outgoing traffic has been disabled",
-                "localentrynotfounderror", "offlinemodeisenabled")
+_UNREACHABLE = (
+    "couldn't connect to",
+    "couldn't reach",
+    "offline mode",
+    "outgoing traffic has been disabled",
+    "localentrynotfounderror",
+    "offlinemodeisenabled",
+)
 
 
 def hub_unreachable(error: BaseException) -> bool:

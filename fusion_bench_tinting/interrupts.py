@@ -74,8 +74,10 @@ def exit_interrupted(interrupted: AdaptationInterrupted, log_dir: Optional[str],
     if interrupted.checkpoint is None:
         line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
     else:
-        line = (f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
-                f"Continue with: {resume_command(sys.argv, str(log_dir))}")
+        line = (
+            f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
+            f"Continue with: {resume_command(sys.argv, str(log_dir))}"
+        )
     exit_with_message(line if prints else "", EXIT_STATUS)
 
 

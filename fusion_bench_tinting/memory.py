@@ -14,7 +14,9 @@ from .errors import TintingConfigError
 GIB = 2**30
 
 
-def merge_bytes(num_parameters: int, num_tasks: int, task_vector_dtype: torch.dtype, dtype: torch.dtype = torch.float32) -> int:
+def merge_bytes(
+    num_parameters: int, num_tasks: int, task_vector_dtype: torch.dtype, dtype: torch.dtype = torch.float32
+) -> int:
     """Device memory the merge needs at least: K task vectors, plus the base, the encoder's own weights,
     one merged copy and its gradient buffer in ``dtype`` (activations come on top)."""
     narrow = torch.empty((), dtype=task_vector_dtype).element_size()

@@ -44,7 +44,8 @@ def check_same_parameters(
         if wrong_shape:
             details.append(f"{len(wrong_shape)} shape mismatch(es) (model vs pretrained), e.g. {wrong_shape[:3]}")
         raise ArchitectureMismatchError(
-            f"The fine-tuned model {other_name!r}{f' ({source})' if source else ''} does not have the pretrained model's architecture: "
+            f"The fine-tuned model {other_name!r}{f' ({source})' if source else ''} "
+            "does not have the pretrained model's architecture: "
             + "; ".join(details)
             + ". Task vectors need every fine-tuned model to share the pretrained model's parameters."
         )
@@ -77,7 +78,9 @@ class LayerWiseMerger(nn.Module):
         self.register_buffer("base", base, persistent=False)
         # task vectors may be stored narrower (bfloat16 halves the largest buffer); merges compute in `dtype`
         task_vector_dtype = task_vector_dtype or dtype
-        self.register_buffer("task_vectors", torch.zeros(num_tasks, self.total, dtype=task_vector_dtype), persistent=False)
+        self.register_buffer(
+            "task_vectors", torch.zeros(num_tasks, self.total, dtype=task_vector_dtype), persistent=False
+        )
         self._filled = [False] * num_tasks
         # tensors that no task changed, kept out of the per-step merge (see check_complete)
         self._unchanged_names: List[str] = []
@@ -143,7 +146,9 @@ class LayerWiseMerger(nn.Module):
         self.numels = [self.numels[i] for i in keep_index]
         self.total = sum(self.numels)
         self.base = torch.cat([bases[i] for i in keep_index]) if keep_index else self.base[:0]
-        self.task_vectors = torch.cat([pieces[i] for i in keep_index], dim=1) if keep_index else self.task_vectors[:, :0]
+        self.task_vectors = (
+            torch.cat([pieces[i] for i in keep_index], dim=1) if keep_index else self.task_vectors[:, :0]
+        )
         self.group_of_tensor = self.group_of_tensor[keep_index]
 
     def effective_coefficients(self) -> Tensor:

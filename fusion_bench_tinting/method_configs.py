@@ -19,19 +19,27 @@ _RULE = "# " + "=" * 77
 
 #: file name -> (declared options, header comment, ``_target_``)
 METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
-    "model_tinting.yaml": (TINTING_OPTIONS, f"""{_RULE}
+    "model_tinting.yaml": (
+        TINTING_OPTIONS,
+        f"""{_RULE}
 # Model Tinting (arXiv 2412.19098): layer-wise merging coefficients plus one trainable layer per
 # task, adapted on unlabelled data against the fine-tuned models' predictions.
 # Defaults are the reference implementation's. Written from fusion_bench_tinting/tinting_options.py
 # (python -m fusion_bench_tinting.method_configs). Usage:
 #   fusion_bench method=model_tinting modelpool=clip-vit-base-patch32_TA8
-{_RULE}""", "fusion_bench_tinting.ModelTintingAlgorithm"),
-    "lot_merging.yaml": (LOT_OPTIONS, f"""{_RULE}
+{_RULE}""",
+        "fusion_bench_tinting.ModelTintingAlgorithm",
+    ),
+    "lot_merging.yaml": (
+        LOT_OPTIONS,
+        f"""{_RULE}
 # LOT Merging (arXiv 2505.23859): closed-form, layer-wise merging that minimises the drift between
 # each expert's features and the merged model's, from a few unlabelled samples per task.
 # Written from fusion_bench_tinting/lot/algorithm.py (python -m fusion_bench_tinting.method_configs). Usage:
 #   fusion_bench method=lot_merging modelpool=clip-vit-base-patch32_TA8
-{_RULE}""", "fusion_bench_tinting.LOTMergingAlgorithm"),
+{_RULE}""",
+        "fusion_bench_tinting.LOTMergingAlgorithm",
+    ),
 }
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from fusion_bench.modelpool import BaseModelPool, ResNetForImageClassificationPool, SequenceClassificationModelPool
 from omegaconf import DictConfig
 from torch import nn
-
-from fusion_bench.modelpool import BaseModelPool, ResNetForImageClassificationPool, SequenceClassificationModelPool
 
 
 class SequenceClassificationEncoderPool(SequenceClassificationModelPool):
@@ -39,8 +38,16 @@ class TimmImageClassifierPool(BaseModelPool):
     the class count there). BatchNorm's ``num_batches_tracked`` counters are kept as floats: FusionBench's
     merging methods do arithmetic on every tensor of a state dict and refuse an integer one."""
 
-    def __init__(self, models, *, architecture: str, num_classes: int, processor: str,
-                 class_names: Optional[Dict[str, List[str]]] = None, **kwargs):
+    def __init__(
+        self,
+        models,
+        *,
+        architecture: str,
+        num_classes: int,
+        processor: str,
+        class_names: Optional[Dict[str, List[str]]] = None,
+        **kwargs,
+    ):
         super().__init__(models, **kwargs)
         self.architecture, self.num_classes, self.processor = architecture, int(num_classes), processor
         from fusion_bench.tasks.clip_classification import CLIPTemplateFactory
@@ -50,12 +57,18 @@ class TimmImageClassifierPool(BaseModelPool):
             if task not in CLIPTemplateFactory.get_available_datasets():
                 # through `dataset_info`: FusionBench 0.2.33 stores `templates=` under a misspelt key
                 info = {"classnames": list(names), "templates": templates}
-                CLIPTemplateFactory.register_dataset(task, dataset_info=info, classnames=info["classnames"], templates=templates)
+                CLIPTemplateFactory.register_dataset(
+                    task, dataset_info=info, classnames=info["classnames"], templates=templates
+                )
 
     def load_model(self, model_name_or_config, *args, **kwargs) -> nn.Module:
         import timm
 
-        path = self._models.get(model_name_or_config, model_name_or_config) if isinstance(model_name_or_config, str) else model_name_or_config
+        path = (
+            self._models.get(model_name_or_config, model_name_or_config)
+            if isinstance(model_name_or_config, str)
+            else model_name_or_config
+        )
         model = timm.create_model(self.architecture, pretrained=False, num_classes=self.num_classes)
         return load_weights(model, str(path))
 

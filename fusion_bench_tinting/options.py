@@ -47,7 +47,9 @@ def positive_number(value: Any) -> bool:
 
 def one_of(choices: Iterable[Any]) -> Test:
     allowed = tuple(choices)
-    return lambda value: isinstance(value, (str, bool, int)) and value in allowed and type(value) in {type(c) for c in allowed}
+    return lambda value: (
+        isinstance(value, (str, bool, int)) and value in allowed and type(value) in {type(c) for c in allowed}
+    )
 
 
 def or_auto(test: Test) -> Test:
@@ -162,8 +164,17 @@ def check_init_values(init_values: Any, clamp: bool, clamp_range: Tuple[float, f
         )
 
 
-def resolve_auto(lr: Any, max_steps: Any, init_values: Any, *, family_lr: float, family_max_steps: int,
-                 num_tasks: int, init_from: str, debug: bool) -> Tuple[float, int, float]:
+def resolve_auto(
+    lr: Any,
+    max_steps: Any,
+    init_values: Any,
+    *,
+    family_lr: float,
+    family_max_steps: int,
+    num_tasks: int,
+    init_from: str,
+    debug: bool,
+) -> Tuple[float, int, float]:
     """Learning rate, iterations and initial coefficient, with ``auto`` replaced by the family's reference
     values (init 0.3 up to 8 tasks, 0.1 beyond, as the reference; 0 from LOT: start at the LOT merge)."""
     resolved_lr = family_lr if lr == "auto" else float(lr)

@@ -13,8 +13,8 @@ from typing import Callable, ContextManager, Optional, Tuple, Union
 
 import torch
 
-from .console import progress
 from .adamerging_start import load_adamerging_weights
+from .console import progress
 from .families import PRETRAINED
 from .finite import check_finite
 from .input_checks import check_test_set, reading, source_in_pool
@@ -54,8 +54,10 @@ def build_merger(run: TintingRun, options: Preparation, profile: Profile) -> Non
     with profile("load pretrained"):
         with reading(f"the pretrained model ({source_in_pool(family.modelpool, PRETRAINED)})"):
             run.pretrained = family.load_encoder(PRETRAINED)
-        check_finite(dict(run.pretrained.named_parameters()),
-                     f"the pretrained model ({source_in_pool(family.modelpool, PRETRAINED)})")
+        check_finite(
+            dict(run.pretrained.named_parameters()),
+            f"the pretrained model ({source_in_pool(family.modelpool, PRETRAINED)})",
+        )
     run.block_names = block_parameter_names(family, run.pretrained, options.tinted_layer)
     run.head_encoder_names = family.head_encoder_parameter_names(run.pretrained)
     own = set(run.head_encoder_names)
@@ -78,8 +80,9 @@ def build_merger(run: TintingRun, options: Preparation, profile: Profile) -> Non
         task_vector_dtype=dtype,
     ).to(run.device)
     if options.init_from == "adamerging":
-        start = load_adamerging_weights(options.adamerging_weights, run.tasks, run.merger.group_names,
-                                        family.merged_parameter_names(run.pretrained))
+        start = load_adamerging_weights(
+            options.adamerging_weights, run.tasks, run.merger.group_names, family.merged_parameter_names(run.pretrained)
+        )
         with torch.no_grad():
             run.merger.coefficients.copy_(start)
     run.pretrained.to(run.device)
@@ -93,10 +96,23 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
     pretrained_params = dict(run.pretrained.named_parameters())
     lot = None
     if options.init_from == "lot":
-        lot = make_solver(run.pretrained, merger.names, ridge=LOT_START["ridge"], fallback_scale="auto",
-                          statistics_dtype="float64", device=device)
-    teacher_pass = TeacherPass(fabric, options.input_dtype, options.preprocess_batch_size, options.num_workers,
-                               options.reuse_cache, options.inputs_on_device, profile)
+        lot = make_solver(
+            run.pretrained,
+            merger.names,
+            ridge=LOT_START["ridge"],
+            fallback_scale="auto",
+            statistics_dtype="float64",
+            device=device,
+        )
+    teacher_pass = TeacherPass(
+        fabric,
+        options.input_dtype,
+        options.preprocess_batch_size,
+        options.num_workers,
+        options.reuse_cache,
+        options.inputs_on_device,
+        profile,
+    )
     material = TaskMaterial()
     for index, task in enumerate(progress(run.tasks, desc="Task vectors and teacher outputs")):
         with profile("load fine-tuned"):
@@ -111,22 +127,34 @@ def load_tasks(run: TintingRun, options: Preparation, fabric, profile: Profile, 
         check_finite(material.heads[task].state_dict(), f"the head of task {task!r} (from {source})")
         check_same_parameters(pretrained_params, finetuned_params, task, source)
         merger.set_task_vector(index, finetuned_params)
-        material.head_encoders[task] = {n: finetuned_params[n].detach().float().to(device)
-                                        for n in run.head_encoder_names}
+        material.head_encoders[task] = {
+            n: finetuned_params[n].detach().float().to(device) for n in run.head_encoder_names
+        }
         if lot is not None:
             with profile("LOT statistics"):
-                observe_expert(lot, family, task, pretrained_params, finetuned, num_samples=LOT_START["num_samples"],
-                               seed=options.seed, batch_size=options.preprocess_batch_size,
-                               num_workers=options.num_workers, device=device)
+                observe_expert(
+                    lot,
+                    family,
+                    task,
+                    pretrained_params,
+                    finetuned,
+                    num_samples=LOT_START["num_samples"],
+                    seed=options.seed,
+                    batch_size=options.preprocess_batch_size,
+                    num_workers=options.num_workers,
+                    device=device,
+                )
         if with_teachers:
-            material.inputs[task], material.teachers[task] = teacher_pass(family, task, finetuned,
-                                                                          material.heads[task], device)
+            material.inputs[task], material.teachers[task] = teacher_pass(
+                family, task, finetuned, material.heads[task], device
+            )
         del finetuned  # the fine-tuned encoders never stay on the device
     if lot is not None:
         with profile("LOT solve"):
             merger.rebase(lot.task_vector())
     merger.check_complete()
     objectives = {task: family.task_objective(task) for task in run.tasks}
-    check_loss_for_regression(options.loss, [t for t, head in material.heads.items()
-                                             if family.is_regression(head) and objectives[t] is None])
+    check_loss_for_regression(
+        options.loss, [t for t, head in material.heads.items() if family.is_regression(head) and objectives[t] is None]
+    )
     run.states = task_states(run.tasks, material, merger, run.block_names, objectives)

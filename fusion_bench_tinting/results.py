@@ -7,11 +7,9 @@ import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
-
-
 from fusion_bench.utils.pylogger import get_rankzero_logger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch import Tensor, nn
 
 from .adamerging_start import ADAMERGING_FILE, save_merging_weights
 from .adaptation import AdaptationStats, TaskState
@@ -65,8 +63,13 @@ def coefficient_sparsity(merger: LayerWiseMerger, block_names: List[str]) -> flo
     return float((coefficients.abs() < SPARSITY_THRESHOLD).float().mean()) if used else 0.0
 
 
-def tinted_model(pretrained: nn.Module, merger: LayerWiseMerger, states: List[TaskState], block_names: List[str],
-                 report: Dict[str, Any]) -> TintedModel:
+def tinted_model(
+    pretrained: nn.Module,
+    merger: LayerWiseMerger,
+    states: List[TaskState],
+    block_names: List[str],
+    report: Dict[str, Any],
+) -> TintedModel:
     """The merged encoder (written into ``pretrained``) with each task's tinted layer as its modulator."""
     merger.load_into(pretrained)
     modulators = {}
@@ -85,8 +88,15 @@ def tinted_model(pretrained: nn.Module, merger: LayerWiseMerger, states: List[Ta
     return TintedModel(pretrained.eval(), modulators, report)
 
 
-def adaptation_report(stats: AdaptationStats, *, iterations: int, lr: float, init_values: float,
-                      compile_step: Any, confidence_filter: bool) -> Dict[str, Any]:
+def adaptation_report(
+    stats: AdaptationStats,
+    *,
+    iterations: int,
+    lr: float,
+    init_values: float,
+    compile_step: Any,
+    confidence_filter: bool,
+) -> Dict[str, Any]:
     """The report's account of an adaptation: its time, steps, resolved options and final losses."""
     report = {
         "adaptation_time_s": round(stats.seconds, 3),
@@ -104,8 +114,9 @@ def adaptation_report(stats: AdaptationStats, *, iterations: int, lr: float, ini
     return report
 
 
-def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[TaskState], tinted_layer: str,
-                origin: str) -> Optional[str]:
+def save_result(
+    log_dir: Optional[str], merger: LayerWiseMerger, states: List[TaskState], tinted_layer: str, origin: str
+) -> Optional[str]:
     """Write the coefficients and tinted layers to ``<log_dir>/`` :data:`WEIGHTS_FILE`; None without a log folder.
     Coefficients on Task Arithmetic's origin, one per tensor, also go to ``merging_weights.pt`` in FusionBench's
     AdaMerging layout (a start for ``init_from=adamerging``)."""
@@ -131,8 +142,9 @@ def save_result(log_dir: Optional[str], merger: LayerWiseMerger, states: List[Ta
     return path
 
 
-def finish_run(run: "TintingRun", report: Dict[str, Any], *, save: bool, log_dir: Optional[str],
-               tinted_layer: str, origin: str) -> Tuple[TintedModel, Optional[str]]:
+def finish_run(
+    run: "TintingRun", report: Dict[str, Any], *, save: bool, log_dir: Optional[str], tinted_layer: str, origin: str
+) -> Tuple[TintedModel, Optional[str]]:
     """The merged model with each task's tinted layer and its report; after an adaptation (``save``), the
     learned coefficients and tinted layers in ``log_dir``. Returns the model and the saved file (or None)."""
     model = tinted_model(run.pretrained, run.merger, run.states, run.block_names, report)

@@ -65,8 +65,13 @@ def block_parameter_names(family: ModelFamily, encoder: nn.Module, tinted_layer:
     return [n for n, _ in encoder.named_parameters() if n.startswith(prefixes[index])]
 
 
-def task_states(tasks: List[str], material: TaskMaterial, merger: LayerWiseMerger, block_names: List[str],
-                objectives: Optional[Dict[str, Optional[str]]] = None) -> List[TaskState]:
+def task_states(
+    tasks: List[str],
+    material: TaskMaterial,
+    merger: LayerWiseMerger,
+    block_names: List[str],
+    objectives: Optional[Dict[str, Optional[str]]] = None,
+) -> List[TaskState]:
     """Each task's trainable state: a copy of its head, or its own copy of the tinted block taken from the
     initial merge."""
     initial = None

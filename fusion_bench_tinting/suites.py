@@ -7,9 +7,9 @@ and our methods, at the end of ``run``, complete the program's task pool:
 
 - no task pool was chosen (FusionBench's default ``dummy``) and the user did not pass ``taskpool=``:
   use the task pool named like the model pool choice (or its last path component), when one exists;
-- a stock CLIP, OpenCLIP, GPT-2 GLUE, image-classification or NYUv2 task pool was chosen: replace it by its task-aware subclass,
-  built from the same config, so that each task is evaluated with its own tinted layer (unless the stock
-  class already does so: ``evaluates_per_task_models``, as in the upstream export's CLIP task pool).
+- a stock CLIP, OpenCLIP, GPT-2 GLUE, image-classification or NYUv2 task pool was chosen: replace it by its
+  task-aware subclass, built from the same config, so that each task is evaluated with its own tinted layer
+  (unless the stock class already does so: ``evaluates_per_task_models``, as in the upstream export's CLIP task pool).
 
 This happens in FusionBench's public ``on_run_start`` hook, before any model is loaded, and the run says which
 task pool will evaluate it (``--cfg job`` cannot: Hydra composes before any code of ours runs). FusionBench has
@@ -23,11 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from fusion_bench.utils.pylogger import get_rankzero_logger
 from lightning.fabric.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-
-from fusion_bench.utils.pylogger import get_rankzero_logger
 from .compat import ensure_typing_override
 from .errors import TintingConfigError, one_line_config_errors
 
@@ -52,15 +51,13 @@ def write_suite_config(config_dir: Path, name: str) -> None:
 def _stock_to_task_aware():
     ensure_typing_override()
     from fusion_bench.taskpool import CLIPVisionModelTaskPool, GPT2TextClassificationTaskPool
-    from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
-
-    from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
     from fusion_bench.taskpool.image_classification import ImageClassificationTaskPool
-
     from fusion_bench.taskpool.nyuv2_taskpool import NYUv2TaskPool
+    from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
     from .evaluation.image_taskpool import TaskAwareImageClassificationTaskPool
     from .evaluation.nyuv2_taskpool import TaskAwareNYUv2TaskPool
+    from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
     from .evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
     upgrades = {

@@ -18,8 +18,8 @@ from typing import Any, Callable, ContextManager, Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .console import progress
 from .caching import TaskCache, library_versions
+from .console import progress
 from .data import AdaptationInputs, resolve_num_workers
 from .families import ModelFamily
 from .finite import check_finite
@@ -61,7 +61,9 @@ class TeacherPass:
         cache when the files and configs they come from are unchanged."""
         compute = lambda: self._preprocess_and_teach(family, task, finetuned, head, device)  # noqa: E731
         cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
-        key = cache.key({**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()})
+        key = cache.key(
+            {**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()}
+        )
         size = family.adaptation_size(task)
         entry = self._cached_entry(cache, key, size) if self.reuse_cache else None
         if entry is not None:
@@ -81,8 +83,9 @@ class TeacherPass:
                 return None
         return entry
 
-    def _fill_cache(self, cache: TaskCache, key: str, compute: Callable[[], Tuple[AdaptationInputs, Tensor]],
-                    num_inputs: int) -> Entry:
+    def _fill_cache(
+        self, cache: TaskCache, key: str, compute: Callable[[], Tuple[AdaptationInputs, Tensor]], num_inputs: int
+    ) -> Entry:
         """Compute the entry and write it. Data parallel: only each node's first process computes; the
         others wait for it and read what it wrote, instead of decoding every image again on the same CPUs."""
         entry = None
@@ -95,7 +98,9 @@ class TeacherPass:
         if entry is None:
             entry = cache.load(key, num_inputs)
             if entry is None:
-                log.warning("Cache entry %s written by this node's first process cannot be read here: computing it again.", key)
+                log.warning(
+                    "Cache entry %s written by this node's first process cannot be read here: computing it again.", key
+                )
                 inputs, teacher = compute()
                 entry = {"inputs": inputs, "teacher": teacher}
             else:
@@ -108,13 +113,18 @@ class TeacherPass:
         source = source_in_pool(family.modelpool, task, split)
         with self.profile("preprocess inputs"), reading(f"the {split} set of task {task!r} ({source})"):
             inputs = family.adaptation_inputs(
-                task, batch_size=self.batch_size, num_workers=self._workers(family.adaptation_size(task)),
+                task,
+                batch_size=self.batch_size,
+                num_workers=self._workers(family.adaptation_size(task)),
                 dtype=INPUT_DTYPES[self.input_dtype],
             )
         family.check_inputs(task, inputs, finetuned)
-        with self.profile("teacher outputs"), explain_out_of_memory(
-            f"The teacher pass of {task!r} (batches of {self.batch_size})",
-            "Lower method.preprocess_batch_size or store the task vectors in method.task_vector_dtype=bfloat16.",
+        with (
+            self.profile("teacher outputs"),
+            explain_out_of_memory(
+                f"The teacher pass of {task!r} (batches of {self.batch_size})",
+                "Lower method.preprocess_batch_size or store the task vectors in method.task_vector_dtype=bfloat16.",
+            ),
         ):
             teacher = self._teacher_outputs(family, finetuned.to(device), head, inputs, device)
         check_finite({"teacher outputs": teacher}, f"the teacher (fine-tuned model) of task {task!r} on its inputs")
@@ -125,7 +135,9 @@ class TeacherPass:
         return resolve_num_workers(self.num_workers, num_samples, 1)
 
     @torch.no_grad()
-    def _teacher_outputs(self, family: ModelFamily, encoder: nn.Module, head: nn.Module, inputs: AdaptationInputs, device) -> Tensor:
+    def _teacher_outputs(
+        self, family: ModelFamily, encoder: nn.Module, head: nn.Module, inputs: AdaptationInputs, device
+    ) -> Tensor:
         outputs = []
         batches = inputs.batches(self.batch_size, device, torch.float32)
         total = -(-len(inputs) // self.batch_size)

@@ -11,9 +11,8 @@ import os
 from typing import Any, Dict, Mapping, Optional
 
 import torch
-from torch import Tensor, nn
-
 from fusion_bench.models.modulator.base import ModulatedModel, TaskModulator
+from torch import Tensor, nn
 
 from .weights_io import TINTED_LAYERS_FILE, save_tensors
 

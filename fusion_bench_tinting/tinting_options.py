@@ -11,7 +11,18 @@ from .compiled import COMPILE_MODES
 from .families.base import SPLITS
 from .losses import LOSSES
 from .options import (
-    BOOLEAN, Option, Options, int_at_least, is_bool, is_int, is_number, is_path, one_of, or_auto, or_none, positive_number,
+    BOOLEAN,
+    Option,
+    Options,
+    int_at_least,
+    is_bool,
+    is_int,
+    is_number,
+    is_path,
+    one_of,
+    or_auto,
+    or_none,
+    positive_number,
 )
 from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES
 
@@ -26,63 +37,163 @@ def _compile_mode(value) -> bool:
     return isinstance(value, bool) or value in COMPILE_MODES
 
 
-TINTING_OPTIONS = Options("config/method/model_tinting.yaml", [
-    Option("max_steps", "auto", or_auto(int_at_least(0)), "'auto' or an integer >= 0 (0 evaluates the initial merge)",
-           "iterations, each one optimizer step per task (auto: the family's reference, 500 for vision, 1000 for "
-           "text); 0 evaluates the initial merge", section="The method: the paper's and the reference code's choices"),
-    Option("lr", "auto", or_auto(positive_number), "'auto' or a number > 0",
-           "Adam learning rate (auto: 1e-2 when the tinted layer trains, 5e-4 for text, 1e-4 for NYUv2's decoders; "
-           "1e-3 for coefficients only)"),
-    Option("batch_size", 32, int_at_least(1), "an integer >= 1", "samples per task step"),
-    Option("init_values", "auto", or_auto(is_number), "'auto' or a number",
-           "initial merging coefficient (auto: 0.3 up to 8 tasks, 0.1 above)"),
-    Option("clamp_weights", True, *BOOLEAN, "clamp the coefficients to [0, 1] ([-1, 1] from LOT), as the reference"),
-    Option("tinted_layer", "head", _block_or_head, "'head' or the index (>= 0) of a transformer block",
-           "`head` or the index of a transformer block"),
-    Option("train_coefficients", True, *BOOLEAN, "train the merging coefficients (false: heads only)"),
-    Option("train_tinted_layer", True, *BOOLEAN, "train each task's tinted layer (false: coefficients only)"),
-    Option("loss", "ce", one_of(LOSSES), f"one of {list(LOSSES)}", " | ".join(LOSSES)),
-    Option("update", "sequential", one_of(("sequential", "joint")), "'sequential' (reference) or 'joint'",
-           "sequential (one step per task, random task order) | joint (summed losses, one step)"),
-    Option("confidence_filter", False, *BOOLEAN,
-           "Model Tinting++'s confidence filter; a batch with no sample left makes no update (a skipped step)"),
-    Option("init_from", "task_arithmetic", one_of(INIT_FROM), f"one of {list(INIT_FROM)}",
-           "task_arithmetic (reference) | lot: coefficients on top of the LOT-merged encoder | adamerging: "
-           "coefficients start from FusionBench layer-wise AdaMerging's (adamerging_weights)"),
-    Option("adamerging_weights", None, or_none(is_path), "null or the path of AdaMerging's merging_weights.pt",
-           "with init_from=adamerging: the merging_weights.pt FusionBench's layer-wise AdaMerging saved, or its log "
-           "folder"),
-    Option("head_projection", "own", one_of(("own", "merged")), "one of ['own', 'merged']",
-           "the projection a classifier reads from the encoder (BERT's pooler): own (each task's, tinted with its "
-           "head) | merged (merged like the encoder); others have none"),
-    Option("adaptation_data", "test", one_of(SPLITS), f"one of {list(SPLITS)}: the model pool's datasets the "
-           "adaptation reads",
-           "the model pool's datasets the adaptation reads: test (the paper's: the inputs the task pool scores, "
-           "transductive) | val | train (other inputs than the scored ones)"),
-    Option("seed", None, or_none(is_int), "null (the program's seed) or an integer",
-           "seeds task order, batches and random initialisations (null: the program's `seed=`, else 42)",
-           section="The run: seed, saved weights, checkpoints"),
-    Option("weights", None, or_none(is_path), "null or the path of a saved run",
-           "a model_tinting.safetensors (or the log folder holding one): load it and skip adaptation",
-           changes_result=False),
-    Option("save_weights", True, *BOOLEAN, "save the coefficients and tinted layers in the log folder",
-           changes_result=False),
-    Option("checkpoint_every", 0, int_at_least(0), "an integer >= 0 (0: no checkpoints)",
-           "task steps between checkpoints in <log dir>/checkpoints (0: none; the last two are kept)",
-           changes_result=False),
-    Option("resume", None, or_none(is_path), "null or a run's log folder",
-           "a run's log folder (or its checkpoints/) to continue from; refused if pool, tasks or options differ",
-           changes_result=False),
-    Option("input_dtype", "uint8", one_of(INPUT_DTYPES), f"one of {list(INPUT_DTYPES)}",
-           "dtype of the inputs preprocessed once before adaptation (uint8: images exactly on their 8-bit grid, "
-           "normalised on the device; float16 is off by up to ~1e-3 per pixel; float32 is exact at twice its size)",
-           section="Memory and speed: how, not what, is computed"),
-    Option("inputs_on_device", "auto", or_auto(is_bool), "'auto', true or false",
-           "keep the preprocessed inputs on the accelerator (auto: when they take under a quarter of its free memory)",
-           changes_result=False),
-    Option("task_vector_dtype", "float32", one_of(TENSOR_DTYPES), f"one of {list(TENSOR_DTYPES)}",
-           "dtype of the stored task vectors (bfloat16 halves the largest buffer; merges compute in float32)"),
-    Option("compile_step", False, _compile_mode, "false, true or a torch.compile mode",
-           "torch.compile the merge + encoder forward: false | true | reduce-overhead (CUDA graphs) | ...; the "
-           "compilation counts in the adaptation time", changes_result=False),
-])
+TINTING_OPTIONS = Options(
+    "config/method/model_tinting.yaml",
+    [
+        Option(
+            "max_steps",
+            "auto",
+            or_auto(int_at_least(0)),
+            "'auto' or an integer >= 0 (0 evaluates the initial merge)",
+            "iterations, each one optimizer step per task (auto: the family's reference, 500 for vision, 1000 for "
+            "text); 0 evaluates the initial merge",
+            section="The method: the paper's and the reference code's choices",
+        ),
+        Option(
+            "lr",
+            "auto",
+            or_auto(positive_number),
+            "'auto' or a number > 0",
+            "Adam learning rate (auto: 1e-2 when the tinted layer trains, 5e-4 for text, 1e-4 for NYUv2's decoders; "
+            "1e-3 for coefficients only)",
+        ),
+        Option("batch_size", 32, int_at_least(1), "an integer >= 1", "samples per task step"),
+        Option(
+            "init_values",
+            "auto",
+            or_auto(is_number),
+            "'auto' or a number",
+            "initial merging coefficient (auto: 0.3 up to 8 tasks, 0.1 above)",
+        ),
+        Option(
+            "clamp_weights", True, *BOOLEAN, "clamp the coefficients to [0, 1] ([-1, 1] from LOT), as the reference"
+        ),
+        Option(
+            "tinted_layer",
+            "head",
+            _block_or_head,
+            "'head' or the index (>= 0) of a transformer block",
+            "`head` or the index of a transformer block",
+        ),
+        Option("train_coefficients", True, *BOOLEAN, "train the merging coefficients (false: heads only)"),
+        Option("train_tinted_layer", True, *BOOLEAN, "train each task's tinted layer (false: coefficients only)"),
+        Option("loss", "ce", one_of(LOSSES), f"one of {list(LOSSES)}", " | ".join(LOSSES)),
+        Option(
+            "update",
+            "sequential",
+            one_of(("sequential", "joint")),
+            "'sequential' (reference) or 'joint'",
+            "sequential (one step per task, random task order) | joint (summed losses, one step)",
+        ),
+        Option(
+            "confidence_filter",
+            False,
+            *BOOLEAN,
+            "Model Tinting++'s confidence filter; a batch with no sample left makes no update (a skipped step)",
+        ),
+        Option(
+            "init_from",
+            "task_arithmetic",
+            one_of(INIT_FROM),
+            f"one of {list(INIT_FROM)}",
+            "task_arithmetic (reference) | lot: coefficients on top of the LOT-merged encoder | adamerging: "
+            "coefficients start from FusionBench layer-wise AdaMerging's (adamerging_weights)",
+        ),
+        Option(
+            "adamerging_weights",
+            None,
+            or_none(is_path),
+            "null or the path of AdaMerging's merging_weights.pt",
+            "with init_from=adamerging: the merging_weights.pt FusionBench's layer-wise AdaMerging saved, or its log "
+            "folder",
+        ),
+        Option(
+            "head_projection",
+            "own",
+            one_of(("own", "merged")),
+            "one of ['own', 'merged']",
+            "the projection a classifier reads from the encoder (BERT's pooler): own (each task's, tinted with its "
+            "head) | merged (merged like the encoder); others have none",
+        ),
+        Option(
+            "adaptation_data",
+            "test",
+            one_of(SPLITS),
+            f"one of {list(SPLITS)}: the model pool's datasets the adaptation reads",
+            "the model pool's datasets the adaptation reads: test (the paper's: the inputs the task pool scores, "
+            "transductive) | val | train (other inputs than the scored ones)",
+        ),
+        Option(
+            "seed",
+            None,
+            or_none(is_int),
+            "null (the program's seed) or an integer",
+            "seeds task order, batches and random initialisations (null: the program's `seed=`, else 42)",
+            section="The run: seed, saved weights, checkpoints",
+        ),
+        Option(
+            "weights",
+            None,
+            or_none(is_path),
+            "null or the path of a saved run",
+            "a model_tinting.safetensors (or the log folder holding one): load it and skip adaptation",
+            changes_result=False,
+        ),
+        Option(
+            "save_weights",
+            True,
+            *BOOLEAN,
+            "save the coefficients and tinted layers in the log folder",
+            changes_result=False,
+        ),
+        Option(
+            "checkpoint_every",
+            0,
+            int_at_least(0),
+            "an integer >= 0 (0: no checkpoints)",
+            "task steps between checkpoints in <log dir>/checkpoints (0: none; the last two are kept)",
+            changes_result=False,
+        ),
+        Option(
+            "resume",
+            None,
+            or_none(is_path),
+            "null or a run's log folder",
+            "a run's log folder (or its checkpoints/) to continue from; refused if pool, tasks or options differ",
+            changes_result=False,
+        ),
+        Option(
+            "input_dtype",
+            "uint8",
+            one_of(INPUT_DTYPES),
+            f"one of {list(INPUT_DTYPES)}",
+            "dtype of the inputs preprocessed once before adaptation (uint8: images exactly on their 8-bit grid, "
+            "normalised on the device; float16 is off by up to ~1e-3 per pixel; float32 is exact at twice its size)",
+            section="Memory and speed: how, not what, is computed",
+        ),
+        Option(
+            "inputs_on_device",
+            "auto",
+            or_auto(is_bool),
+            "'auto', true or false",
+            "keep the preprocessed inputs on the accelerator (auto: when they take under a quarter of its free memory)",
+            changes_result=False,
+        ),
+        Option(
+            "task_vector_dtype",
+            "float32",
+            one_of(TENSOR_DTYPES),
+            f"one of {list(TENSOR_DTYPES)}",
+            "dtype of the stored task vectors (bfloat16 halves the largest buffer; merges compute in float32)",
+        ),
+        Option(
+            "compile_step",
+            False,
+            _compile_mode,
+            "false, true or a torch.compile mode",
+            "torch.compile the merge + encoder forward: false | true | reduce-overhead (CUDA graphs) | ...; the "
+            "compilation counts in the adaptation time",
+            changes_result=False,
+        ),
+    ],
+)

@@ -140,13 +140,13 @@ def check_matches(
     if saved.tinted_layer != tinted_layer:
         problems.append(f"tinted layer differs: saved {saved.tinted_layer!r}, configured {tinted_layer!r}")
     if saved.origin != origin:
-        problems.append(f"the coefficients start from another merge: saved {saved.origin!r}, configured {origin!r} (init_from)")
+        problems.append(
+            f"the coefficients start from another merge: saved {saved.origin!r}, configured {origin!r} (init_from)"
+        )
     if not problems:
         for task, shapes in tinted_shapes.items():
             saved_shapes = {k: v.shape for k, v in saved.tinted[task].items()}
             if saved_shapes != dict(shapes):
                 problems.append(f"tinted layer of task {task!r} has other tensors or shapes than this pool's")
     if problems:
-        raise TintingConfigError(
-            f"weights={saved.path!r} do not match this model pool: " + "; ".join(problems) + "."
-        )
+        raise TintingConfigError(f"weights={saved.path!r} do not match this model pool: " + "; ".join(problems) + ".")

@@ -30,9 +30,8 @@ Data = Dict[str, Tuple[Tensor, Tensor]]  # task -> (preprocessed test images, la
 
 
 def _pool(config_path: str):
-    from omegaconf import OmegaConf
-
     from fusion_bench.utils import instantiate
+    from omegaconf import OmegaConf
 
     import fusion_bench_tinting  # noqa: F401  (registers the plugin's pools)
 
@@ -110,7 +109,8 @@ def measure(pool) -> Dict[str, Dict[str, float]]:
         "statistics merged like the weights": scores(lambda t: like_weights),
         "statistics recomputed on the test inputs of all tasks": scores(lambda t: all_tasks),
         "statistics recomputed per task on its own test inputs": scores(
-            lambda t: _recompute_statistics(weights_only, family, [data[t][0]])),
+            lambda t: _recompute_statistics(weights_only, family, [data[t][0]])
+        ),
     }
 
 
@@ -118,7 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--modelpool", help="a model pool config the image-classifier family reads")
-    source.add_argument("--tiny-resnet", metavar="DIR", help="build (or reuse) the tiny image suites in DIR and use its ResNet pool")
+    source.add_argument(
+        "--tiny-resnet", metavar="DIR", help="build (or reuse) the tiny image suites in DIR and use its ResNet pool"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     config = args.modelpool
@@ -129,7 +131,11 @@ def main() -> None:
         config = os.path.join(args.tiny_resnet, "config", "modelpool", "tiny-resnet_TA4.yaml")
     rows = measure(_pool(config))
     tasks = list(next(iter(rows.values())))
-    print(f"| BatchNorm statistics of the merged backbone (Task Arithmetic, {COEFFICIENT}) | " + " | ".join(tasks) + " | average |")
+    print(
+        f"| BatchNorm statistics of the merged backbone (Task Arithmetic, {COEFFICIENT}) | "
+        + " | ".join(tasks)
+        + " | average |"
+    )
     print("|---|" + "---:|" * (len(tasks) + 1))
     for name, scores in rows.items():
         values = [100 * scores[t] for t in tasks]

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""`python -m fusion_bench_tinting.benchmarks` (installed as `fusion-bench-tinting-bench-speed`), kept here for the repository's commands."""
+"""`python -m fusion_bench_tinting.benchmarks` (installed as `fusion-bench-tinting-bench-speed`),
+kept here for the repository's commands."""
 
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""`python -m fusion_bench_tinting.offline.lite0_images` (installed as `fusion-bench-tinting-build-lite0-images`), kept here for the repository's commands."""
+"""`python -m fusion_bench_tinting.offline.lite0_images` (installed as `fusion-bench-tinting-build-lite0-images`),
+kept here for the repository's commands."""
 
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""`python -m fusion_bench_tinting.offline` (installed as `fusion-bench-tinting-build-minilm-text`), kept here for the repository's commands."""
+"""`python -m fusion_bench_tinting.offline` (installed as `fusion-bench-tinting-build-minilm-text`),
+kept here for the repository's commands."""
 
 import sys
 

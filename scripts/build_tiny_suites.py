@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""`python -m fusion_bench_tinting.testing` (installed as `fusion-bench-tinting-build-tiny-suites`), kept here for the repository's commands."""
+"""`python -m fusion_bench_tinting.testing` (installed as `fusion-bench-tinting-build-tiny-suites`),
+kept here for the repository's commands."""
 
 import sys
 

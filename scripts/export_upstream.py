@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""`python -m fusion_bench_tinting.upstream DIR` (installed as `fusion-bench-tinting-export-upstream`), kept here for the repository's commands."""
+"""`python -m fusion_bench_tinting.upstream DIR` (installed as `fusion-bench-tinting-export-upstream`),
+kept here for the repository's commands."""
 
 import sys
 

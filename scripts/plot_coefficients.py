@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""`python -m fusion_bench_tinting.comparison.plot_coefficients` (installed as `fusion-bench-tinting-plot-coefficients`), kept here for the repository's commands."""
+"""`python -m fusion_bench_tinting.comparison.plot_coefficients`
+(installed as `fusion-bench-tinting-plot-coefficients`), kept here for the repository's commands."""
 
 import sys
 

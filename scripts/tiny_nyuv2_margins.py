@@ -44,8 +44,17 @@ def teacher_scores(out: Path) -> Dict[str, float]:
 
 
 def cli_scores(out: Path, steps: int, log_dir: Path) -> Dict[str, float]:
-    command = ["fusion_bench", "--config-dir", str(out / "config"), f"+suite={SUITE}", "method=model_tinting",
-               f"method.max_steps={steps}", "fabric.accelerator=cpu", "print_config=false", f"path.log_dir={log_dir}"]
+    command = [
+        "fusion_bench",
+        "--config-dir",
+        str(out / "config"),
+        f"+suite={SUITE}",
+        "method=model_tinting",
+        f"method.max_steps={steps}",
+        "fabric.accelerator=cpu",
+        "print_config=false",
+        f"path.log_dir={log_dir}",
+    ]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "TORCH_HOME": str(torch_home(out))})
     report = json.loads((log_dir / "program_report.json").read_text())
     return {task: report[key] for task, key in METRICS.items()}

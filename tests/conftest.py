@@ -71,9 +71,8 @@ def tiny_text(tmp_path_factory) -> Path:
 
 
 def load_pool(tiny_suites: Path, suite: str):
-    from omegaconf import OmegaConf
-
     from fusion_bench.utils import instantiate
+    from omegaconf import OmegaConf
 
     import fusion_bench_tinting  # noqa: F401  (typing shim before the OpenCLIP pool import)
 
@@ -105,13 +104,18 @@ def build_tinting(cls=None, **settings):
 
 def run_cli(args: List[str], log_dir: Path, accelerator: str = "cpu") -> Dict:
     """Run ``fusion_bench`` in-process (about 3x cheaper than a subprocess) and return its report."""
-    from hydra.core.global_hydra import GlobalHydra
-
     from fusion_bench.scripts import cli
+    from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     argv = sys.argv
-    sys.argv = ["fusion_bench", *args, f"fabric.accelerator={accelerator}", "print_config=false", f"path.log_dir={log_dir}"]
+    sys.argv = [
+        "fusion_bench",
+        *args,
+        f"fabric.accelerator={accelerator}",
+        "print_config=false",
+        f"path.log_dir={log_dir}",
+    ]
     try:
         cli._hydra_main()
     except SystemExit as error:  # Hydra reports errors and exits
@@ -122,7 +126,9 @@ def run_cli(args: List[str], log_dir: Path, accelerator: str = "cpu") -> Dict:
     return json.loads((log_dir / "program_report.json").read_text())
 
 
-def run_cli_subprocess(args: List[str], log_dir: Path, check: bool = True, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+def run_cli_subprocess(
+    args: List[str], log_dir: Path, check: bool = True, env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:
     """Run the installed ``fusion_bench`` console script exactly as a user would (``env``: extra variables)."""
     command = ["fusion_bench", *args, "fabric.accelerator=cpu", "print_config=false", f"path.log_dir={log_dir}"]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
@@ -159,6 +165,7 @@ def tiny_torchvision_suite(tmp_path_factory) -> Path:
     from fusion_bench_tinting.testing.tiny_image_classifiers import TinyImageSuiteSpec, build_tiny_image_suites
 
     root = tmp_path_factory.mktemp("tiny_torchvision_suite")
-    build_tiny_image_suites(root, TinyImageSuiteSpec(architectures=("torchvision",), train_size=160, test_size=64,
-                                                     finetune_steps=20))
+    build_tiny_image_suites(
+        root, TinyImageSuiteSpec(architectures=("torchvision",), train_size=160, test_size=64, finetune_steps=20)
+    )
     return root

@@ -14,15 +14,26 @@ def test_starting_from_adamerging_reproduces_its_merged_model(tiny_suites, tmp_p
     leaves them), our merged model is AdaMerging's: the same accuracy on every task."""
     config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4"]
     adamerging = run_cli(
-        [*config, "method=adamerging/clip", "method.name=clip_layer_wise_adamerging", "method.max_steps=4",
-         "method.lr=0.05"],
+        [
+            *config,
+            "method=adamerging/clip",
+            "method.name=clip_layer_wise_adamerging",
+            "method.max_steps=4",
+            "method.lr=0.05",
+        ],
         tmp_path / "adamerging",
     )
     saved = torch.load(tmp_path / "adamerging" / "merging_weights.pt", weights_only=True)
     assert not torch.allclose(saved, torch.full_like(saved, 0.3))  # AdaMerging moved them
     ours = run_cli(
-        [*config, "method=model_tinting", "method.init_from=adamerging", "method.max_steps=0",
-         f"method.adamerging_weights={tmp_path / 'adamerging'}", "method.clamp_weights=false"],
+        [
+            *config,
+            "method=model_tinting",
+            "method.init_from=adamerging",
+            "method.max_steps=0",
+            f"method.adamerging_weights={tmp_path / 'adamerging'}",
+            "method.clamp_weights=false",
+        ],
         tmp_path / "ours",
     )
     assert task_accuracies(ours) == pytest.approx(task_accuracies(adamerging), abs=1e-6)
@@ -56,8 +67,17 @@ def test_a_run_saves_its_coefficients_as_a_start_for_a_run_that_keeps_the_pooler
     from fusion_bench_tinting.adamerging_start import ADAMERGING_FILE
 
     config = ["--config-dir", str(tiny_text / "config"), "modelpool=tiny-bert_glue", "method=model_tinting"]
-    run_cli([*config, "method.head_projection=merged", "method.loss=entropy", "method.train_tinted_layer=false",
-             "method.max_steps=3", "method.lr=0.05"], tmp_path / "entropy")
+    run_cli(
+        [
+            *config,
+            "method.head_projection=merged",
+            "method.loss=entropy",
+            "method.train_tinted_layer=false",
+            "method.max_steps=3",
+            "method.lr=0.05",
+        ],
+        tmp_path / "entropy",
+    )
     pool = load_pool(tiny_text, "tiny-bert_glue")
     encoder_tensors = [n for n, _ in pool.load_model("_pretrained_").named_parameters()]
     saved = torch.load(tmp_path / "entropy" / ADAMERGING_FILE, weights_only=True)

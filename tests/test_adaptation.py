@@ -40,8 +40,13 @@ def _trainer(merger, encode, states, fused_optimizer=None, **options):
     defaults = dict(max_steps=2, lr=0.05, batch_size=8)
     defaults.update(options)
     return TintingTrainer(
-        merger, encode, states, AdaptationOptions(**defaults),
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), fused_optimizer=fused_optimizer,
+        merger,
+        encode,
+        states,
+        AdaptationOptions(**defaults),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        fused_optimizer=fused_optimizer,
     )
 
 
@@ -203,8 +208,12 @@ def test_plusplus_cuda_steps_never_synchronise():
         for s in states
     ]
     trainer = TintingTrainer(
-        merger, encode, states, AdaptationOptions(max_steps=2, lr=0.05, batch_size=8, confidence_filter=True),
-        device=cuda, generator=torch.Generator().manual_seed(0),
+        merger,
+        encode,
+        states,
+        AdaptationOptions(max_steps=2, lr=0.05, batch_size=8, confidence_filter=True),
+        device=cuda,
+        generator=torch.Generator().manual_seed(0),
     )
     assert trainer._skip_on_device  # the fused Adam is CUDA's default
     for index in (1, 2):  # first steps create Adam's state
@@ -289,7 +298,8 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize(
-    "update, fused", [("sequential", None), ("joint", None), ("sequential", True)],
+    "update, fused",
+    [("sequential", None), ("joint", None), ("sequential", True)],
     ids=["sequential", "joint", "sequential-fused"],
 )
 def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(update, fused):
@@ -322,7 +332,9 @@ def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(upd
     assert torch.equal(expected[0], actual[0])
     assert all(torch.equal(a, b) for a, b in zip(expected[1], actual[1]))
     assert (stats.optimizer_steps, stats.skipped_steps, stats.samples_dropped) == (
-        expected_stats.optimizer_steps, expected_stats.skipped_steps, expected_stats.samples_dropped,
+        expected_stats.optimizer_steps,
+        expected_stats.skipped_steps,
+        expected_stats.samples_dropped,
     )
 
 

@@ -25,7 +25,9 @@ def _count_teacher_inputs(monkeypatch):
     return seen
 
 
-def test_adapting_on_the_train_split_reads_exactly_those_inputs_and_the_report_says_so(tiny_suites, tmp_path, monkeypatch):
+def test_adapting_on_the_train_split_reads_exactly_those_inputs_and_the_report_says_so(
+    tiny_suites, tmp_path, monkeypatch
+):
     from datasets import load_from_disk
 
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
@@ -33,8 +35,17 @@ def test_adapting_on_the_train_split_reads_exactly_those_inputs_and_the_report_s
     test_sizes = {t: len(load_from_disk(pool._test_datasets[t]["dataset_path"])) for t in pool.model_names}
     assert train_sizes != test_sizes
     seen = _count_teacher_inputs(monkeypatch)
-    report = run_cli(["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-                      "method.max_steps=2", "method.adaptation_data=train"], tmp_path / "log")
+    report = run_cli(
+        [
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "method=model_tinting",
+            "modelpool=tiny-clip_TA4",
+            "method.max_steps=2",
+            "method.adaptation_data=train",
+        ],
+        tmp_path / "log",
+    )
     assert sorted(n for _, n, _ in seen.values()) == sorted(train_sizes.values())
     assert all(split == "train" and n == rows for split, n, rows in seen.values())
     described = report["adaptation"]["adaptation_data"]
@@ -48,12 +59,16 @@ def test_a_split_the_pool_lacks_fails_before_any_model_is_loaded_listing_the_spl
     monkeypatch.setattr(HFCLIPVisionFamily, "load_encoder", lambda *a: pytest.fail("a model was loaded"))
     algorithm = ModelTintingAlgorithm(adaptation_data="val", max_steps=1)
     algorithm.fabric = cpu_fabric()
-    with pytest.raises(TintingConfigError, match=r"adaptation_data=val: task '\w+' has no val dataset .*it has \['test', 'train'\]"):
+    with pytest.raises(
+        TintingConfigError, match=r"adaptation_data=val: task '\w+' has no val dataset .*it has \['test', 'train'\]"
+    ):
         algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
 
 
 def test_an_unknown_split_is_refused_when_the_method_is_built():
-    with pytest.raises(TintingConfigError, match=r"method.adaptation_data='validation': one of \['test', 'val', 'train'\]"):
+    with pytest.raises(
+        TintingConfigError, match=r"method.adaptation_data='validation': one of \['test', 'val', 'train'\]"
+    ):
         ModelTintingAlgorithm(adaptation_data="validation")
 
 
@@ -66,7 +81,10 @@ def test_an_adaptation_split_that_is_the_test_data_is_warned_about_with_the_coun
     algorithm.fabric = cpu_fabric()
     algorithm.run(pool)
     size = len(load_from_disk(pool._test_datasets["eurosat"]["dataset_path"]))
-    assert f"Task eurosat: {size} of the {size} adaptation inputs (method.adaptation_data=val) are also test inputs" in caplog.text
+    assert (
+        f"Task eurosat: {size} of the {size} adaptation inputs (method.adaptation_data=val) are also test inputs"
+        in caplog.text
+    )
 
 
 def test_a_train_split_apart_from_the_test_split_is_not_warned_about(tiny_suites, caplog):

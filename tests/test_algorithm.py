@@ -134,7 +134,10 @@ def test_init_values_auto_and_explicit(tiny_suites):
 def test_task_without_test_dataset_is_refused(tiny_suites):
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
     del pool._test_datasets["stl10"]
-    with pytest.raises(TintingConfigError, match=r"adaptation_data=test: task .stl10. has no test dataset in the model pool \(it has \[.train.\]\)"):
+    with pytest.raises(
+        TintingConfigError,
+        match=r"adaptation_data=test: task .stl10. has no test dataset in the model pool \(it has \[.train.\]\)",
+    ):
         _run(pool)
 
 
@@ -164,14 +167,19 @@ def test_finetuned_model_with_another_architecture_is_refused(tiny_suites, tmp_p
     CLIPVisionModel(config).save_pretrained(tmp_path / "other")
     pool = load_pool(tiny_suites, "tiny-clip_TA4")
     pool._models["fashion_mnist"] = str(tmp_path / "other")
-    with pytest.raises(ArchitectureMismatchError, match=rf"'fashion_mnist' \({tmp_path / 'other'}\) does not have the "
-                       "pretrained model's architecture.*shape mismatch") as error:
+    with pytest.raises(
+        ArchitectureMismatchError,
+        match=rf"'fashion_mnist' \({tmp_path / 'other'}\) does not have the "
+        "pretrained model's architecture.*shape mismatch",
+    ) as error:
         _run(pool)
     assert isinstance(error.value, TintingConfigError) and "\n" not in str(error.value)  # one line from the CLI, exit 2
 
 
 def test_tinted_block_out_of_range_is_refused(tiny_suites):
-    with pytest.raises(TintingConfigError, match="tinted_layer=2 is out of range: the encoder has 2 transformer blocks"):
+    with pytest.raises(
+        TintingConfigError, match="tinted_layer=2 is out of range: the encoder has 2 transformer blocks"
+    ):
         _run(load_pool(tiny_suites, "tiny-clip_TA4"), tinted_layer=2)
 
 
@@ -250,8 +258,14 @@ def test_uint8_caching_falls_back_to_float16_for_inputs_off_the_8_bit_grid():
     on_grid = torch.randint(0, 256, (6, 3, 4, 4)).float() / 255
     off_grid = torch.rand(6, 3, 4, 4)
     dataset = [(x, 0) for x in torch.cat([on_grid, off_grid])]  # the first batch is on the grid, the second not
-    inputs = cache_inputs(dataset, batch_size=6, num_workers=0, dtype=torch.uint8, desc="mixed",
-                          normalization=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+    inputs = cache_inputs(
+        dataset,
+        batch_size=6,
+        num_workers=0,
+        dtype=torch.uint8,
+        desc="mixed",
+        normalization=((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    )
     assert type(inputs) is TensorInputs and inputs.tensor.dtype == torch.float16
     assert torch.allclose(inputs.tensor.float(), torch.cat([on_grid, off_grid]), atol=1e-3)
 
@@ -287,15 +301,24 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     pixels = torch.randint(0, 256, images.shape, dtype=torch.uint8)
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.3, 0.25)
     normalised = (pixels.float() / 255 - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
-    in_workers = cache_inputs([(x, 0) for x in normalised], batch_size=100, num_workers="auto", dtype=torch.uint8,
-                              desc="uint8 workers", normalization=(mean, std))
+    in_workers = cache_inputs(
+        [(x, 0) for x in normalised],
+        batch_size=100,
+        num_workers="auto",
+        dtype=torch.uint8,
+        desc="uint8 workers",
+        normalization=(mean, std),
+    )
     assert in_workers.tensor.dtype == torch.uint8 and torch.equal(in_workers.tensor, pixels)
 
 
 @pytest.mark.parametrize(
     "where, message",
     [
-        ("fusion_bench_tinting.adaptation.TintingTrainer.task_loss", "Adaptation with batch_size=32 ran out of device memory"),
+        (
+            "fusion_bench_tinting.adaptation.TintingTrainer.task_loss",
+            "Adaptation with batch_size=32 ran out of device memory",
+        ),
         ("fusion_bench_tinting.teacher_pass.TeacherPass._teacher_outputs", "The teacher pass of 'eurosat'"),
     ],
 )
@@ -306,7 +329,9 @@ def test_running_out_of_device_memory_is_explained(tiny_suites, monkeypatch, whe
     monkeypatch.setattr(where, out_of_memory)
     with pytest.raises(TintingConfigError, match=message) as raised:
         _run(load_pool(tiny_suites, "tiny-clip_TA4"), reuse_cache=False)
-    assert "Tried to allocate 2.00 GiB" in str(raised.value) and "method." in str(raised.value)  # what and what to change
+    assert "Tried to allocate 2.00 GiB" in str(raised.value) and "method." in str(
+        raised.value
+    )  # what and what to change
     assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no torch trace chained to it
 
 
@@ -319,8 +344,11 @@ def test_cache_entries_are_safetensors_that_give_back_the_same_inputs_and_teache
 
     inputs = {
         "tensor": TensorInputs(torch.randn(5, 3, 4, 4)),
-        "uint8_image": Uint8ImageInputs(torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8),
-                                        torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.3, 0.25])),
+        "uint8_image": Uint8ImageInputs(
+            torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8),
+            torch.tensor([0.5, 0.4, 0.3]),
+            torch.tensor([0.2, 0.3, 0.25]),
+        ),
         "tokens": TokenInputs.from_rows([{"input_ids": [5, 6, 7]}, {"input_ids": [8]}], pad_token_id=0),
     }[kind]
     teacher = torch.randn(len(inputs), 3)

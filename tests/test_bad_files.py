@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 from conftest import cpu_fabric, load_pool
+from fusion_bench.utils import instantiate
 from omegaconf import OmegaConf
 
-from fusion_bench.utils import instantiate
 from fusion_bench_tinting import ModelTintingAlgorithm
 from fusion_bench_tinting.errors import TintingConfigError
 
@@ -56,7 +56,9 @@ def test_a_head_that_cannot_be_built_is_named_as_the_head_not_the_model(tiny_tex
         raise KeyError(f"no class names for {task}")
 
     monkeypatch.setattr(SequenceClassificationFamily, "load_head", no_head)
-    with pytest.raises(TintingConfigError, match=r"the head of task '\w+' \(from .*\) could not be read: .*no class names"):
+    with pytest.raises(
+        TintingConfigError, match=r"the head of task '\w+' \(from .*\) could not be read: .*no class names"
+    ):
         _run(_text_pool(tiny_text))
 
 
@@ -79,7 +81,9 @@ def test_an_empty_test_set_is_refused(tiny_text, tmp_path):
     source = pool._test_datasets["sst2"]["dataset_path"]
     rows = load_from_disk(source)
     load = pool.load_test_dataset
-    pool.load_test_dataset = lambda name, *args, **kwargs: rows.select([]) if name == "sst2" else load(name, *args, **kwargs)
+    pool.load_test_dataset = lambda name, *args, **kwargs: (
+        rows.select([]) if name == "sst2" else load(name, *args, **kwargs)
+    )
     with pytest.raises(TintingConfigError, match=rf"The test set of task 'sst2' \({source}\) is empty"):
         _run(pool)
     pool.load_test_dataset = load
@@ -111,15 +115,23 @@ def test_labels_outside_the_heads_classes_are_found_before_adaptation(tiny_suite
         lambda row: {"label": 16}
     ).save_to_disk(str(shifted))
     pool._test_datasets["stl10"]["dataset_path"] = str(shifted)
-    with pytest.raises(TintingConfigError, match=r"task 'stl10' .* has labels 16..16, but the task's head has 10 classes"):
+    with pytest.raises(
+        TintingConfigError, match=r"task 'stl10' .* has labels 16..16, but the task's head has 10 classes"
+    ):
         _run(pool)
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda ids, config: [ids[0], config["vocab_size"] + 5, *ids[1:]], r"has token ids up to \d+, but the model's vocabulary has \d+ tokens"),
-        (lambda ids, config: ids + [ids[-1]] * config["max_position_embeddings"], r"has sequences of \d+ tokens, but the model reads at most \d+"),
+        (
+            lambda ids, config: [ids[0], config["vocab_size"] + 5, *ids[1:]],
+            r"has token ids up to \d+, but the model's vocabulary has \d+ tokens",
+        ),
+        (
+            lambda ids, config: ids + [ids[-1]] * config["max_position_embeddings"],
+            r"has sequences of \d+ tokens, but the model reads at most \d+",
+        ),
     ],
     ids=["token id outside the vocabulary", "sequence longer than the positions"],
 )
@@ -153,21 +165,32 @@ def test_images_of_another_size_than_the_model_reads_are_refused(tiny_suites, tm
     settings["image_processor"]["crop_size"] = {"height": 24, "width": 24}
     (processor / "processor_config.json").write_text(json.dumps(settings))
     pool._processor = str(processor)
-    with pytest.raises(TintingConfigError, match=r"images of task 'eurosat' .* have shape \(3, 24, 24\), but the model expects \(3, 32, 32\)"):
+    with pytest.raises(
+        TintingConfigError,
+        match=r"images of task 'eurosat' .* have shape \(3, 24, 24\), but the model expects \(3, 32, 32\)",
+    ):
         _run(pool)
 
 
 def test_a_model_the_hub_would_have_to_provide_is_reported_as_unreachable_with_the_ways_forward(tiny_suites, tmp_path):
     from conftest import run_cli_subprocess
 
-    args = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-            "modelpool.models.eurosat=nobody/absent-model"]
-    result = run_cli_subprocess(args, tmp_path / "log", check=False,
-                                env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")})
+    args = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        "modelpool=tiny-clip_TA4",
+        "modelpool.models.eurosat=nobody/absent-model",
+    ]
+    result = run_cli_subprocess(
+        args, tmp_path / "log", check=False, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
+    )
     last = (result.stdout + result.stderr).strip().splitlines()[-1]
     assert result.returncode == 2
-    assert last.startswith("Cannot fetch from the model hub: the model of task 'eurosat' (nobody/absent-model) is not in "
-                           "the local Hugging Face cache and the hub cannot be reached")
+    assert last.startswith(
+        "Cannot fetch from the model hub: the model of task 'eurosat' (nobody/absent-model) is not in "
+        "the local Hugging Face cache and the hub cannot be reached"
+    )
     assert "fusion-bench-tinting-hub-ids --suite" in last and "modelpool=minilm_text" in last
     assert "Configuration error" not in last
 
@@ -176,14 +199,23 @@ def test_the_hub_ids_of_a_suite_become_download_lines():
     from fusion_bench_tinting.hub_ids import download_lines
 
     config = {
-        "modelpool": {"_target_": "fusion_bench.modelpool.CLIPVisionModelPool", "models": {
-            "_pretrained_": "openai/clip-vit-base-patch32", "svhn": {"pretrained_model_name_or_path": "tanganke/m_svhn"},
-            "local": "/tmp"}, "test_datasets": {
-            "svhn": {"_target_": "datasets.load_dataset", "_args_": ["svhn", "cropped_digits"], "split": "test"},
-            "sun397": {"_target_": "datasets.load_dataset", "path": "tanganke/sun397", "split": "test"}}},
+        "modelpool": {
+            "_target_": "fusion_bench.modelpool.CLIPVisionModelPool",
+            "models": {
+                "_pretrained_": "openai/clip-vit-base-patch32",
+                "svhn": {"pretrained_model_name_or_path": "tanganke/m_svhn"},
+                "local": "/tmp",
+            },
+            "test_datasets": {
+                "svhn": {"_target_": "datasets.load_dataset", "_args_": ["svhn", "cropped_digits"], "split": "test"},
+                "sun397": {"_target_": "datasets.load_dataset", "path": "tanganke/sun397", "split": "test"},
+            },
+        },
         "taskpool": {"clip_model": "openai/clip-vit-base-patch32"},
     }
     assert download_lines(config) == [
-        "huggingface-cli download openai/clip-vit-base-patch32", "huggingface-cli download tanganke/m_svhn",
-        "huggingface-cli download --repo-type dataset svhn", "huggingface-cli download --repo-type dataset tanganke/sun397",
+        "huggingface-cli download openai/clip-vit-base-patch32",
+        "huggingface-cli download tanganke/m_svhn",
+        "huggingface-cli download --repo-type dataset svhn",
+        "huggingface-cli download --repo-type dataset tanganke/sun397",
     ]

@@ -16,8 +16,16 @@ def test_model_tinting_beats_task_arithmetic_by_a_clear_margin(tiny_suites, tmp_
     assert plusplus["average"]["accuracy"] >= task_arithmetic + 0.2, (plusplus["average"], task_arithmetic)
     assert any(v > 0 for v in plusplus["adaptation"]["filter_dropped_fraction"].values())
     # bf16 autocast with bf16-stored task vectors reaches the fp32 run's accuracy
-    half = run_cli([*config, "method=model_tinting", "method.max_steps=120", "fabric.precision=bf16-mixed",
-                    "method.task_vector_dtype=bfloat16"], tmp_path / "bf16")["average"]["accuracy"]
+    half = run_cli(
+        [
+            *config,
+            "method=model_tinting",
+            "method.max_steps=120",
+            "fabric.precision=bf16-mixed",
+            "method.task_vector_dtype=bfloat16",
+        ],
+        tmp_path / "bf16",
+    )["average"]["accuracy"]
     assert abs(half - tinting) <= 0.03, (half, tinting)
 
 
@@ -36,10 +44,25 @@ def test_model_tinting_improves_on_its_open_clip_starting_point(tiny_suites, tmp
 def test_the_fast_configuration_on_cuda_reaches_the_fp32_eager_accuracy(tiny_suites, tmp_path):
     """Everything the fast loop turns on (CUDA graphs, bf16 autocast and task vectors, uint8 inputs on the
     device, fused Adam) against the plain fp32 eager run on the GPU."""
-    config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4",
-              "method=model_tinting", "method.max_steps=200"]
+    config = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "modelpool=tiny-clip_TA4",
+        "taskpool=tiny-clip_TA4",
+        "method=model_tinting",
+        "method.max_steps=200",
+    ]
     plain = run_cli(config, tmp_path / "fp32", accelerator="cuda")["average"]["accuracy"]
-    fast = run_cli([*config, "method.compile_step=reduce-overhead", "fabric.precision=bf16-mixed",
-                    "method.task_vector_dtype=bfloat16", "method.input_dtype=uint8"], tmp_path / "fast", accelerator="cuda")
+    fast = run_cli(
+        [
+            *config,
+            "method.compile_step=reduce-overhead",
+            "fabric.precision=bf16-mixed",
+            "method.task_vector_dtype=bfloat16",
+            "method.input_dtype=uint8",
+        ],
+        tmp_path / "fast",
+        accelerator="cuda",
+    )
     assert fast["adaptation"]["compile_step"] == "reduce-overhead"
     assert abs(fast["average"]["accuracy"] - plain) <= 0.03, (fast["average"], plain)

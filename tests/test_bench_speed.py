@@ -13,10 +13,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_bench_speed_measures_every_method_against_adamerging(tmp_path):
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "bench_speed.py"), "--arch", "tiny", "--tasks", "2",
-               "--images", "16", "--steps", "3", "--accelerator", "cpu", "--root", str(tmp_path / "suite"),
-               "--out", str(tmp_path / "out"), "--methods", "adamerging,model_tinting,model_tinting_plusplus,model_tinting_compiled",
-               "--compile-backend", "aot_eager"]  # traced, not code-generated: the compiled branch without its compile time
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "bench_speed.py"),
+        "--arch",
+        "tiny",
+        "--tasks",
+        "2",
+        "--images",
+        "16",
+        "--steps",
+        "3",
+        "--accelerator",
+        "cpu",
+        "--root",
+        str(tmp_path / "suite"),
+        "--out",
+        str(tmp_path / "out"),
+        "--methods",
+        "adamerging,model_tinting,model_tinting_plusplus,model_tinting_compiled",
+        "--compile-backend",
+        "aot_eager",
+    ]  # traced, not code-generated: the compiled branch without its compile time
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     (table,) = (tmp_path / "out").glob("tiny_TA2_*.md")
@@ -57,9 +75,23 @@ def test_speed_suite_sizes():
 def test_saved_results_are_named_by_their_settings_and_never_overwritten(tmp_path):
     from fusion_bench_tinting.benchmarks.speed import save
 
-    result = {"date": "2026-11-23", "accelerator": "cuda", "precision": "bf16-mixed", "steps": 3, "torch": "x",
-              "device": "GPU", "options": {"input_dtype": "uint8"}, "timings": [],
-              "suite": {"architecture": "ViT-B-32", "num_tasks": 8, "images_per_task": 4, "image_width": 3, "image_height": 2}}
+    result = {
+        "date": "2026-11-23",
+        "accelerator": "cuda",
+        "precision": "bf16-mixed",
+        "steps": 3,
+        "torch": "x",
+        "device": "GPU",
+        "options": {"input_dtype": "uint8"},
+        "timings": [],
+        "suite": {
+            "architecture": "ViT-B-32",
+            "num_tasks": 8,
+            "images_per_task": 4,
+            "image_width": 3,
+            "image_height": 2,
+        },
+    }
     first, second = save(result, tmp_path), save(result, tmp_path)
     assert first.name == "ViT-B-32_TA8_2026-11-23_cuda_bf16_input_dtype-uint8.md"
     assert second.name == "ViT-B-32_TA8_2026-11-23_cuda_bf16_input_dtype-uint8_2.md"
@@ -69,8 +101,18 @@ def test_saved_results_are_named_by_their_settings_and_never_overwritten(tmp_pat
 @pytest.mark.parametrize("dtype", ["uint8", "float16"])
 def test_bench_preprocess_compares_both_ways_on_the_same_cached_tensors(tmp_path, dtype):
     """Both ways must cache identical tensors (the script refuses otherwise) and both are reported."""
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "bench_preprocess.py"), "--images", "12", "--workers", "1",
-               "--batch-size", "5", "--dtype", dtype]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "bench_preprocess.py"),
+        "--images",
+        "12",
+        "--workers",
+        "1",
+        "--batch-size",
+        "5",
+        "--dtype",
+        dtype,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "baseline: convert in the main process" in result.stdout and "ours: convert in the workers" in result.stdout

@@ -30,7 +30,13 @@ def test_model_tinting_subprocess_from_the_repository_root(tiny_suites, tmp_path
     monkeypatch.chdir(REPO_ROOT)
     log_dir = tmp_path / "log"
     result = run_cli_subprocess(
-        ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "method.max_steps=10"],
+        [
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "method=model_tinting",
+            "modelpool=tiny-clip_TA4",
+            "method.max_steps=10",
+        ],
         log_dir,
     )
     report = json.loads((log_dir / "program_report.json").read_text())
@@ -41,7 +47,9 @@ def test_model_tinting_subprocess_from_the_repository_root(tiny_suites, tmp_path
     assert "Model Tinting adaptation" in result.stderr  # the progress bar
     # which task pool evaluates the run is said at start-up, before the first model is loaded
     output = result.stdout + result.stderr
-    announced = output.find("Task pool evaluating this run: fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool")
+    announced = output.find(
+        "Task pool evaluating this run: fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
+    )
     assert 0 <= announced < output.find("Task vectors and teacher outputs")
 
 
@@ -52,8 +60,11 @@ def test_model_tinting_plusplus_subprocess_on_open_clip(tiny_suites, tmp_path):
     log_dir = tmp_path / "log"
     run_cli_subprocess(
         [
-            "--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus",
-            "modelpool=tiny-openclip_TA4", "method.max_steps=10",
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "method=model_tinting_plusplus",
+            "modelpool=tiny-openclip_TA4",
+            "method.max_steps=10",
         ],
         log_dir,
     )
@@ -62,9 +73,13 @@ def test_model_tinting_plusplus_subprocess_on_open_clip(tiny_suites, tmp_path):
 
 def test_plusplus_on_hf_clip_and_tinting_on_open_clip_in_process(tiny_suites, tmp_path):
     config = ["--config-dir", str(tiny_suites / "config")]
-    report = run_cli([*config, "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4", "method.max_steps=5"], tmp_path / "a")
+    report = run_cli(
+        [*config, "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4", "method.max_steps=5"], tmp_path / "a"
+    )
     _check_tinting_report(report, "model_tinting_plusplus")
-    report = run_cli([*config, "method=model_tinting", "modelpool=tiny-openclip_TA4", "method.max_steps=5"], tmp_path / "b")
+    report = run_cli(
+        [*config, "method=model_tinting", "modelpool=tiny-openclip_TA4", "method.max_steps=5"], tmp_path / "b"
+    )
     _check_tinting_report(report, "model_tinting")
 
 
@@ -78,7 +93,13 @@ def test_plusplus_on_hf_clip_and_tinting_on_open_clip_in_process(tiny_suites, tm
 def test_stock_task_pool_is_upgraded_to_the_task_aware_one(tiny_suites, tmp_path, suite, stock):
     """With FusionBench's own task pool selected, each task still uses its tinted head: the numbers
     equal those of the task-aware pool (same seed, CPU)."""
-    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", f"modelpool={suite}", "method.max_steps=5"]
+    config = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        f"modelpool={suite}",
+        "method.max_steps=5",
+    ]
     aware = run_cli([*config, f"taskpool={suite}"], tmp_path / "aware")
     stock_report = run_cli([*config, f"taskpool={suite}", f"taskpool._target_={stock}"], tmp_path / "stock")
     assert task_accuracies(stock_report) == task_accuracies(aware)
@@ -89,7 +110,8 @@ def test_stock_task_pool_is_upgraded_to_the_task_aware_one(tiny_suites, tmp_path
 def test_plus_suite_evaluates_ours_and_fusion_bench_baselines_per_task(tiny_suites, tmp_path, method):
     report = run_cli(
         ["--config-dir", str(tiny_suites / "config"), f"method={method}", "+suite=tiny-clip_TA4", "method.max_steps=1"]
-        if method == "model_tinting" else ["--config-dir", str(tiny_suites / "config"), f"method={method}", "+suite=tiny-clip_TA4"],
+        if method == "model_tinting"
+        else ["--config-dir", str(tiny_suites / "config"), f"method={method}", "+suite=tiny-clip_TA4"],
         tmp_path / "log",
     )
     assert set(task_accuracies(report)) == TASKS
@@ -107,8 +129,14 @@ def test_a_program_without_the_expected_shape_is_refused_with_what_to_pass():
 
 def test_explicit_dummy_task_pool_is_respected(tiny_suites, tmp_path):
     report = run_cli(
-        ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-         "method.max_steps=1", "taskpool=dummy"],
+        [
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "method=model_tinting",
+            "modelpool=tiny-clip_TA4",
+            "method.max_steps=1",
+            "taskpool=dummy",
+        ],
         tmp_path / "log",
     )
     assert "average" not in report and "model_info" in report
@@ -125,8 +153,14 @@ def test_emr_merging_is_evaluated_per_task_by_the_task_aware_pool(tiny_suites, t
 
 def test_merged_model_is_saved_with_save_pretrained(tiny_suites, tmp_path):
     run_cli(
-        ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-         "method.max_steps=1", f"merged_model_save_path={tmp_path / 'merged'}"],
+        [
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "method=model_tinting",
+            "modelpool=tiny-clip_TA4",
+            "method.max_steps=1",
+            f"merged_model_save_path={tmp_path / 'merged'}",
+        ],
         tmp_path / "log",
     )
     assert (tmp_path / "merged" / "config.json").exists()
@@ -143,7 +177,9 @@ def test_weights_option_skips_adaptation_and_reproduces_the_report(tiny_suites, 
 
 @pytest.mark.slow
 def test_unknown_suite_name_is_a_clear_error(tmp_path):
-    result = run_cli_subprocess(["method=model_tinting", "modelpool=clip-vit-base-patch32_TA9"], tmp_path / "log", check=False)
+    result = run_cli_subprocess(
+        ["method=model_tinting", "modelpool=clip-vit-base-patch32_TA9"], tmp_path / "log", check=False
+    )
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Could not find 'modelpool/clip-vit-base-patch32_TA9'" in output
@@ -153,7 +189,13 @@ def test_unknown_suite_name_is_a_clear_error(tmp_path):
 def test_a_config_error_is_one_line_without_traceback_from_the_command(tiny_suites, tmp_path):
     """The method is constructed before any model is loaded; its error is the output's last line, status 2;
     FUSION_BENCH_TINTING_TRACEBACK=1 keeps the traceback for whoever wants it."""
-    args = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "method.lr=0"]
+    args = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        "modelpool=tiny-clip_TA4",
+        "method.lr=0",
+    ]
     result = run_cli_subprocess(args, tmp_path / "plain", check=False)
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 2
@@ -163,16 +205,29 @@ def test_a_config_error_is_one_line_without_traceback_from_the_command(tiny_suit
     assert full.returncode != 0 and "Traceback" in full.stdout + full.stderr
 
 
-@pytest.mark.parametrize("method, option, closest", [
-    ("model_tinting", "max_step", "max_steps"),
-    ("model_tinting_plusplus", "confidence_filtr", "confidence_filter"),
-    ("lot_merging", "num_sample", "num_samples"),
-])
-def test_an_unknown_option_stops_before_any_model_is_loaded_naming_the_closest(tiny_suites, tmp_path, method, option, closest):
+@pytest.mark.parametrize(
+    "method, option, closest",
+    [
+        ("model_tinting", "max_step", "max_steps"),
+        ("model_tinting_plusplus", "confidence_filtr", "confidence_filter"),
+        ("lot_merging", "num_sample", "num_samples"),
+    ],
+)
+def test_an_unknown_option_stops_before_any_model_is_loaded_naming_the_closest(
+    tiny_suites, tmp_path, method, option, closest
+):
     """Hydra suggests `+method.x=...` for an option the config lacks; that spelling must not start a default run."""
-    args = ["--config-dir", str(tiny_suites / "config"), f"method={method}", "modelpool=tiny-clip_TA4", f"+method.{option}=20"]
+    args = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        f"method={method}",
+        "modelpool=tiny-clip_TA4",
+        f"+method.{option}=20",
+    ]
     result = run_cli_subprocess(args, tmp_path / "log", check=False)
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 2, output[-2000:]
-    assert output.splitlines()[-1].startswith(f"Configuration error: method.{option}: no such option; did you mean method.{closest}?")
+    assert output.splitlines()[-1].startswith(
+        f"Configuration error: method.{option}: no such option; did you mean method.{closest}?"
+    )
     assert "Task vectors and teacher outputs" not in output and not (tmp_path / "log" / "program_report.json").exists()

@@ -9,25 +9,46 @@ import pytest
 
 from fusion_bench_tinting.comparison.cli import compare, parse_arguments
 from fusion_bench_tinting.comparison.methods import METHODS
-from fusion_bench_tinting.comparison.tables import build_rows, markdown_table
 from fusion_bench_tinting.comparison.runner import RunResult
+from fusion_bench_tinting.comparison.tables import build_rows, markdown_table
 
 
 def _arguments(tiny_suites, out, *extra):
-    return parse_arguments([
-        "--suite", "tiny-clip_TA4", "--config-dir", str(tiny_suites / "config"), "--out", str(out),
-        "--methods", "individual,task_arithmetic,model_tinting,model_tinting_plusplus", "--analyses", "all",
-        "--set", "model_tinting:method.max_steps=5",
-        "--set", "model_tinting_plusplus:method.loss=hinge",  # a configuration error: this method fails
-        *extra, "--", "fabric.accelerator=cpu",
-    ])
+    return parse_arguments(
+        [
+            "--suite",
+            "tiny-clip_TA4",
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "--out",
+            str(out),
+            "--methods",
+            "individual,task_arithmetic,model_tinting,model_tinting_plusplus",
+            "--analyses",
+            "all",
+            "--set",
+            "model_tinting:method.max_steps=5",
+            "--set",
+            "model_tinting_plusplus:method.loss=hinge",  # a configuration error: this method fails
+            *extra,
+            "--",
+            "fabric.accelerator=cpu",
+        ]
+    )
 
 
 @pytest.mark.slow
 def test_compare_writes_tables_charts_and_json_and_resumes(tiny_suites, tmp_path):
     out = tmp_path / "comparison"
     result = compare(_arguments(tiny_suites, out))
-    for name in ("comparison.md", "comparison.csv", "comparison.json", "radar.png", "bars.png", "coefficients_model_tinting.png"):
+    for name in (
+        "comparison.md",
+        "comparison.csv",
+        "comparison.json",
+        "radar.png",
+        "bars.png",
+        "coefficients_model_tinting.png",
+    ):
         assert (out / name).stat().st_size > 0, name
 
     runs = {name: group[0] for name, group in result["runs"].items()}  # one run each: no --seeds
@@ -122,10 +143,14 @@ def test_seeds_not_run_are_named_beside_the_finished_ones_and_a_method_with_none
         report = {"a": {"accuracy": accuracy}, "average": {"accuracy": accuracy}}
         return RunResult(name, "finished", seed=seed, report=report)
 
-    partial = [finished("model_tinting", 42, 0.70), finished("model_tinting", 1, 0.72),
-               RunResult("model_tinting", "not_run", "no finished run in the output folder", seed=2)]
-    missing = [RunResult("model_tinting_plusplus", "not_run", "no finished run in the output folder", seed=s)
-               for s in (42, 1)]
+    partial = [
+        finished("model_tinting", 42, 0.70),
+        finished("model_tinting", 1, 0.72),
+        RunResult("model_tinting", "not_run", "no finished run in the output folder", seed=2),
+    ]
+    missing = [
+        RunResult("model_tinting_plusplus", "not_run", "no finished run in the output folder", seed=s) for s in (42, 1)
+    ]
     tasks, rows = build_rows([partial, missing])
     assert rows[0]["seeds"] == [42, 1] and rows[0]["seeds_not_run"] == [2] and rows[0]["a"] == pytest.approx(71.0)
     assert rows[0]["reason"] == "seeds not run yet: 2" and rows[1]["status"] == "not_run"
@@ -181,11 +206,22 @@ def test_seeded_runs_get_their_own_log_folders_and_seed_overrides(tmp_path, monk
 
 
 def test_variant_rows_run_their_base_method_with_their_overrides():
-    args = parse_arguments([
-        "--suite", "minilm_text", "--out", "x", "--methods", "model_tinting,mt_merged_pooler",
-        "--variant", "mt_merged_pooler=model_tinting", "--set", "mt_merged_pooler:method.head_projection=merged",
-        "--seeds", "42,1",
-    ])
+    args = parse_arguments(
+        [
+            "--suite",
+            "minilm_text",
+            "--out",
+            "x",
+            "--methods",
+            "model_tinting,mt_merged_pooler",
+            "--variant",
+            "mt_merged_pooler=model_tinting",
+            "--set",
+            "mt_merged_pooler:method.head_projection=merged",
+            "--seeds",
+            "42,1",
+        ]
+    )
     try:
         spec = METHODS["mt_merged_pooler"]
         assert spec.label == "Model Tinting (head_projection=merged)" and spec.ours and spec.seed_key == "method.seed"
@@ -245,15 +281,30 @@ def test_both_protocols_run_each_adaptive_method_twice_and_data_free_ones_once(t
     def fake_run(command, stdout, **kwargs):
         log_dir = next(a.split("=", 1)[1] for a in command if a.startswith("path.log_dir="))
         accuracy = 0.6 if "method.adaptation_data=val" in command else 0.7
-        (runner.Path(log_dir) / "program_report.json").write_text(json.dumps({"t": {"accuracy": accuracy},
-                                                                             "average": {"accuracy": accuracy}}))
+        (runner.Path(log_dir) / "program_report.json").write_text(
+            json.dumps({"t": {"accuracy": accuracy}, "average": {"accuracy": accuracy}})
+        )
         commands.append(command)
         return runner.subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
-    monkeypatch.setattr(cli, "composed_config", lambda suite: {"modelpool": {"_target_": "x.SequenceClassificationEncoderPool"}})
-    args = parse_arguments(["--suite", "minilm_text", "--out", str(tmp_path), "--methods", "task_arithmetic,model_tinting",
-                            "--set", "model_tinting:method.max_steps=3", "--protocols", "transductive,inductive"])
+    monkeypatch.setattr(
+        cli, "composed_config", lambda suite: {"modelpool": {"_target_": "x.SequenceClassificationEncoderPool"}}
+    )
+    args = parse_arguments(
+        [
+            "--suite",
+            "minilm_text",
+            "--out",
+            str(tmp_path),
+            "--methods",
+            "task_arithmetic,model_tinting",
+            "--set",
+            "model_tinting:method.max_steps=3",
+            "--protocols",
+            "transductive,inductive",
+        ]
+    )
     try:
         result = compare(args)
     finally:
@@ -261,7 +312,10 @@ def test_both_protocols_run_each_adaptive_method_twice_and_data_free_ones_once(t
     assert list(result["runs"]) == ["task_arithmetic", "model_tinting", "model_tinting@inductive"]
     inductive = next(c for c in commands if "method.adaptation_data=val" in c)
     assert "method.max_steps=3" in inductive and "method=model_tinting" in inductive
-    assert sum("method=model_tinting" in c for c in commands) == 2 and sum("method=task_arithmetic" in c for c in commands) == 1
+    assert (
+        sum("method=model_tinting" in c for c in commands) == 2
+        and sum("method=task_arithmetic" in c for c in commands) == 1
+    )
     markdown = (tmp_path / "comparison.md").read_text()
     assert "Model Tinting [inductive: adapts on val]" in markdown and "Rows marked *[inductive]*" in markdown
     with pytest.raises(SystemExit):
@@ -273,19 +327,36 @@ def test_adding_a_row_keeps_the_earlier_rows_and_only_restricts_the_table(tmp_pa
 
     def fake_run(command, stdout, **kwargs):
         log_dir = next(a.split("=", 1)[1] for a in command if a.startswith("path.log_dir="))
-        (runner.Path(log_dir) / "program_report.json").write_text(json.dumps({"t": {"accuracy": 0.5}, "average": {"accuracy": 0.5}}))
+        (runner.Path(log_dir) / "program_report.json").write_text(
+            json.dumps({"t": {"accuracy": 0.5}, "average": {"accuracy": 0.5}})
+        )
         return runner.subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
-    monkeypatch.setattr(cli, "composed_config", lambda suite: {"modelpool": {"_target_": "x.SequenceClassificationEncoderPool"}})
+    monkeypatch.setattr(
+        cli, "composed_config", lambda suite: {"modelpool": {"_target_": "x.SequenceClassificationEncoderPool"}}
+    )
     common = ["--suite", "minilm_text", "--out", str(tmp_path), "--seeds", "42,1"]
     try:
-        compare(parse_arguments([*common, "--methods", "task_arithmetic,mt_v", "--variant", "mt_v=model_tinting",
-                                 "--set", "mt_v:method.lr=0.1"]))
+        compare(
+            parse_arguments(
+                [
+                    *common,
+                    "--methods",
+                    "task_arithmetic,mt_v",
+                    "--variant",
+                    "mt_v=model_tinting",
+                    "--set",
+                    "mt_v:method.lr=0.1",
+                ]
+            )
+        )
         METHODS.pop("mt_v")  # a later call that does not declare the variant again
         merged = compare(parse_arguments([*common, "--methods", "emr_merging"]))
         assert list(merged["runs"]) == ["task_arithmetic", "mt_v", "emr_merging"]
-        assert [r["seed"] for r in merged["runs"]["mt_v"]] == [42, 1] and all(r["status"] == "finished" for r in merged["runs"]["mt_v"])
+        assert [r["seed"] for r in merged["runs"]["mt_v"]] == [42, 1] and all(
+            r["status"] == "finished" for r in merged["runs"]["mt_v"]
+        )
         assert "Model Tinting (lr=0.1)" in (tmp_path / "comparison.md").read_text()
         only = compare(parse_arguments([*common, "--methods", "emr_merging", "--only"]))
         assert list(only["runs"]) == ["emr_merging"]
@@ -313,17 +384,34 @@ def test_charts_keep_long_labels_inside_the_figure_and_show_the_gap_to_the_best_
     from fusion_bench_tinting.comparison.methods import register_variant
     from fusion_bench_tinting.comparison.plots import bar_figure, best_baseline, gap_chart, radar_figure
 
-    register_variant("mt_long", "model_tinting", ["method.init_from=lot", "method.head_projection=merged",
-                                                  "method.loss=soft_ce", "method.adaptation_data=val"])
+    register_variant(
+        "mt_long",
+        "model_tinting",
+        ["method.init_from=lot", "method.head_projection=merged", "method.loss=soft_ce", "method.adaptation_data=val"],
+    )
     try:
         tasks = ["movie_sentiment", "movie_subjectivity", "health_news_outlet"]
         rows = [
-            {"method": m, "label": METHODS[m].label, "status": "finished", "seeds": [42],
-             **dict(zip(tasks, values)), "average": sum(values) / 3}
-            for m, values in [("individual", [80, 99, 55]), ("task_arithmetic", [50, 95, 40]),
-                              ("emr_merging", [78, 100, 50]), ("mt_long", [79, 100, 53])]
+            {
+                "method": m,
+                "label": METHODS[m].label,
+                "status": "finished",
+                "seeds": [42],
+                **dict(zip(tasks, values)),
+                "average": sum(values) / 3,
+            }
+            for m, values in [
+                ("individual", [80, 99, 55]),
+                ("task_arithmetic", [50, 95, 40]),
+                ("emr_merging", [78, 100, 50]),
+                ("mt_long", [79, 100, 53]),
+            ]
         ]
-        assert best_baseline(tasks, rows) == {"movie_sentiment": 78, "movie_subjectivity": 100, "health_news_outlet": 50}
+        assert best_baseline(tasks, rows) == {
+            "movie_sentiment": 78,
+            "movie_subjectivity": 100,
+            "health_news_outlet": 50,
+        }
         for figure in (bar_figure(rows, "minilm_text (seq_cls)"), radar_figure(tasks, rows, "minilm_text")):
             assert _inside_figure(figure) == []
             plt.close(figure)

@@ -41,21 +41,39 @@ def _toy_tasks():
     return encoder, pretrained, finetuned, heads, inputs, teachers
 
 
-def _adapt(toy, *, compile_step=False, backend="aot_eager", update="sequential", block=False,
-           confidence_filter=False, fused_optimizer=None, device="cpu", train_coefficients=True, merges=None):
+def _adapt(
+    toy,
+    *,
+    compile_step=False,
+    backend="aot_eager",
+    update="sequential",
+    block=False,
+    confidence_filter=False,
+    fused_optimizer=None,
+    device="cpu",
+    train_coefficients=True,
+    merges=None,
+):
     device = torch.device(device)
     encoder, pretrained, finetuned, heads, inputs, teachers = toy
     encoder = copy.deepcopy(encoder).to(device)
     pretrained = {n: p.to(device) for n, p in pretrained.items()}
     finetuned = [{n: p.to(device) for n, p in weights.items()} for weights in finetuned]
-    heads, inputs, teachers = [h.to(device) for h in heads], [x.to(device) for x in inputs], [t.to(device) for t in teachers]
+    heads, inputs, teachers = (
+        [h.to(device) for h in heads],
+        [x.to(device) for x in inputs],
+        [t.to(device) for t in teachers],
+    )
     merger = LayerWiseMerger(pretrained, len(CLASSES), init_value=0.3)
     for k, weights in enumerate(finetuned):
         merger.set_task_vector(k, weights)
     merger.check_complete()
     states = [
         TaskState(
-            name=f"t{k}", inputs=TensorInputs(inputs[k]), teacher=teachers[k], head=copy.deepcopy(heads[k]),
+            name=f"t{k}",
+            inputs=TensorInputs(inputs[k]),
+            teacher=teachers[k],
+            head=copy.deepcopy(heads[k]),
             block={n: nn.Parameter(pretrained[n].clone()) for n in BLOCK} if block else {},
         )
         for k in range(len(CLASSES))
@@ -64,8 +82,14 @@ def _adapt(toy, *, compile_step=False, backend="aot_eager", update="sequential",
         merger,
         lambda params, x: functional_call(encoder, dict(params), (x,)),
         states,
-        AdaptationOptions(max_steps=3, lr=0.05, batch_size=8, update=update, confidence_filter=confidence_filter,
-                          train_coefficients=train_coefficients),
+        AdaptationOptions(
+            max_steps=3,
+            lr=0.05,
+            batch_size=8,
+            update=update,
+            confidence_filter=confidence_filter,
+            train_coefficients=train_coefficients,
+        ),
         device=device,
         generator=torch.Generator().manual_seed(0),
         compile_options=compile_options(compile_step, backend),
@@ -142,7 +166,9 @@ def test_compiled_step_with_frozen_coefficients_merges_once():
     assert not torch.equal(compiled[1][0][0], toy[3][0].weight)  # the first task's head did adapt
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler on the CPU")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler on the CPU"
+)
 def test_inductor_code_matches_the_eager_loop(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # compile afresh, write nothing outside
     toy = _toy_tasks()
@@ -182,8 +208,9 @@ def test_compiled_run_on_a_tiny_suite_reproduces_the_eager_run(suite, request):
     root = request.getfixturevalue("tiny_text" if "roberta" in suite else "tiny_suites")
     results = {}
     for compile_step in (False, True):
-        algorithm = build_tinting(max_steps=3, compile_step=compile_step, compile_backend="aot_eager",
-                                          save_weights=False, reuse_cache=False)
+        algorithm = build_tinting(
+            max_steps=3, compile_step=compile_step, compile_backend="aot_eager", save_weights=False, reuse_cache=False
+        )
         algorithm.fabric = cpu_fabric()
         model = algorithm.run(load_pool(root, suite))
         results[compile_step] = model.report_extras
@@ -201,7 +228,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 @pytest.mark.parametrize(
-    "variant", [{}, {"block": True}, {"confidence_filter": True}, {"update": "joint"}],
+    "variant",
+    [{}, {"block": True}, {"confidence_filter": True}, {"update": "joint"}],
     ids=["head", "tinted-block", "plusplus", "joint"],  # joint: several graph replays before one backward
 )
 def test_cuda_graphs_step_matches_the_eager_loop_on_cuda(variant, tmp_path, monkeypatch):

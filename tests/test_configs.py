@@ -31,7 +31,10 @@ def test_suite_alias_selects_fusion_bench_models_data_and_a_matching_task_pool(s
     fb_suite = SUITES[suite]
     ours = _compose([f"modelpool=clip-vit-{size}_{suite}", f"taskpool=clip-vit-{size}_{suite}"])
     fusion_bench = _compose(
-        [f"modelpool=CLIPVisionModelPool/clip-vit-{size}_{fb_suite}", f"taskpool=CLIPVisionModelTaskPool/clip-vit-classification_{fb_suite}"]
+        [
+            f"modelpool=CLIPVisionModelPool/clip-vit-{size}_{fb_suite}",
+            f"taskpool=CLIPVisionModelTaskPool/clip-vit-classification_{fb_suite}",
+        ]
     )
     modelpool, reference = ours["modelpool"], fusion_bench["modelpool"]
     assert modelpool["_target_"] == "fusion_bench.modelpool.CLIPVisionModelPool"
@@ -40,7 +43,9 @@ def test_suite_alias_selects_fusion_bench_models_data_and_a_matching_task_pool(s
     assert modelpool["test_datasets"] == reference["test_datasets"]
     assert modelpool["train_datasets"] == reference["train_datasets"]
     processor = reference["processor"]
-    assert modelpool["processor"] == (processor if isinstance(processor, str) else processor["pretrained_model_name_or_path"])
+    assert modelpool["processor"] == (
+        processor if isinstance(processor, str) else processor["pretrained_model_name_or_path"]
+    )
 
     taskpool = ours["taskpool"]
     assert taskpool["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
@@ -51,15 +56,21 @@ def test_suite_alias_selects_fusion_bench_models_data_and_a_matching_task_pool(s
 @pytest.mark.parametrize("model", ["ViT-B-32", "ViT-B-16", "ViT-L-14"])
 def test_open_clip_suite_aliases(model):
     ours = _compose([f"modelpool={model}_TA8", f"taskpool={model}_TA8"])
-    reference = _compose([f"modelpool=OpenCLIPVisionModelPool/{model}_TA8", f"taskpool=OpenCLIPVisionModelTaskPool/{model}_TA8"])
+    reference = _compose(
+        [f"modelpool=OpenCLIPVisionModelPool/{model}_TA8", f"taskpool=OpenCLIPVisionModelTaskPool/{model}_TA8"]
+    )
     assert ours["modelpool"] == reference["modelpool"]
-    assert ours["taskpool"]["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
+    assert (
+        ours["taskpool"]["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
+    )
     assert ours["taskpool"]["classification_heads"] == reference["taskpool"]["classification_heads"]
 
 
 def _suites_shipped():
     config = REPO_ROOT / "config"
-    pairs = {p.stem for p in (config / "modelpool").glob("*.yaml")} & {p.stem for p in (config / "taskpool").glob("*.yaml")}
+    pairs = {p.stem for p in (config / "modelpool").glob("*.yaml")} & {
+        p.stem for p in (config / "taskpool").glob("*.yaml")
+    }
     return sorted(pairs | {"gpt-2_glue"})  # FusionBench ships both halves of that one
 
 
@@ -78,14 +89,26 @@ def test_plus_suite_selects_the_same_model_pool_and_task_pool_as_naming_both(sui
 def test_method_configs_compose_with_reference_defaults():
     method = _compose(["method=model_tinting"])["method"]
     assert method["_target_"] == "fusion_bench_tinting.ModelTintingAlgorithm"
-    assert (method["lr"], method["max_steps"], method["batch_size"], method["init_values"]) == ("auto", "auto", 32, "auto")
-    assert (method["loss"], method["update"], method["tinted_layer"], method["clamp_weights"]) == ("ce", "sequential", "head", True)
+    assert (method["lr"], method["max_steps"], method["batch_size"], method["init_values"]) == (
+        "auto",
+        "auto",
+        32,
+        "auto",
+    )
+    assert (method["loss"], method["update"], method["tinted_layer"], method["clamp_weights"]) == (
+        "ce",
+        "sequential",
+        "head",
+        True,
+    )
     plusplus = _compose(["method=model_tinting_plusplus"])["method"]
     assert plusplus["_target_"] == "fusion_bench_tinting.ModelTintingPlusPlus"
     assert plusplus["confidence_filter"] is True and plusplus["loss"] == "ce"
 
 
-@pytest.mark.parametrize("method, cls", [("model_tinting", "ModelTintingAlgorithm"), ("lot_merging", "LOTMergingAlgorithm")])
+@pytest.mark.parametrize(
+    "method, cls", [("model_tinting", "ModelTintingAlgorithm"), ("lot_merging", "LOTMergingAlgorithm")]
+)
 def test_method_config_keys_are_the_constructor_arguments(method, cls):
     import inspect
 
@@ -106,7 +129,9 @@ def test_each_method_config_file_is_its_option_declaration(name):
     """One declaration per option: the YAML is written from it (python -m fusion_bench_tinting.method_configs)."""
     from fusion_bench_tinting.method_configs import CONFIG_DIR, METHOD_CONFIGS, rendered
 
-    assert (CONFIG_DIR / name).read_text() == rendered(name), "rewrite it: python -m fusion_bench_tinting.method_configs"
+    assert (CONFIG_DIR / name).read_text() == rendered(name), (
+        "rewrite it: python -m fusion_bench_tinting.method_configs"
+    )
     options = METHOD_CONFIGS[name][0]
     assert len(options.names) <= 25
     assert all(option.help and option.allowed for option in options.options.values())
@@ -131,7 +156,9 @@ def test_cli_finds_our_configs_from_any_folder(cwd, tmp_path):
     folder = REPO_ROOT if cwd == "repo" else tmp_path
     result = subprocess.run(
         ["fusion_bench", "method=model_tinting", "modelpool=clip-vit-base-patch16_TA14", "--cfg", "job"],
-        cwd=folder, capture_output=True, text=True,
+        cwd=folder,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     config = OmegaConf.create(result.stdout)
@@ -168,9 +195,14 @@ def test_the_constructors_refuse_unknown_options_and_accept_fusion_bench_keys():
     from fusion_bench_tinting import LOTMergingAlgorithm, ModelTintingAlgorithm, ModelTintingPlusPlus
     from fusion_bench_tinting.errors import TintingConfigError
 
-    for cls, wrong, closest in [(ModelTintingAlgorithm, "max_step", "max_steps"), (ModelTintingPlusPlus, "lrr", "lr"),
-                                (LOTMergingAlgorithm, "ridg", "ridge")]:
-        with pytest.raises(TintingConfigError, match=rf"method.{wrong}: no such option; did you mean method.{closest}\?"):
+    for cls, wrong, closest in [
+        (ModelTintingAlgorithm, "max_step", "max_steps"),
+        (ModelTintingPlusPlus, "lrr", "lr"),
+        (LOTMergingAlgorithm, "ridg", "ridge"),
+    ]:
+        with pytest.raises(
+            TintingConfigError, match=rf"method.{wrong}: no such option; did you mean method.{closest}\?"
+        ):
             cls(**{wrong: 1})
         cls(_recursive_=False, _usage_="a note")  # FusionBench's own keys
     with pytest.raises(TintingConfigError, match=r"method.frobnicate: no such option; Every option"):

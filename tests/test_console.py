@@ -24,8 +24,14 @@ VISION_REPORT = TEXT_TOWER_REPORT.replace("text_model.final_layer_norm.bias", "v
 
 def test_the_20_iteration_tiny_clip_run_prints_under_200_lines_with_the_results_once(tiny_suites, tmp_path):
     command = [
-        "fusion_bench", "--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-        "method.max_steps=20", "fabric.accelerator=cpu", f"path.log_dir={tmp_path / 'log'}",  # print_config: default
+        "fusion_bench",
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        "modelpool=tiny-clip_TA4",
+        "method.max_steps=20",
+        "fabric.accelerator=cpu",
+        f"path.log_dir={tmp_path / 'log'}",  # print_config: default
     ]
     env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_VARIABLE}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -65,7 +71,8 @@ def test_an_expected_load_report_is_hidden_and_any_other_shown(monkeypatch):
     monkeypatch.delenv(console.VERBOSE_VARIABLE, raising=False)
     family = HFCLIPVisionFamily.__new__(HFCLIPVisionFamily)  # the check reads no state
     assert console.load_report_rows(TEXT_TOWER_REPORT) == (
-        "/models/pretrained", [("text_model.final_layer_norm.bias", "UNEXPECTED"), ("logit_scale", "UNEXPECTED")]
+        "/models/pretrained",
+        [("text_model.final_layer_norm.bias", "UNEXPECTED"), ("logit_scale", "UNEXPECTED")],
     )
     assert _emitted(TEXT_TOWER_REPORT, family.expected_load_report) == []
     assert len(_emitted(VISION_REPORT, family.expected_load_report)) == 1  # a vision weight unused: shown
@@ -101,10 +108,13 @@ def test_program_output_is_changed_for_our_methods_only_and_skips_a_printed_repo
     assert printed == [other]
 
 
-@pytest.mark.parametrize("rows, expected", [
-    ([("classifier.weight", "MISSING"), ("classifier.bias", "MISSING")], True),
-    ([("classifier.weight", "MISSING"), ("bert.pooler.dense.weight", "MISSING")], False),
-])
+@pytest.mark.parametrize(
+    "rows, expected",
+    [
+        ([("classifier.weight", "MISSING"), ("classifier.bias", "MISSING")], True),
+        ([("classifier.weight", "MISSING"), ("bert.pooler.dense.weight", "MISSING")], False),
+    ],
+)
 def test_a_text_pretrained_model_read_as_a_classifier_may_miss_its_head_only(rows, expected):
     from fusion_bench_tinting.families.sequence_classification import SequenceClassificationFamily
 

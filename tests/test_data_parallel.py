@@ -29,16 +29,22 @@ def _adapt(data_parallel: DataParallel, plusplus: bool) -> dict:
     """Three iterations on the toy tasks; the summed gradients of the first step and the final state."""
     merger, encode, states = _toy(seed=0)
     trainer = TintingTrainer(
-        merger, encode, states,
+        merger,
+        encode,
+        states,
         AdaptationOptions(max_steps=3, lr=0.05, batch_size=8, confidence_filter=plusplus),
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), data_parallel=data_parallel,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        data_parallel=data_parallel,
     )
     record = {}
 
     def first_gradients(trainer):
         if "coefficients_grad" not in record and merger.coefficients.grad is not None:
             record["coefficients_grad"] = merger.coefficients.grad.clone()
-            record["heads_grad"] = torch.cat([p.grad.reshape(-1) for s in states for p in s.head.parameters() if p.grad is not None])
+            record["heads_grad"] = torch.cat(
+                [p.grad.reshape(-1) for s in states for p in s.head.parameters() if p.grad is not None]
+            )
 
     stats = trainer.run(on_visit=first_gradients)
     record["coefficients"] = merger.coefficients.detach().clone()
@@ -93,13 +99,22 @@ def test_cli_with_two_cpu_processes_matches_one_process(tiny_suites, tmp_path):
     of one Adam step (Adam divides by the gradient's magnitude), so most, not all, match tightly.
     With an empty cache, only the first process preprocesses; the second reads what it wrote. The saved
     predictions gather both processes' shares of every test set in test-set order."""
-    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-              "taskpool=tiny-clip_TA4", "method.max_steps=5", "method.batch_size=16", "method.lr=0.001"]
+    config = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        "modelpool=tiny-clip_TA4",
+        "taskpool=tiny-clip_TA4",
+        "method.max_steps=5",
+        "method.batch_size=16",
+        "method.lr=0.001",
+    ]
     run_cli_subprocess(config, tmp_path / "one")
     data_parallel = [*config, "fabric.devices=2", "fabric.strategy=ddp"]
     cache = {"FUSION_BENCH_CACHE_DIR": str(tmp_path / "fresh_cache")}
-    two = run_cli_subprocess([*data_parallel, "+taskpool.save_predictions=true", "method.checkpoint_every=4"],
-                             tmp_path / "two", env=cache)
+    two = run_cli_subprocess(
+        [*data_parallel, "+taskpool.save_predictions=true", "method.checkpoint_every=4"], tmp_path / "two", env=cache
+    )
     # checkpoints through fabric.save by both processes, written once: 20 task steps, every 4th, newest 2 kept
     checkpoints = sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint-16.pt", "checkpoint-20.pt"]
@@ -129,15 +144,25 @@ def test_text_evaluation_is_shared_by_the_processes_with_the_one_process_figures
     """Our GLUE task pool under ``fabric.devices=2``: each process evaluates half of every test set; the
     halves are gathered back in order, so the scores (Matthews, Spearman, ...) and the saved predictions
     are exactly the one-process ones."""
-    config = ["--config-dir", str(tiny_text / "config"), "method=task_arithmetic", "modelpool=tiny-roberta_glue",
-              "taskpool=tiny-roberta_glue", "+taskpool.save_predictions=true"]
+    config = [
+        "--config-dir",
+        str(tiny_text / "config"),
+        "method=task_arithmetic",
+        "modelpool=tiny-roberta_glue",
+        "taskpool=tiny-roberta_glue",
+        "+taskpool.save_predictions=true",
+    ]
     run_cli_subprocess(config, tmp_path / "one")
     run_cli_subprocess([*config, "fabric.devices=2", "fabric.strategy=ddp"], tmp_path / "two")
     one, two = (json.loads((tmp_path / run / "program_report.json").read_text()) for run in ("one", "two"))
-    tasks = [task for task, result in one.items() if isinstance(result, dict) and "score" in result and task != "average"]
+    tasks = [
+        task for task, result in one.items() if isinstance(result, dict) and "score" in result and task != "average"
+    ]
     assert tasks and all(two[task]["score"] == one[task]["score"] for task in tasks)
     assert (tmp_path / "two" / "train_ddp_process_1.log").read_text().count("this process's 1/2 share") == len(tasks)
     for task in tasks:
-        saved_one, saved_two = (load_file(tmp_path / run / "predictions" / f"{task}.safetensors") for run in ("one", "two"))
+        saved_one, saved_two = (
+            load_file(tmp_path / run / "predictions" / f"{task}.safetensors") for run in ("one", "two")
+        )
         assert torch.equal(saved_one["labels"], saved_two["labels"])
         torch.testing.assert_close(saved_two["logits"], saved_one["logits"], atol=1e-5, rtol=0)

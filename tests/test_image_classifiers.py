@@ -25,14 +25,25 @@ def test_both_methods_beat_the_initial_task_arithmetic_merge(tiny_image_suites, 
     for method in ("model_tinting", "model_tinting_plusplus"):
         tinted = _run(tiny_image_suites, tmp_path, method, f"method={method}", *suite, "method.max_steps=10")
         assert list(task_accuracies(tinted)) == list(TASKS)
-        assert tinted["average"]["accuracy"] > merged["average"]["accuracy"] + 0.05, (method, tinted["average"], merged["average"])
+        assert tinted["average"]["accuracy"] > merged["average"]["accuracy"] + 0.05, (
+            method,
+            tinted["average"],
+            merged["average"],
+        )
         assert tinted["adaptation"]["iterations"] == 10 and tinted["adaptation"]["method"] == method
 
 
 @pytest.mark.slow
 def test_plusplus_and_fusion_bench_task_arithmetic_with_one_spelling(tiny_image_suites, tmp_path):
     """``+suite=`` runs ours and FusionBench's Task Arithmetic; both are evaluated per task with their heads."""
-    plusplus = _run(tiny_image_suites, tmp_path, "pp", "method=model_tinting_plusplus", "+suite=tiny-dinov2_TA4", "method.max_steps=10")
+    plusplus = _run(
+        tiny_image_suites,
+        tmp_path,
+        "pp",
+        "method=model_tinting_plusplus",
+        "+suite=tiny-dinov2_TA4",
+        "method.max_steps=10",
+    )
     baseline = _run(tiny_image_suites, tmp_path, "ta", "method=task_arithmetic", "+suite=tiny-dinov2_TA4")
     assert set(plusplus["adaptation"]["filter_dropped_fraction"]) == set(TASKS)
     assert set(task_accuracies(baseline)) == set(TASKS)
@@ -46,16 +57,26 @@ def test_torchvision_resnet_pool_tinting_beats_fusion_bench_task_arithmetic(tiny
     baseline = _run(tiny_torchvision_suite, tmp_path, "ta", "method=task_arithmetic", "+suite=tiny-torchvision_TA4")
     assert set(task_accuracies(baseline)) == set(TASKS)
     for method in ("model_tinting", "model_tinting_plusplus"):
-        tinted = _run(tiny_torchvision_suite, tmp_path, method, f"method={method}", "+suite=tiny-torchvision_TA4", "method.max_steps=5")
+        tinted = _run(
+            tiny_torchvision_suite,
+            tmp_path,
+            method,
+            f"method={method}",
+            "+suite=tiny-torchvision_TA4",
+            "method.max_steps=5",
+        )
         assert list(task_accuracies(tinted)) == list(TASKS)
-        assert tinted["average"]["accuracy"] > baseline["average"]["accuracy"] + 0.05, (method, tinted["average"], baseline["average"])
+        assert tinted["average"]["accuracy"] > baseline["average"]["accuracy"] + 0.05, (
+            method,
+            tinted["average"],
+            baseline["average"],
+        )
     assert set(tinted["adaptation"]["filter_dropped_fraction"]) == set(TASKS)
 
 
 def _pool(tiny_image_suites, architecture):
-    from omegaconf import OmegaConf
-
     from fusion_bench.utils import instantiate
+    from omegaconf import OmegaConf
 
     config = OmegaConf.load(tiny_image_suites / "config" / "modelpool" / f"tiny-{architecture}_TA4.yaml")
     return instantiate(config, _recursive_=False)
@@ -76,7 +97,10 @@ def test_a_model_of_another_architecture_is_refused_naming_it(tiny_image_suites)
 
     pool = _pool(tiny_image_suites, "convnext")
     pool._models["stl10"] = str(tiny_image_suites / "resnet" / "stl10")
-    with pytest.raises(TintingConfigError, match="Model 'stl10' is a ResNetForImageClassification but _pretrained_ is a ConvNextForImageClassification"):
+    with pytest.raises(
+        TintingConfigError,
+        match="Model 'stl10' is a ResNetForImageClassification but _pretrained_ is a ConvNextForImageClassification",
+    ):
         _adapt(pool)
 
 
@@ -85,7 +109,10 @@ def test_fusion_bench_s_own_torchvision_pool_is_refused_with_the_pool_that_loads
 
     pool = _pool(tiny_image_suites, "resnet")
     pool.type = "torchvision"
-    with pytest.raises(TintingConfigError, match="modelpool.type='torchvision'.*use _target_: fusion_bench_tinting.modelpools.TorchvisionResNetPool"):
+    with pytest.raises(
+        TintingConfigError,
+        match="modelpool.type='torchvision'.*use _target_: fusion_bench_tinting.modelpools.TorchvisionResNetPool",
+    ):
         _adapt(pool)
 
 

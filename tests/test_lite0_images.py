@@ -82,5 +82,7 @@ def test_a_system_without_apt_get_is_told_which_systems_build_the_debian_source(
         raise FileNotFoundError(2, "No such file or directory", "apt-get")
 
     monkeypatch.setattr(sources.subprocess, "run", no_apt)
-    with pytest.raises(RuntimeError, match=r"'dataset-fashion-mnist' could not be downloaded .*Debian or Ubuntu.*--quick"):
+    with pytest.raises(
+        RuntimeError, match=r"'dataset-fashion-mnist' could not be downloaded .*Debian or Ubuntu.*--quick"
+    ):
         sources.debian_member(tmp_path, "dataset-fashion-mnist", "/usr/share/x.gz")

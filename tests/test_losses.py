@@ -44,8 +44,12 @@ def test_kl_js_soft_ce_entropy_match_their_definitions():
     js = float(0.5 * (p_s * (p_s / m).log()).sum() + 0.5 * (p_t * (p_t / m).log()).sum())
     assert per_sample_loss("kl", student, teacher).item() == pytest.approx(kl, rel=1e-5)
     assert per_sample_loss("js", student, teacher).item() == pytest.approx(js, rel=1e-5)
-    assert per_sample_loss("soft_ce", student, teacher).item() == pytest.approx(float(-(p_t * p_s.log()).sum()), rel=1e-5)
-    assert per_sample_loss("entropy", student, teacher).item() == pytest.approx(float(-(p_s * p_s.log()).sum()), rel=1e-5)
+    assert per_sample_loss("soft_ce", student, teacher).item() == pytest.approx(
+        float(-(p_t * p_s.log()).sum()), rel=1e-5
+    )
+    assert per_sample_loss("entropy", student, teacher).item() == pytest.approx(
+        float(-(p_s * p_s.log()).sum()), rel=1e-5
+    )
     assert per_sample_loss("js", student, student).item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -77,9 +81,14 @@ def test_a_dense_prediction_gets_one_loss_and_one_filter_decision_per_pixel():
     losses = per_sample_loss("ce", student, teacher)
     assert losses.shape == (2, 3, 5)
     pixel = (1, 2, 4)
-    expected = F.cross_entropy(student[pixel[0], :, pixel[1], pixel[2]][None], teacher[pixel[0], :, pixel[1], pixel[2]].argmax()[None])
+    expected = F.cross_entropy(
+        student[pixel[0], :, pixel[1], pixel[2]][None], teacher[pixel[0], :, pixel[1], pixel[2]].argmax()[None]
+    )
     assert losses[pixel].item() == pytest.approx(expected.item(), rel=1e-6)
     flat = lambda t: t.movedim(1, -1).reshape(-1, 4)  # noqa: E731
-    assert confidence_filter(student, teacher).reshape(-1).tolist() == confidence_filter(flat(student), flat(teacher)).tolist()
+    assert (
+        confidence_filter(student, teacher).reshape(-1).tolist()
+        == confidence_filter(flat(student), flat(teacher)).tolist()
+    )
     depth = per_sample_loss("l1", torch.zeros(2, 1, 3, 5), torch.full((2, 1, 3, 5), 2.0))  # one channel: a regression
     assert depth.shape == (2, 3, 5) and torch.all(depth == 2.0)

@@ -142,7 +142,9 @@ def test_attention_output_projection_sees_what_multihead_attention_computes(batc
         context = _attention_context(attention, x, mask)
         computed = attention.out_proj(context)
         assert torch.allclose(computed, expected if batch_first else expected.transpose(0, 1), atol=1e-5)
-    kinds = [layer.weight_name for layer in find_solvable_layers(attention, [n for n, _ in attention.named_parameters()])]
+    kinds = [
+        layer.weight_name for layer in find_solvable_layers(attention, [n for n, _ in attention.named_parameters()])
+    ]
     assert kinds == ["in_proj_weight", "out_proj.weight"]
 
 
@@ -179,7 +181,10 @@ def test_lot_beats_task_arithmetic_on_the_tiny_clip_suite(tiny_suites, tmp_path)
     config = ["--config-dir", str(tiny_suites / "config"), "modelpool=tiny-clip_TA4", "taskpool=tiny-clip_TA4"]
     task_arithmetic = run_cli([*config, "method=task_arithmetic"], tmp_path / "ta")
     lot = run_cli([*config, "method=lot_merging"], tmp_path / "lot")
-    assert lot["average"]["accuracy"] >= task_arithmetic["average"]["accuracy"] + 0.05, (lot["average"], task_arithmetic["average"])
+    assert lot["average"]["accuracy"] >= task_arithmetic["average"]["accuracy"] + 0.05, (
+        lot["average"],
+        task_arithmetic["average"],
+    )
     assert lot["adaptation"]["method"] == "lot_merging"
     assert lot["adaptation"]["tensors_closed_form"] > lot["adaptation"]["tensors_fallback"] > 0
 
@@ -188,8 +193,13 @@ def test_lot_cli_subprocess_on_open_clip(tiny_suites, tmp_path):
     """OpenCLIP's attention applies its output projection functionally; LOT still solves it."""
     log_dir = tmp_path / "log"
     run_cli_subprocess(
-        ["--config-dir", str(tiny_suites / "config"), "method=lot_merging", "modelpool=tiny-openclip_TA4",
-         "method.num_samples=16"],
+        [
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "method=lot_merging",
+            "modelpool=tiny-openclip_TA4",
+            "method.num_samples=16",
+        ],
         log_dir,
     )
     report = json.loads((log_dir / "program_report.json").read_text())

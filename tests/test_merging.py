@@ -88,7 +88,10 @@ def test_architecture_mismatch_names_the_difference():
     other["layer.fc.bias"] = torch.zeros(5)
     del other["scalar"]
     other["extra"] = torch.zeros(1)
-    with pytest.raises(ArchitectureMismatchError, match="'svhn'.*missing 1 parameter.*scalar.*unexpected.*extra.*layer.fc.bias: \\(5,\\) vs \\(3,\\)"):
+    with pytest.raises(
+        ArchitectureMismatchError,
+        match="'svhn'.*missing 1 parameter.*scalar.*unexpected.*extra.*layer.fc.bias: \\(5,\\) vs \\(3,\\)",
+    ):
         check_same_parameters(pre, other, "svhn")
 
 
@@ -165,7 +168,9 @@ def test_memory_check_refuses_a_merge_that_cannot_fit(monkeypatch):
     assert required == 303_000_000 * (20 * 4 + 16)
     assert memory.merge_bytes(303_000_000, 20, torch.bfloat16) == 303_000_000 * (20 * 2 + 16)
     monkeypatch.setattr(memory, "free_bytes", lambda device: 10 * memory.GIB)
-    with pytest.raises(TintingConfigError, match=r"needs at least 27.1 GiB on cuda:0, which has 10.0 GiB free. Use bfloat16"):
+    with pytest.raises(
+        TintingConfigError, match=r"needs at least 27.1 GiB on cuda:0, which has 10.0 GiB free. Use bfloat16"
+    ):
         memory.check_fits(torch.device("cuda", 0), required, "Merging 20 task vectors", "Use bfloat16.")
     memory.check_fits(torch.device("cuda", 0), 5 * memory.GIB, "Merging", "")  # fits: no error
     memory.check_fits(torch.device("cpu"), required, "Merging", "")  # host memory is not checked

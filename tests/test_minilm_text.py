@@ -31,13 +31,24 @@ def test_model_tinting_beats_task_arithmetic_on_the_quick_suite(quick_minilm_tex
     """Through the shipped `modelpool=minilm_text` config. Few adaptation steps fit in CI, so the learning
     rate is raised from the reference 5e-4 (which needs the reference 1000 iterations)."""
     monkeypatch.setenv("FUSION_BENCH_TINTING_MINILM_TEXT", str(quick_minilm_text))
-    task_arithmetic = run_cli(["method=task_arithmetic", "modelpool=minilm_text", "taskpool=minilm_text"], tmp_path / "ta")
+    task_arithmetic = run_cli(
+        ["method=task_arithmetic", "modelpool=minilm_text", "taskpool=minilm_text"], tmp_path / "ta"
+    )
     tinting = run_cli(
-        ["method=model_tinting", "modelpool=minilm_text", "method.max_steps=8", "method.lr=0.01", "method.batch_size=16"],
+        [
+            "method=model_tinting",
+            "modelpool=minilm_text",
+            "method.max_steps=8",
+            "method.lr=0.01",
+            "method.batch_size=16",
+        ],
         tmp_path / "mt",
     )
     assert set(tinting) >= set(TASKS)
-    assert tinting["average"]["score"] > task_arithmetic["average"]["score"], (tinting["average"], task_arithmetic["average"])
+    assert tinting["average"]["score"] > task_arithmetic["average"]["score"], (
+        tinting["average"],
+        task_arithmetic["average"],
+    )
 
 
 @pytest.mark.parametrize("train_embeddings", [False, True])

@@ -73,7 +73,10 @@ def test_a_task_name_fusion_bench_s_nyuv2_does_not_know_is_refused_naming_the_kn
 
 def test_a_task_without_its_decoder_is_refused_before_any_model_is_loaded():
     pool = _pool({"_pretrained_": PRETRAINED, "depth": {"encoder": "resnet50", "decoders": ["segmentation"]}})
-    with pytest.raises(TintingConfigError, match=r"The model of task 'depth' has no 'depth' decoder \(its decoders: \['segmentation'\]\)"):
+    with pytest.raises(
+        TintingConfigError,
+        match=r"The model of task 'depth' has no 'depth' decoder \(its decoders: \['segmentation'\]\)",
+    ):
         _run(pool)
 
 

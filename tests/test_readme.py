@@ -40,6 +40,7 @@ def test_every_installed_command_and_script_answers_help():
     """The suite builders and benchmarks work from a plain install, without the repository's scripts/."""
     import subprocess
     import sys
+
     import tomllib
 
     commands = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -57,7 +58,9 @@ def test_every_installed_command_and_script_answers_help():
         f"except SystemExit as done:\n    assert done.code in (0, None), {script.name!r}\n"
         for script in scripts
     )
-    result = subprocess.run([sys.executable, "-c", "import runpy, sys\n" + calls], capture_output=True, text=True, cwd="/")
+    result = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys\n" + calls], capture_output=True, text=True, cwd="/"
+    )
     assert result.returncode == 0, result.stderr[-800:]
     assert result.stdout.count("usage:") == len(commands) + len(scripts)
 
@@ -73,6 +76,8 @@ def test_the_quick_look_command_builds_the_smoke_suite_and_tables_both_methods(t
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     table = (tmp_path / "outputs" / "quick-look" / "comparison.md").read_text()
     for label in ("Task Arithmetic", "Model Tinting"):
-        row = next(line for line in table.splitlines() if line.startswith(f"| {label}") or line.startswith(f"| **{label}"))
+        row = next(
+            line for line in table.splitlines() if line.startswith(f"| {label}") or line.startswith(f"| **{label}")
+        )
         assert re.search(r"\d+\.\d", row), row  # a finished run with numbers
     assert "| Model Tinting" in result.stdout  # printed, not only written

@@ -12,8 +12,18 @@ import pytest
 
 TA8 = ["sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd"]
 TA20 = TA8 + [
-    "oxford_flowers102", "pcam", "fer2013", "oxford-iiit-pet", "stl10", "cifar100",
-    "cifar10", "food101", "fashion_mnist", "emnist_letters", "kmnist", "rendered-sst2",
+    "oxford_flowers102",
+    "pcam",
+    "fer2013",
+    "oxford-iiit-pet",
+    "stl10",
+    "cifar100",
+    "cifar10",
+    "food101",
+    "fashion_mnist",
+    "emnist_letters",
+    "kmnist",
+    "rendered-sst2",
 ]
 
 

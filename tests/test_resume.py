@@ -27,8 +27,13 @@ def _without_timing(report):
 
 
 def test_same_seed_same_config_gives_identical_reports(tiny_suites, tmp_path):
-    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4",
-              "method.max_steps=15"]
+    config = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting_plusplus",
+        "modelpool=tiny-clip_TA4",
+        "method.max_steps=15",
+    ]
     first = run_cli(config, tmp_path / "first")
     second = run_cli(config, tmp_path / "second")  # the second one also reads the teacher cache
     assert _without_timing(first) == _without_timing(second)
@@ -37,9 +42,13 @@ def test_same_seed_same_config_gives_identical_reports(tiny_suites, tmp_path):
 
 
 def _assert_resumes_to_the_reference(command, reference, tmp_path, interrupted):
-    """Resume ``interrupted`` with ``command``: the saved result equals the uninterrupted ``reference`` run's, bitwise."""
-    subprocess.run([*command, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={interrupted}"],
-                   check=True, capture_output=True)
+    """Resume ``interrupted`` with ``command``: the saved result equals the uninterrupted ``reference`` run's,
+    bitwise."""
+    subprocess.run(
+        [*command, f"path.log_dir={tmp_path / 'resumed'}", f"method.resume={interrupted}"],
+        check=True,
+        capture_output=True,
+    )
     expected = load_file(str(reference / "model_tinting.safetensors"))
     actual = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
     assert expected.keys() == actual.keys()
@@ -50,8 +59,15 @@ def _assert_resumes_to_the_reference(command, reference, tmp_path, interrupted):
 def _interruptible(tiny_suites):
     """A run long enough to be interrupted (about 0.1 s per step on one CPU core), without evaluation."""
     return [
-        "fusion_bench", "--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-        "taskpool=dummy", "method.max_steps=100", "fabric.accelerator=cpu", "print_config=false",
+        "fusion_bench",
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        "modelpool=tiny-clip_TA4",
+        "taskpool=dummy",
+        "method.max_steps=100",
+        "fabric.accelerator=cpu",
+        "print_config=false",
     ]
 
 
@@ -59,14 +75,18 @@ def _interruptible(tiny_suites):
 def uninterrupted(tiny_suites, tmp_path_factory):
     """The interruptible run, uninterrupted: the reference both interruption tests resume to."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run([*_interruptible(tiny_suites), f"path.log_dir={folder}"], check=True, capture_output=True, cwd=folder)
+    subprocess.run(
+        [*_interruptible(tiny_suites), f"path.log_dir={folder}"], check=True, capture_output=True, cwd=folder
+    )
     return folder
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_suites, uninterrupted, tmp_path):
     common = [*_interruptible(tiny_suites), "method.checkpoint_every=20"]
-    killed = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'killed'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [*common, f"path.log_dir={tmp_path / 'killed'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
     while not list(checkpoints.glob("checkpoint-*.pt")) and killed.poll() is None and time.time() < deadline:
@@ -99,7 +119,9 @@ def test_checkpoints_go_through_fabric_save_and_load(tmp_path, monkeypatch):
     calls = []
     for name in ("save", "load"):
         original = getattr(L.Fabric, name)
-        monkeypatch.setattr(L.Fabric, name, lambda self, *a, _o=original, _n=name, **k: calls.append(_n) or _o(self, *a, **k))
+        monkeypatch.setattr(
+            L.Fabric, name, lambda self, *a, _o=original, _n=name, **k: calls.append(_n) or _o(self, *a, **k)
+        )
     store = CheckpointStore(tmp_path, fabric=L.Fabric(accelerator="cpu", devices=1))
     store.save({"value": torch.tensor([5.0])}, 7)
     state, path = store.load_latest()
@@ -143,7 +165,13 @@ def test_with_several_processes_the_stop_is_decided_together_at_check_steps():
 
 
 def test_resume_with_another_configuration_is_refused(tiny_suites, tmp_path):
-    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4", "taskpool=dummy"]
+    config = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        "modelpool=tiny-clip_TA4",
+        "taskpool=dummy",
+    ]
     run_cli([*config, "method.max_steps=3", "method.checkpoint_every=4"], tmp_path / "run")
     algorithm = ModelTintingAlgorithm(max_steps=3, lr=0.02, resume=str(tmp_path / "run"))
     algorithm.fabric = cpu_fabric()
@@ -200,8 +228,9 @@ def test_resume_on_cuda_ends_within_last_bits_of_an_uninterrupted_run(tiny_suite
 
     def run(folder, **options):
         algorithm = build_tinting(max_steps=30, checkpoint_every=40, keep_checkpoints=10, **options)
-        algorithm.fabric = L.Fabric(accelerator="cuda", devices=1,
-                                    loggers=TensorBoardLogger(root_dir=str(folder), name="", version=""))
+        algorithm.fabric = L.Fabric(
+            accelerator="cuda", devices=1, loggers=TensorBoardLogger(root_dir=str(folder), name="", version="")
+        )
         algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
         return load_file(str(folder / WEIGHTS_FILE))
 
@@ -216,8 +245,13 @@ def test_resume_on_cuda_ends_within_last_bits_of_an_uninterrupted_run(tiny_suite
 
 
 def test_the_programs_seed_is_used_when_the_method_has_none(tiny_suites, tmp_path):
-    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting", "modelpool=tiny-clip_TA4",
-              "method.max_steps=3"]
+    config = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting",
+        "modelpool=tiny-clip_TA4",
+        "method.max_steps=3",
+    ]
     program = run_cli([*config, "seed=5"], tmp_path / "program")
     method = run_cli([*config, "method.seed=5"], tmp_path / "method")
     both = run_cli([*config, "seed=5", "method.seed=7"], tmp_path / "both")
@@ -228,8 +262,14 @@ def test_the_programs_seed_is_used_when_the_method_has_none(tiny_suites, tmp_pat
 
 
 def test_a_finished_run_resumed_with_more_steps_equals_a_longer_run(tiny_suites, tmp_path):
-    config = ["--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4",
-              "taskpool=dummy", "method.checkpoint_every=1"]
+    config = [
+        "--config-dir",
+        str(tiny_suites / "config"),
+        "method=model_tinting_plusplus",
+        "modelpool=tiny-clip_TA4",
+        "taskpool=dummy",
+        "method.checkpoint_every=1",
+    ]
     run_cli([*config, "method.max_steps=6"], tmp_path / "long")
     run_cli([*config, "method.max_steps=3"], tmp_path / "short")
     run_cli([*config, "method.max_steps=6", f"method.resume={tmp_path / 'short'}"], tmp_path / "extended")
@@ -245,7 +285,9 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
     common = _interruptible(tiny_suites)
     errors = tmp_path / "output.txt"
     with open(errors, "w") as stderr:
-        run = subprocess.Popen([*common, f"path.log_dir={tmp_path / 'stopped'}"], stdout=stderr, stderr=subprocess.STDOUT)
+        run = subprocess.Popen(
+            [*common, f"path.log_dir={tmp_path / 'stopped'}"], stdout=stderr, stderr=subprocess.STDOUT
+        )
         deadline = time.time() + 300
         while "Model Tinting adaptation" not in errors.read_text() and run.poll() is None and time.time() < deadline:
             time.sleep(0.05)
@@ -269,8 +311,12 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
     expected = load_file(str(uninterrupted / "model_tinting.safetensors"))
     actual = load_file(str(tmp_path / "resumed" / "model_tinting.safetensors"))
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
-    shorter = subprocess.run([*printed[:-1], "method.max_steps=3", printed[-1], f"path.log_dir={tmp_path / 'short'}"],
-                             capture_output=True, text=True, cwd=elsewhere)
+    shorter = subprocess.run(
+        [*printed[:-1], "method.max_steps=3", printed[-1], f"path.log_dir={tmp_path / 'short'}"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+    )
     said = " ".join(re.sub(r"\S+\.py:\d+", "", shorter.stdout + shorter.stderr).split())  # rich wraps log lines
     assert "The interrupted run asked for 100 iterations; this one stops at 3 (method.max_steps=3)" in said
 

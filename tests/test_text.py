@@ -9,13 +9,13 @@ import shutil
 import pytest
 import torch
 from conftest import build_tinting, cpu_fabric, run_cli, run_cli_subprocess
+from fusion_bench.utils import instantiate
 from omegaconf import OmegaConf
 
-from fusion_bench.utils import instantiate
 from fusion_bench_tinting.data import TokenInputs
 from fusion_bench_tinting.errors import TintingConfigError
-from fusion_bench_tinting.families import family_for
 from fusion_bench_tinting.evaluation.metrics import average_scores, compute_metrics, expected_calibration_error
+from fusion_bench_tinting.families import family_for
 
 
 def _pool(root, suite):
@@ -62,9 +62,7 @@ def test_metrics_against_hand_computed_values():
 
 def test_expected_calibration_error_against_a_hand_computed_value():
     """15 equal-width bins of the top-class probability; sample-weighted |accuracy - confidence| per bin."""
-    probabilities = torch.tensor(
-        [[0.95, 0.03, 0.02], [0.95, 0.03, 0.02], [0.2, 0.7, 0.1], [0.25, 0.2, 0.55]]
-    )
+    probabilities = torch.tensor([[0.95, 0.03, 0.02], [0.95, 0.03, 0.02], [0.2, 0.7, 0.1], [0.25, 0.2, 0.55]])
     labels = torch.tensor([0, 1, 1, 0])  # right, wrong (both at 0.95), right at 0.7, wrong at 0.55
     # bins (14/15, 1]: accuracy 1/2, confidence 0.95; (10/15, 11/15]: 1 vs 0.7; (8/15, 9/15]: 0 vs 0.55
     expected = 2 / 4 * abs(0.5 - 0.95) + 1 / 4 * abs(1 - 0.7) + 1 / 4 * abs(0 - 0.55)
@@ -111,7 +109,14 @@ def test_bert_layout_matches_bert_forward():
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(
-        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=3)
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
     ).eval()
     batch = {"input_ids": torch.randint(1, 50, (4, 7)), "attention_mask": torch.ones(4, 7, dtype=torch.long)}
     layout = layout_for("bert")
@@ -123,8 +128,13 @@ def test_bert_layout_matches_bert_forward():
 # ----- the methods ------------------------------------------------------------------------------
 def test_tinting_on_tiny_roberta_with_a_regression_task(tiny_text, tmp_path):
     report = run_cli(
-        ["--config-dir", str(tiny_text / "config"), "method=model_tinting_plusplus", "modelpool=tiny-roberta_glue",
-         "method.max_steps=20"],
+        [
+            "--config-dir",
+            str(tiny_text / "config"),
+            "method=model_tinting_plusplus",
+            "modelpool=tiny-roberta_glue",
+            "method.max_steps=20",
+        ],
         tmp_path / "log",
     )
     assert report["cola"]["metric"] == "matthews_correlation"
@@ -153,8 +163,14 @@ def test_gpt2_suite_with_fusion_bench_task_pool_subprocess(tiny_text, tmp_path):
     is evaluated with its tinted head."""
     log_dir = tmp_path / "log"
     run_cli_subprocess(
-        ["--config-dir", str(tiny_text / "config"), "method=model_tinting", "modelpool=tiny-gpt2_glue",
-         "taskpool=tiny-gpt2_glue", "method.max_steps=5"],
+        [
+            "--config-dir",
+            str(tiny_text / "config"),
+            "method=model_tinting",
+            "modelpool=tiny-gpt2_glue",
+            "taskpool=tiny-gpt2_glue",
+            "method.max_steps=5",
+        ],
         log_dir,
     )
     report = json.loads((log_dir / "program_report.json").read_text())
@@ -191,8 +207,10 @@ def test_bert_head_holds_each_tasks_pooler_and_the_merge_leaves_it_out(tiny_text
         assert torch.equal(own, classifier.bert.pooler.dense.weight)
     # the merged encoder keeps the pretrained pooler; set_task swaps the task's own in
     assert torch.equal(model.backbone.pooler.dense.weight, pretrained_pooler)
-    batch = {"input_ids": torch.tensor([[2, 7, 30, 12, 3], [2, 25, 9, 3, 0]]),
-             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])}
+    batch = {
+        "input_ids": torch.tensor([[2, 7, 30, 12, 3], [2, 25, 9, 3, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]),
+    }
     for task, classifier in finetuned.items():
         evaluated = task_classifier(pool, task, model)
         assert torch.equal(model.backbone.pooler.dense.weight, classifier.bert.pooler.dense.weight)
@@ -205,8 +223,9 @@ def test_bert_head_holds_each_tasks_pooler_and_the_merge_leaves_it_out(tiny_text
 
     trained = _run(_pool(tiny_text, "tiny-bert_glue"), max_steps=3)
     for task, classifier in finetuned.items():  # the pooler is tinted with the classifier
-        assert not torch.equal(trained.modulators[task].block_state()["pooler.dense.weight"],
-                               classifier.bert.pooler.dense.weight)
+        assert not torch.equal(
+            trained.modulators[task].block_state()["pooler.dense.weight"], classifier.bert.pooler.dense.weight
+        )
 
 
 def test_bert_pooler_merged_keeps_the_classifier_alone_as_head(tiny_text):
@@ -243,8 +262,13 @@ def test_checkpoint_label_count_differing_from_the_data_is_refused(tiny_text, tm
 
     three_classes = Dataset.from_dict(
         {"input_ids": [[0, 5, 2]], "attention_mask": [[1, 1, 1]], "label": [2]},
-        features=Features({"input_ids": Sequence(Value("int64")), "attention_mask": Sequence(Value("int64")),
-                           "label": ClassLabel(num_classes=3)}),
+        features=Features(
+            {
+                "input_ids": Sequence(Value("int64")),
+                "attention_mask": Sequence(Value("int64")),
+                "label": ClassLabel(num_classes=3),
+            }
+        ),
     )
     three_classes.save_to_disk(str(tmp_path / "three"))
     pool = _pool(tiny_text, "tiny-roberta_glue")
@@ -256,8 +280,9 @@ def test_checkpoint_label_count_differing_from_the_data_is_refused(tiny_text, tm
 def test_text_labels_outside_the_heads_classes_are_refused_before_adaptation(tiny_text, tmp_path):
     from datasets import Dataset
 
-    Dataset.from_dict({"input_ids": [[0, 5, 2], [0, 6, 2]], "attention_mask": [[1, 1, 1]] * 2, "label": [0, 5]}).save_to_disk(
-        str(tmp_path / "undeclared"))
+    Dataset.from_dict(
+        {"input_ids": [[0, 5, 2], [0, 6, 2]], "attention_mask": [[1, 1, 1]] * 2, "label": [0, 5]}
+    ).save_to_disk(str(tmp_path / "undeclared"))
     pool = _pool(tiny_text, "tiny-roberta_glue")
     pool._test_datasets["cola"]["dataset_path"] = str(tmp_path / "undeclared")
     with pytest.raises(TintingConfigError, match=r"task 'cola' .* has labels 0..5, but the task's head has 2 classes"):

@@ -16,9 +16,15 @@ def _fp16_trainer(scaler, fused=False, **options):
     defaults = dict(max_steps=2, lr=0.05, batch_size=8, train_tinted_layer=False)
     defaults.update(options)
     return TintingTrainer(
-        merger, encode, states, AdaptationOptions(**defaults), device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0), autocast=lambda: torch.autocast("cpu", dtype=torch.float16),
-        grad_scaler=scaler, fused_optimizer=fused,
+        merger,
+        encode,
+        states,
+        AdaptationOptions(**defaults),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        autocast=lambda: torch.autocast("cpu", dtype=torch.float16),
+        grad_scaler=scaler,
+        fused_optimizer=fused,
     )
 
 
@@ -68,8 +74,12 @@ def test_coefficient_trajectories_and_gradient_norms_are_logged_per_task():
     from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
 
     trainer = TintingTrainer(
-        merger, encode, states, AdaptationOptions(max_steps=4, lr=0.05, batch_size=8, log_every=2),
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+        merger,
+        encode,
+        states,
+        AdaptationOptions(max_steps=4, lr=0.05, batch_size=8, log_every=2),
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
         log_metrics=lambda metrics, step: logged.append((step, metrics)),
     )
     trainer.run()
@@ -89,7 +99,9 @@ def test_coefficient_trajectories_are_read_back_from_tensorboard_and_plotted(tmp
 
     logger = TensorBoardLogger(root_dir=str(tmp_path), name="", version="")
     for step, (mean, norm) in enumerate([(0.3, 1e-3), (0.32, 5e-4), (0.35, 2e-4)], start=1):
-        logger.log_metrics({"coefficients/mean/a": mean, "coefficients/grad_norm/a": norm, "train/loss": 1.0}, step=step)
+        logger.log_metrics(
+            {"coefficients/mean/a": mean, "coefficients/grad_norm/a": norm, "train/loss": 1.0}, step=step
+        )
     logger.finalize("success")
     series = read_scalars(tmp_path)
     assert set(series) == {"coefficients/mean/a", "coefficients/grad_norm/a"}  # train/loss is not a coefficient
@@ -105,8 +117,17 @@ def test_a_run_logs_options_per_task_losses_drop_fractions_and_a_coefficient_hea
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-    run_cli(["--config-dir", str(tiny_suites / "config"), "method=model_tinting_plusplus", "modelpool=tiny-clip_TA4",
-             "method.max_steps=4", "method.lr=0.01"], tmp_path / "log")
+    run_cli(
+        [
+            "--config-dir",
+            str(tiny_suites / "config"),
+            "method=model_tinting_plusplus",
+            "modelpool=tiny-clip_TA4",
+            "method.max_steps=4",
+            "method.lr=0.01",
+        ],
+        tmp_path / "log",
+    )
     events = sorted((tmp_path / "log").rglob("events.out.tfevents.*"))
     tags, hparams = {"scalars": set(), "images": set()}, {}
     for path in events:

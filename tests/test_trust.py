@@ -45,7 +45,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
     folder = tmp_path / "run" / "checkpoints"
     folder.mkdir(parents=True)
     torch.save({"fingerprint": {}, "trainer": _Payload(marker)}, folder / "checkpoint-5.pt")
-    with pytest.raises(TintingConfigError, match=r"Refusing checkpoint .*checkpoint-5\.pt: it holds objects other than tensors"):
+    with pytest.raises(
+        TintingConfigError, match=r"Refusing checkpoint .*checkpoint-5\.pt: it holds objects other than tensors"
+    ):
         resume_state(str(tmp_path / "run"), {}, max_steps=10)
     assert not marker.exists()
 
@@ -53,8 +55,15 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
 def test_a_checkpoint_of_tensors_and_plain_data_loads_safely(tmp_path):
     store = CheckpointStore(tmp_path)
     generator = torch.Generator().manual_seed(3)
-    state = {"fingerprint": {"tasks": ["a"], "method": {"lr": 0.1}}, "trainer": {"order": None, "seen": [1, 2],
-             "generator": generator.get_state(), "coefficients": torch.ones(2, 3)}}
+    state = {
+        "fingerprint": {"tasks": ["a"], "method": {"lr": 0.1}},
+        "trainer": {
+            "order": None,
+            "seen": [1, 2],
+            "generator": generator.get_state(),
+            "coefficients": torch.ones(2, 3),
+        },
+    }
     store.save(state, 4)
     loaded, path = store.load_latest()
     assert path.name == "checkpoint-4.pt" and torch.equal(loaded["trainer"]["generator"], generator.get_state())
@@ -71,14 +80,22 @@ def test_nan_in_one_finetuned_model_is_refused_before_adaptation_naming_task_and
     weights[name][0, 0] = float("nan")
     save_file(weights, str(copy / "model.safetensors"), metadata={"format": "pt"})
     pool._models["eurosat"] = str(copy)
-    with pytest.raises(NonFiniteError, match=rf"model of task 'eurosat' \({copy}\): tensor '.*mlp\.fc1\.weight' holds 1 NaN"):
+    with pytest.raises(
+        NonFiniteError, match=rf"model of task 'eurosat' \({copy}\): tensor '.*mlp\.fc1\.weight' holds 1 NaN"
+    ):
         _run(pool)
 
 
 def test_saved_weights_with_nan_are_refused_on_load(tmp_path):
     path = str(tmp_path / "model_tinting.safetensors")
-    save_tinting(path, task_names=["a"], coefficient_groups=["g"], coefficients=torch.tensor([[float("nan")]]),
-                 tinted={"a": {"weight": torch.ones(2, 2)}}, tinted_layer="head")
+    save_tinting(
+        path,
+        task_names=["a"],
+        coefficient_groups=["g"],
+        coefficients=torch.tensor([[float("nan")]]),
+        tinted={"a": {"weight": torch.ones(2, 2)}},
+        tinted_layer="head",
+    )
     with pytest.raises(NonFiniteError, match=r"weights=.*tensor 'coefficients' holds 1 NaN"):
         load_tinting(path)
 
@@ -88,7 +105,9 @@ def test_a_non_finite_loss_stops_the_run_naming_task_and_step_before_any_paramet
     merger, encode, states = _toy()
     states[1].inputs.tensor[:, 0] = float("nan")  # task1's inputs
     trainer = _trainer(merger, encode, states, fused_optimizer=fused, max_steps=3, log_every=1)
-    with pytest.raises(NonFiniteError, match=r"the loss of task 'task1' was NaN or infinite at step \d+ \(iteration \d+\)"):
+    with pytest.raises(
+        NonFiniteError, match=r"the loss of task 'task1' was NaN or infinite at step \d+ \(iteration \d+\)"
+    ):
         trainer.run()
     assert torch.isfinite(merger.coefficients).all()
     assert all(torch.isfinite(s.head.weight).all() for s in states)
@@ -152,7 +171,9 @@ def test_a_cache_that_cannot_be_written_lets_the_run_go_on(tiny_suites, monkeypa
     monkeypatch.setattr(caching, "write_atomically", full_disk)
     model = _run(load_pool(tiny_suites, "tiny-clip_TA4"), reuse_cache=True, max_steps=1)
     assert model is not None
-    assert "could not be written (OSError: [Errno 28] No space left on device); the run goes on without it" in caplog.text
+    assert (
+        "could not be written (OSError: [Errno 28] No space left on device); the run goes on without it" in caplog.text
+    )
 
 
 def test_stale_temporaries_are_removed_by_the_next_writer_but_not_fresh_ones(tmp_path):
@@ -178,9 +199,14 @@ def test_images_of_mixed_sizes_are_refused_naming_the_task_and_the_test_set(tiny
     pool._processor = str(processor)
     mixed = tmp_path / "eurosat_mixed"
     dataset = load_from_disk(pool._test_datasets["eurosat"]["dataset_path"])
-    dataset.map(lambda row, i: {"image": row["image"].resize((20 + i % 2 * 4, 20))}, with_indices=True).save_to_disk(str(mixed))
+    dataset.map(lambda row, i: {"image": row["image"].resize((20 + i % 2 * 4, 20))}, with_indices=True).save_to_disk(
+        str(mixed)
+    )
     pool._test_datasets["eurosat"]["dataset_path"] = str(mixed)
-    with pytest.raises(TintingConfigError, match=rf"test set of task 'eurosat' \({mixed}\) could not be read: .*images of different shapes"):
+    with pytest.raises(
+        TintingConfigError,
+        match=rf"test set of task 'eurosat' \({mixed}\) could not be read: .*images of different shapes",
+    ):
         _run(pool)
 
 
@@ -201,8 +227,11 @@ def test_a_failed_final_save_leaves_no_partial_file_and_names_the_last_checkpoin
     algorithm = ModelTintingAlgorithm(max_steps=2, checkpoint_every=4)
     algorithm.fabric = cpu_fabric()
     monkeypatch.setattr(type(algorithm), "log_dir", property(lambda self: str(log_dir)))
-    with pytest.raises(SaveError, match=r"could not be written .*No space left.*The last checkpoint, .*checkpoint-8\.pt, stays: "
-                                        rf"continue with method\.resume={log_dir}"):
+    with pytest.raises(
+        SaveError,
+        match=r"could not be written .*No space left.*The last checkpoint, .*checkpoint-8\.pt, stays: "
+        rf"continue with method\.resume={log_dir}",
+    ):
         algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
     assert (log_dir / "model_tinting.safetensors").read_bytes() == b"an earlier result"
     assert not list(log_dir.glob("*.tmp"))

@@ -44,7 +44,8 @@ def _stock_taskpool_configs(tiny_suites: Path, out: Path) -> Path:
     shutil.copytree(tiny_suites / "config", out)
     path = out / "taskpool" / f"{SUITE}.yaml"
     text = path.read_text().replace(
-        "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool", "fusion_bench.taskpool.CLIPVisionModelTaskPool"
+        "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
+        "fusion_bench.taskpool.CLIPVisionModelTaskPool",
     )
     assert "fusion_bench.taskpool.CLIPVisionModelTaskPool" in text
     path.write_text(text)
@@ -73,8 +74,15 @@ def test_exported_methods_run_in_fusion_bench_without_the_plugin(tiny_suites, tm
     upstream.overlay(tmp_path / "export", tree)
     log_dir = tmp_path / "export_log"
     command = [
-        sys.executable, "-c", WITHOUT_PLUGIN, *config_dir, "method=model_tinting/model_tinting", *args,
-        "fabric.accelerator=cpu", "print_config=false", f"path.log_dir={log_dir}",
+        sys.executable,
+        "-c",
+        WITHOUT_PLUGIN,
+        *config_dir,
+        "method=model_tinting/model_tinting",
+        *args,
+        "fabric.accelerator=cpu",
+        "print_config=false",
+        f"path.log_dir={log_dir}",
     ]
     env = {**os.environ, "BLOCKED_ROOT": str(REPO_ROOT), "PYTHONPATH": str(tree)}
     result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=env)
@@ -94,7 +102,11 @@ def test_export_writes_fusion_bench_layout_with_renamed_imports(tmp_path):
     sources = {path: path.read_text() for path in package.rglob("*.py")}
     assert package / "algorithm.py" in sources and package / "families" / "hf_clip.py" in sources
     assert not (package / "comparison").exists() and not (package / "upstream").exists()
-    assert not [path for path, text in sources.items() if "import fusion_bench_tinting" in text or "from fusion_bench_tinting" in text]
+    assert not [
+        path
+        for path, text in sources.items()
+        if "import fusion_bench_tinting" in text or "from fusion_bench_tinting" in text
+    ]
     config = (tmp_path / "config" / "method" / "model_tinting" / "model_tinting.yaml").read_text()
     assert "_target_: fusion_bench.method.model_tinting.ModelTintingAlgorithm" in config
     plusplus = (tmp_path / "config" / "method" / "model_tinting" / "model_tinting_plusplus.yaml").read_text()
@@ -105,7 +117,9 @@ def test_export_writes_fusion_bench_layout_with_renamed_imports(tmp_path):
 
 
 def test_a_fusion_bench_release_with_other_text_stops_the_export_naming_file_and_anchor():
-    with pytest.raises(upstream.ExportError, match=r"fusion_bench/x.py: expected the text '_is_setup = False' once, found it 0"):
+    with pytest.raises(
+        upstream.ExportError, match=r"fusion_bench/x.py: expected the text '_is_setup = False' once, found it 0"
+    ):
         upstream.apply_edits("class Other:\n    pass\n", upstream.CLIP_TASKPOOL_EDITS, "fusion_bench/x.py")
 
 
@@ -115,5 +129,7 @@ def test_command_line_reports_an_export_error_in_one_line(tmp_path, monkeypatch,
     monkeypatch.setattr(upstream, "CLIP_TASKPOOL_EDITS", (("no such text\n", ""),))
     assert main([str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("export_upstream: fusion_bench/taskpool/clip_vision/taskpool.py: expected the text 'no such text'")
+    assert error.startswith(
+        "export_upstream: fusion_bench/taskpool/clip_vision/taskpool.py: expected the text 'no such text'"
+    )
     assert len(error.splitlines()) == 1

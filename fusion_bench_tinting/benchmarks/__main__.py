@@ -41,25 +41,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="tiny", choices=sorted(ARCHITECTURES))
     parser.add_argument("--tasks", type=int, default=8, help="number of tasks (FusionBench's TA20 order)")
-    parser.add_argument("--images", type=_images, default=256,
-                        help="synthetic JPEG test images per task, or 'real' for the real test sets' sizes (about 87k for TA8)")
+    parser.add_argument(
+        "--images",
+        type=_images,
+        default=256,
+        help="synthetic JPEG test images per task, or 'real' for the real test sets' sizes (about 87k for TA8)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="iterations of the longer of the two runs per method")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"comma-separated, from {', '.join(METHODS)} (*_compiled: compile_step, CUDA graphs on a GPU)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, from {', '.join(METHODS)} (*_compiled: compile_step, CUDA graphs on a GPU)",
+    )
     parser.add_argument("--precision", default="32-true", help="Fabric precision for every method, e.g. bf16-mixed")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the *_compiled methods")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of our methods, e.g. task_vector_dtype=bfloat16 (repeatable; YAML values)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of our methods, e.g. task_vector_dtype=bfloat16 (repeatable; YAML values)",
+    )
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loading workers (AdaMerging's loader, our one preprocessing pass)")
-    parser.add_argument("--root", default=None, help="where the suite is built (default: .cache/speed/<arch>_TA<tasks>)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="data-loading workers (AdaMerging's loader, our one preprocessing pass)",
+    )
+    parser.add_argument(
+        "--root", default=None, help="where the suite is built (default: .cache/speed/<arch>_TA<tasks>)"
+    )
     parser.add_argument("--out", default="speed-results", help="folder for the Markdown table and JSON")
     args = parser.parse_args()
     spec = SpeedSuiteSpec(architecture=args.arch, num_tasks=args.tasks, images_per_task=args.images)
     root = Path(args.root or f".cache/speed/{args.arch}_TA{args.tasks}")
     result = run_benchmark(
-        spec, root=root, methods=args.methods.split(","), steps=args.steps, accelerator=args.accelerator,
-        num_workers=args.num_workers, precision=args.precision, compile_backend=args.compile_backend,
+        spec,
+        root=root,
+        methods=args.methods.split(","),
+        steps=args.steps,
+        accelerator=args.accelerator,
+        num_workers=args.num_workers,
+        precision=args.precision,
+        compile_backend=args.compile_backend,
         options=_options(args.option),
     )
     print(markdown(result))

@@ -56,8 +56,9 @@ def baseline(dataset, batch_size, workers, dtype, mean, std):
 
 def ours(dataset, batch_size, workers, dtype, mean, std):
     normalization = (mean.tolist(), std.tolist()) if dtype == torch.uint8 else None
-    return cache_inputs(dataset, batch_size=batch_size, num_workers=workers, dtype=dtype, desc="ours",
-                        normalization=normalization).tensor
+    return cache_inputs(
+        dataset, batch_size=batch_size, num_workers=workers, dtype=dtype, desc="ours", normalization=normalization
+    ).tensor
 
 
 def measure(run, *args):
@@ -83,7 +84,10 @@ def main() -> None:
         rows.append((name, wall, cpu, result))
     if not torch.equal(rows[0][3], rows[1][3]):
         raise SystemExit("the two ways cached different tensors")
-    print(f"{args.images} JPEGs 320x240 -> 224x224 {args.dtype}, {args.workers} worker(s), torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.images} JPEGs 320x240 -> 224x224 {args.dtype}, {args.workers} worker(s), "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"{'':40s} {'wall s':>8s} {'images/s':>9s} {'main-process CPU ms/image':>26s}")
     for name, wall, cpu, _ in rows:
         print(f"{name:40s} {wall:8.2f} {args.images / wall:9.0f} {1e3 * cpu / args.images:26.3f}")

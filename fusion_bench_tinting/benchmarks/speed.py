@@ -34,7 +34,11 @@ from ..testing.speed_suite import SpeedSuiteSpec, build_speed_suite
 
 BASELINE = "adamerging"
 METHODS = (
-    "adamerging", "model_tinting", "model_tinting_plusplus", "model_tinting_compiled", "model_tinting_plusplus_compiled",
+    "adamerging",
+    "model_tinting",
+    "model_tinting_plusplus",
+    "model_tinting_compiled",
+    "model_tinting_plusplus_compiled",
 )
 DEFAULT_METHODS = ("adamerging", "model_tinting", "model_tinting_plusplus")
 
@@ -59,18 +63,21 @@ def _fabric(accelerator: str, log_root: Path, precision: str):
     import lightning as L
     from lightning.fabric.loggers import TensorBoardLogger
 
-    return L.Fabric(accelerator=accelerator, devices=1, precision=precision,
-                    loggers=TensorBoardLogger(root_dir=str(log_root), name="runs"))
+    return L.Fabric(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        loggers=TensorBoardLogger(root_dir=str(log_root), name="runs"),
+    )
 
 
 def _pools(config_dir: Path, suite: str):
     """The suite's model pool (instantiated) and task pool config, composed by Hydra as the CLI does."""
+    from fusion_bench.utils import instantiate
     from hydra import compose, initialize_config_dir
 
-    from fusion_bench.utils import instantiate
-    from hydra_plugins.fusion_bench_tinting.search_path import fusion_bench_config_dir
-
     import fusion_bench_tinting  # noqa: F401  (typing shim)
+    from hydra_plugins.fusion_bench_tinting.search_path import fusion_bench_config_dir
 
     overrides = [f"hydra.searchpath=[file://{config_dir}]", f"modelpool={suite}", f"taskpool={suite}"]
     with initialize_config_dir(config_dir=str(fusion_bench_config_dir()), version_base=None):
@@ -80,15 +87,25 @@ def _pools(config_dir: Path, suite: str):
 
 def _adamerging(steps: int, num_workers: int):
     from fusion_bench.compat.method import load_algorithm_from_config
+
     from hydra_plugins.fusion_bench_tinting.search_path import fusion_bench_config_dir
 
     config = OmegaConf.load(fusion_bench_config_dir() / "method" / "adamerging" / "clip.yaml")
-    config.merge_with({"max_steps": steps, "num_workers": num_workers, "save_merging_weights": False, "fast_dev_run": False})
+    config.merge_with(
+        {"max_steps": steps, "num_workers": num_workers, "save_merging_weights": False, "fast_dev_run": False}
+    )
     return load_algorithm_from_config(config)
 
 
-def _ours(name: str, steps: int, num_workers: int, accelerator: str, profile_steps: bool = False,
-          compile_backend: str = "inductor", options: Optional[Dict[str, Any]] = None):
+def _ours(
+    name: str,
+    steps: int,
+    num_workers: int,
+    accelerator: str,
+    profile_steps: bool = False,
+    compile_backend: str = "inductor",
+    options: Optional[Dict[str, Any]] = None,
+):
     from fusion_bench_tinting import ModelTintingAlgorithm, ModelTintingPlusPlus
 
     cls = ModelTintingPlusPlus if name.startswith("model_tinting_plusplus") else ModelTintingAlgorithm
@@ -129,7 +146,9 @@ def _synchronize(accelerator: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed_run(make_algorithm: Callable, config_dir: Path, suite: str, accelerator: str, precision: str, evaluate: bool):
+def _timed_run(
+    make_algorithm: Callable, config_dir: Path, suite: str, accelerator: str, precision: str, evaluate: bool
+):
     """(seconds, of which evaluation, algorithm, the model's report extras) of one fresh run, with the
     evaluation of every task when ``evaluate``."""
     from fusion_bench.utils import instantiate
@@ -215,17 +234,19 @@ def measure(
         shares = _fractions({k: sum(durations[k]) for k in ADAMERGING_SECTIONS if k in durations})
     else:
         with _cold_compile_caches():
-            job, evaluation, algorithm, extras = run(lambda: _ours(
-                method, steps, num_workers, accelerator, compile_backend=compile_backend, options=options))
+            job, evaluation, algorithm, extras = run(
+                lambda: _ours(method, steps, num_workers, accelerator, compile_backend=compile_backend, options=options)
+            )
         job_parts = _job_parts(job, evaluation, algorithm.profiler.recorded_durations)
         first = extras["first_iteration_s"]
         iteration = (extras["adaptation_time_s"] - first) / (steps - 1)
         images = num_tasks * 32
         if not _compiled(method):
-            _, _, profiled, _ = run(lambda: _ours(method, max(1, steps // 4), num_workers, accelerator, True,
-                                                  options=options), False)
+            _, _, profiled, _ = run(
+                lambda: _ours(method, max(1, steps // 4), num_workers, accelerator, True, options=options), False
+            )
             durations = profiled.profiler.recorded_durations
-            shares = _fractions({k[len("step: "):]: sum(v) for k, v in durations.items() if k.startswith("step: ")})
+            shares = _fractions({k[len("step: ") :]: sum(v) for k, v in durations.items() if k.startswith("step: ")})
     peak = torch.cuda.max_memory_allocated() / 2**30 if accelerator == "cuda" else None
     return Timing(
         method=method,
@@ -270,8 +291,18 @@ def run_benchmark(
         raise ValueError("steps must be at least 2 (AdaMerging's first iteration is left out)")
     suite = build_speed_suite(root, spec)
     timings = [
-        measure(m, root / "config", suite, num_tasks=spec.num_tasks, steps=steps, accelerator=accelerator,
-                num_workers=num_workers, precision=precision, compile_backend=compile_backend, options=options)
+        measure(
+            m,
+            root / "config",
+            suite,
+            num_tasks=spec.num_tasks,
+            steps=steps,
+            accelerator=accelerator,
+            num_workers=num_workers,
+            precision=precision,
+            compile_backend=compile_backend,
+            options=options,
+        )
         for m in methods
     ]
     baseline = next((t for t in timings if t.method == BASELINE), None)
@@ -307,9 +338,11 @@ def markdown(result: dict) -> str:
         f"{result['steps']} iterations per measurement (per-iteration figures without the first); "
         f"{_images_text(spec)}; "
         f"precision {result.get('precision', '32-true')}; torch {result['torch']}"
-        + "".join(f"; {k}={v}" for k, v in result.get("options", {}).items()) + ".",
+        + "".join(f"; {k}={v}" for k, v in result.get("options", {}).items())
+        + ".",
         "",
-        "| method | ms / iteration | images / iteration | images / s | ms / image | x AdaMerging (per image) | first iteration (s) | whole job (s) | peak GPU memory (GiB) | step shares | whole job's parts (s) |",
+        "| method | ms / iteration | images / iteration | images / s | ms / image | x AdaMerging (per image) "
+        "| first iteration (s) | whole job (s) | peak GPU memory (GiB) | step shares | whole job's parts (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for t in result["timings"]:

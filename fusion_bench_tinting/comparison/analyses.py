@@ -103,8 +103,10 @@ def _objective_correlations(merged: Dict[str, torch.Tensor], teacher: Dict[str, 
 
 def loss_correlation(results: Dict[str, RunResult]) -> Dict[str, Dict[str, dict]]:
     teacher = predictions(results.get("individual"))
-    stages = {"before (task arithmetic)": predictions(results.get("task_arithmetic")),
-              "after (model tinting)": predictions(results.get("model_tinting"))}
+    stages = {
+        "before (task arithmetic)": predictions(results.get("task_arithmetic")),
+        "after (model tinting)": predictions(results.get("model_tinting")),
+    }
     table: Dict[str, Dict[str, dict]] = {}
     for task, reference in teacher.items():
         if reference["logits"].shape[-1] == 1:
@@ -126,21 +128,36 @@ def markdown(analyses: Dict[str, dict]) -> str:
     if analyses.get("sparsity"):
         parts.append("### Coefficient sparsity\n")
         for name, values in analyses["sparsity"].items():
-            parts.append(f"- {name}: {100 * values['fraction_below_1e-5']:.1f}% of the coefficients are below 1e-5 "
-                         f"(heat map: `{values['heatmap']}`)")
+            parts.append(
+                f"- {name}: {100 * values['fraction_below_1e-5']:.1f}% of the coefficients are below 1e-5 "
+                f"(heat map: `{values['heatmap']}`)"
+            )
         parts.append("")
     if analyses.get("discrepancy"):
         rows = [
-            [name, task, f"{100 * v['individual_right_merged_wrong']:.1f}", f"{100 * v['merged_right_individual_wrong']:.1f}"]
-            for name, per_task in analyses["discrepancy"].items() for task, v in per_task.items()
+            [
+                name,
+                task,
+                f"{100 * v['individual_right_merged_wrong']:.1f}",
+                f"{100 * v['merged_right_individual_wrong']:.1f}",
+            ]
+            for name, per_task in analyses["discrepancy"].items()
+            for task, v in per_task.items()
         ]
-        parts += _table("Prediction discrepancy against the individual models (% of test samples)",
-                        ["method", "task", "individual right, merged wrong", "merged right, individual wrong"], rows)
+        parts += _table(
+            "Prediction discrepancy against the individual models (% of test samples)",
+            ["method", "task", "individual right, merged wrong", "merged right, individual wrong"],
+            rows,
+        )
     if analyses.get("loss_correlation"):
         rows = [
             [task, stage, f"{v['teacher_ce']:.3f}", f"{v['entropy']:.3f}"]
-            for task, stages in analyses["loss_correlation"].items() for stage, v in stages.items()
+            for task, stages in analyses["loss_correlation"].items()
+            for stage, v in stages.items()
         ]
-        parts += _table("Spearman correlation with the ground-truth loss",
-                        ["task", "merged model", "teacher-label CE (ours)", "entropy (AdaMerging)"], rows)
+        parts += _table(
+            "Spearman correlation with the ground-truth loss",
+            ["task", "merged model", "teacher-label CE (ours)", "entropy (AdaMerging)"],
+            rows,
+        )
     return "\n".join(parts)

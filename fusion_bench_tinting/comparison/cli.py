@@ -10,7 +10,8 @@
 Each method runs through the ``fusion_bench`` CLI on the same model pool and task pool; finished runs
 are skipped on the next call; a failing method is marked failed with its reason while the others go on.
 With ``--seeds``, every method that draws at random runs once per seed and the tables give the mean and
-standard deviation over seeds. Output folder: ``comparison.md``, ``comparison.csv``, ``comparison.json``, ``radar.png``, ``bars.png``
+standard deviation over seeds. Output folder: ``comparison.md``, ``comparison.csv``, ``comparison.json``,
+``radar.png``, ``bars.png``
 (and heat maps for the sparsity analysis), plus ``runs/<method>/`` with every run's log folder.
 """
 
@@ -24,7 +25,16 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import analyses as analysis
-from .methods import DEFAULT_METHODS, INDUCTIVE_SUFFIX, METHODS, PROTOCOLS, MethodSpec, family_of, inductive_twin, register_variant
+from .methods import (
+    DEFAULT_METHODS,
+    INDUCTIVE_SUFFIX,
+    METHODS,
+    PROTOCOLS,
+    MethodSpec,
+    family_of,
+    inductive_twin,
+    register_variant,
+)
 from .plots import bar_chart, best_baseline, gap_chart, radar_chart
 from .runner import RunResult, Suite, composed_config, run_method, seeds_for
 from .tables import build_rows, calibration_table, csv_table, markdown_table, published_for
@@ -41,20 +51,45 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from {sorted(METHODS)}")
     parser.add_argument("--out", required=True, help="output folder (re-running it resumes)")
     parser.add_argument("--analyses", default="", help=f"comma-separated from {list(analysis.ANALYSES)}, or 'all'")
-    parser.add_argument("--set", action="append", default=[], metavar="METHOD:OVERRIDE",
-                        help="an override for one method only, e.g. adamerging:method.max_steps=100 (repeatable)")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=METHOD",
-                        help="an extra row NAME running METHOD with the --set overrides of NAME (repeatable)")
-    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 42,1,2: methods that draw at "
-                        "random run once per seed; tables show mean and standard deviation")
-    parser.add_argument("--protocols", default="transductive",
-                        help="comma-separated from transductive (adapt on the test inputs, as the paper) and inductive "
-                        "(adapt on the pool's val inputs, score on its test inputs): each adaptive method of ours runs "
-                        "under each; data-free methods once")
-    parser.add_argument("--only", action="store_true", help="table only the --methods rows (by default the finished "
-                        "rows of an earlier table in --out stay in it, and new rows are added or updated)")
-    parser.add_argument("--reuse-only", action="store_true", help="start no run: tabulate the finished runs in "
-                        "--out (a method's missing seeds are named in the table, a method with none is marked)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD:OVERRIDE",
+        help="an override for one method only, e.g. adamerging:method.max_steps=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=METHOD",
+        help="an extra row NAME running METHOD with the --set overrides of NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="comma-separated seeds, e.g. 42,1,2: methods that draw at "
+        "random run once per seed; tables show mean and standard deviation",
+    )
+    parser.add_argument(
+        "--protocols",
+        default="transductive",
+        help="comma-separated from transductive (adapt on the test inputs, as the paper) and inductive "
+        "(adapt on the pool's val inputs, score on its test inputs): each adaptive method of ours runs "
+        "under each; data-free methods once",
+    )
+    parser.add_argument(
+        "--only",
+        action="store_true",
+        help="table only the --methods rows (by default the finished "
+        "rows of an earlier table in --out stay in it, and new rows are added or updated)",
+    )
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="start no run: tabulate the finished runs in "
+        "--out (a method's missing seeds are named in the table, a method with none is marked)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each method")
     parser.add_argument("overrides", nargs="*", help="fusion_bench overrides for every run (after --)")
     args = parser.parse_args(argv)
@@ -154,8 +189,17 @@ def compare(args: argparse.Namespace) -> Dict:
         for seed in seeds_for(name, args.seeds):
             which = name if seed is None else f"{name} (seed {seed})"
             print(f"[compare] {which} ...", flush=True)
-            result = run_method(name, family, suite, out, extra, per_method.get(name, []), args.timeout, seed=seed,
-                                start=not args.reuse_only)
+            result = run_method(
+                name,
+                family,
+                suite,
+                out,
+                extra,
+                per_method.get(name, []),
+                args.timeout,
+                seed=seed,
+                start=not args.reuse_only,
+            )
             runs.setdefault(name, []).append(result)
             print(f"[compare] {which}: {result.status} {result.reason}", flush=True)
     if not args.only:
@@ -176,10 +220,12 @@ def compare(args: argparse.Namespace) -> Dict:
     ece_tasks, ece_rows = build_rows(list(runs.values()), metric="ece")
     markdown = f"## {title}\n\n" + markdown_table(tasks, rows, published)
     if any(name.endswith(INDUCTIVE_SUFFIX) for name in runs):
-        markdown += ("\nRows marked *[inductive]* adapted on the model pool's `val` inputs (apart from the test inputs) "
-                     "and were scored on its test inputs: how the merge does on inputs it has not seen. The other "
-                     "adaptive rows adapted on the test inputs they were scored on (transductive, the paper's "
-                     "protocol).\n")
+        markdown += (
+            "\nRows marked *[inductive]* adapted on the model pool's `val` inputs (apart from the test inputs) "
+            "and were scored on its test inputs: how the merge does on inputs it has not seen. The other "
+            "adaptive rows adapted on the test inputs they were scored on (transductive, the paper's "
+            "protocol).\n"
+        )
     calibration = calibration_table(ece_tasks, ece_rows)
     if calibration:
         markdown += "\n### Calibration\n\n" + calibration
@@ -193,7 +239,12 @@ def compare(args: argparse.Namespace) -> Dict:
             gap_chart(tasks, rows, out / "gap_to_best_baseline.png", title)
     bar_chart(rows, out / "bars.png", title)
     everything = {
-        "suite": {"modelpool": suite.modelpool, "taskpool": suite.taskpool, "family": family, "config_dirs": suite.config_dirs},
+        "suite": {
+            "modelpool": suite.modelpool,
+            "taskpool": suite.taskpool,
+            "family": family,
+            "config_dirs": suite.config_dirs,
+        },
         "tasks": tasks,
         "rows": rows,
         "calibration_rows": ece_rows,
@@ -201,9 +252,21 @@ def compare(args: argparse.Namespace) -> Dict:
         "seeds": args.seeds,
         "methods": {name: spec_record(name) for name in runs},
         "protocols": args.protocols,
-        "runs": {name: [{"seed": r.seed, "status": r.status, "reason": r.reason, "seconds": r.seconds,
-                         "command": r.command, "log_dir": r.log_dir, "report": r.report} for r in group]
-                 for name, group in runs.items()},
+        "runs": {
+            name: [
+                {
+                    "seed": r.seed,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "seconds": r.seconds,
+                    "command": r.command,
+                    "log_dir": r.log_dir,
+                    "report": r.report,
+                }
+                for r in group
+            ]
+            for name, group in runs.items()
+        },
         "analyses": found,
     }
     (out / "comparison.json").write_text(json.dumps(everything, indent=2, default=str))

@@ -49,21 +49,36 @@ METHODS: Dict[str, MethodSpec] = {
     "emr_merging": MethodSpec("EMR-Merging", {"*": ["method=emr_merging/emr_merging"]}),
     # FusionBench 0.2.33 has no LOT Merging: this plugin's implementation, for every family
     "lot_merging": MethodSpec(
-        "LOT Merging (this plugin)", {"*": ["method=lot_merging"]}, adaptive=True, seed_key="method.seed",
+        "LOT Merging (this plugin)",
+        {"*": ["method=lot_merging"]},
+        adaptive=True,
+        seed_key="method.seed",
         chooses_adaptation_data=True,
     ),
     "model_tinting": MethodSpec(
-        "Model Tinting", {"*": ["method=model_tinting"]}, ours=True, adaptive=True, seed_key="method.seed",
+        "Model Tinting",
+        {"*": ["method=model_tinting"]},
+        ours=True,
+        adaptive=True,
+        seed_key="method.seed",
         chooses_adaptation_data=True,
     ),
     "model_tinting_plusplus": MethodSpec(
-        "Model Tinting++", {"*": ["method=model_tinting_plusplus"]}, ours=True, adaptive=True, seed_key="method.seed",
+        "Model Tinting++",
+        {"*": ["method=model_tinting_plusplus"]},
+        ours=True,
+        adaptive=True,
+        seed_key="method.seed",
         chooses_adaptation_data=True,
     ),
     # not in the default list: Model Tinting started from the LOT-merged encoder
     "model_tinting_lot": MethodSpec(
-        "Model Tinting from LOT", {"*": ["method=model_tinting", "method.init_from=lot"]}, ours=True, adaptive=True,
-        seed_key="method.seed", chooses_adaptation_data=True,
+        "Model Tinting from LOT",
+        {"*": ["method=model_tinting", "method.init_from=lot"]},
+        ours=True,
+        adaptive=True,
+        seed_key="method.seed",
+        chooses_adaptation_data=True,
     ),
     # not in the default list: AdaMerging's entropy objective run by our implementation (coefficients
     # only), for families where FusionBench has no AdaMerging
@@ -77,8 +92,17 @@ METHODS: Dict[str, MethodSpec] = {
     ),
 }
 DEFAULT_METHODS = [
-    "pretrained", "individual", "simple_average", "task_arithmetic", "ties_merging", "adamerging",
-    "adamerging_surgery", "emr_merging", "lot_merging", "model_tinting", "model_tinting_plusplus",
+    "pretrained",
+    "individual",
+    "simple_average",
+    "task_arithmetic",
+    "ties_merging",
+    "adamerging",
+    "adamerging_surgery",
+    "emr_merging",
+    "lot_merging",
+    "model_tinting",
+    "model_tinting_plusplus",
 ]
 
 

@@ -16,7 +16,6 @@ import numpy as np  # noqa: E402
 from ..heatmap import blocks_of_groups, coefficient_heatmap_figure  # noqa: E402,F401  (re-exported)
 from .methods import METHODS  # noqa: E402
 
-
 #: characters per line of a row label on a chart (longer labels wrap; the table keeps them on one line)
 LABEL_WIDTH = 34
 
@@ -85,10 +84,16 @@ def bar_chart(rows: List[dict], path: Path, title: str) -> None:
 
 def best_baseline(tasks: List[str], rows: List[dict]) -> Dict[str, float]:
     """Per task, the best score of the finished merging baselines (not ours, not zero-shot or individual)."""
-    baselines = [r for r in rows if r["status"] == "finished" and not METHODS[r["method"]].ours
-                 and not METHODS[r["method"]].reference]
-    return {t: max(r[t] for r in baselines if r.get(t) is not None) for t in tasks
-            if any(r.get(t) is not None for r in baselines)}
+    baselines = [
+        r
+        for r in rows
+        if r["status"] == "finished" and not METHODS[r["method"]].ours and not METHODS[r["method"]].reference
+    ]
+    return {
+        t: max(r[t] for r in baselines if r.get(t) is not None)
+        for t in tasks
+        if any(r.get(t) is not None for r in baselines)
+    }
 
 
 def gap_figure(tasks: List[str], rows: List[dict], title: str):
@@ -116,10 +121,19 @@ def gap_chart(tasks: List[str], rows: List[dict], path: Path, title: str) -> Non
     _save(gap_figure(tasks, rows, title), path)
 
 
-def coefficient_heatmap(coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], path: Path, title: str) -> None:
+def coefficient_heatmap(
+    coefficients: np.ndarray, tasks: Sequence[str], layer_of_group: Sequence[Optional[int]], path: Path, title: str
+) -> None:
     figure = coefficient_heatmap_figure(coefficients, tasks, layer_of_group, title)
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-__all__ = ["radar_chart", "bar_chart", "gap_chart", "blocks_of_groups", "coefficient_heatmap", "coefficient_heatmap_figure"]
+__all__ = [
+    "radar_chart",
+    "bar_chart",
+    "gap_chart",
+    "blocks_of_groups",
+    "coefficient_heatmap",
+    "coefficient_heatmap_figure",
+]

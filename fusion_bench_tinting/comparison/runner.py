@@ -23,7 +23,6 @@ import yaml
 
 from .methods import METHODS, not_available_reason
 
-
 #: task steps between checkpoints of our methods' runs
 CHECKPOINT_EVERY = 100
 
@@ -64,9 +63,7 @@ class RunResult:
 
 def composed_config(suite: Suite) -> dict:
     """The run's composed config (``fusion_bench --cfg job``): tells the model pool's class."""
-    result = subprocess.run(
-        [*suite.command([]), "--cfg", "job"], capture_output=True, text=True, env=dict(os.environ)
-    )
+    result = subprocess.run([*suite.command([]), "--cfg", "job"], capture_output=True, text=True, env=dict(os.environ))
     if result.returncode != 0:
         raise RuntimeError(f"fusion_bench cannot compose the suite: {_last_error_line(result.stderr + result.stdout)}")
     return yaml.safe_load(result.stdout)
@@ -88,7 +85,9 @@ def run_to_log(command: List[str], log: TextIO, timeout: Optional[float], echo: 
     bars included); its exit status, or None when it ran past ``timeout`` seconds and was stopped."""
     if not echo:
         try:
-            return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), timeout=timeout).returncode
+            return subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), timeout=timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             return None
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
@@ -130,16 +129,28 @@ def run_method(
     if report_path.exists():  # finished by an earlier call
         status = json.loads(status_path.read_text()) if status_path.exists() else {}
         return RunResult(
-            name, "finished", report=json.loads(report_path.read_text()), seconds=status.get("seconds"),
-            log_dir=str(log_dir), command=status.get("command"), seed=seed,
+            name,
+            "finished",
+            report=json.loads(report_path.read_text()),
+            seconds=status.get("seconds"),
+            log_dir=str(log_dir),
+            command=status.get("command"),
+            seed=seed,
         )
     if not start:
         return RunResult(name, "not_run", "no finished run in the output folder", log_dir=str(log_dir), seed=seed)
     seeding = [f"{METHODS[name].seed_key}={seed}"] if seed is not None else []
     checkpointing = resumable(name, log_dir)
     command = suite.command(
-        [*METHODS[name].overrides_for(family), f"path.log_dir={log_dir}", "print_config=false", *checkpointing, *extra,
-         *method_overrides, *seeding]
+        [
+            *METHODS[name].overrides_for(family),
+            f"path.log_dir={log_dir}",
+            "print_config=false",
+            *checkpointing,
+            *extra,
+            *method_overrides,
+            *seeding,
+        ]
     )
     log_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -151,10 +162,19 @@ def run_method(
     if returncode == 0 and report_path.exists():
         status = {"status": "finished", "seconds": seconds, "command": command}
         status_path.write_text(json.dumps(status, indent=2))
-        return RunResult(name, "finished", report=json.loads(report_path.read_text()), seconds=seconds,
-                         log_dir=str(log_dir), command=command, seed=seed)
+        return RunResult(
+            name,
+            "finished",
+            report=json.loads(report_path.read_text()),
+            seconds=seconds,
+            log_dir=str(log_dir),
+            command=command,
+            seed=seed,
+        )
     reason = "timed out" if returncode is None else _last_error_line(output)
-    status_path.write_text(json.dumps({"status": "failed", "reason": reason, "seconds": seconds, "command": command}, indent=2))
+    status_path.write_text(
+        json.dumps({"status": "failed", "reason": reason, "seconds": seconds, "command": command}, indent=2)
+    )
     return RunResult(name, "failed", reason, seconds=seconds, log_dir=str(log_dir), command=command, seed=seed)
 
 

@@ -15,25 +15,38 @@ from .runner import RunResult
 #: the task_vectors and RoBERTa checkpoints, FusionBench's documentation for its ViT-B/32 TA8 pool.
 PUBLISHED: Dict[str, Dict[str, Tuple[float, str]]] = {
     "ViT-B-32_TA8": {
-        "individual": (90.5, "paper"), "task_arithmetic": (69.1, "paper"), "adamerging": (80.1, "paper"),
-        "adamerging_surgery": (86.1, "paper"), "emr_merging": (88.7, "paper"), "model_tinting": (89.6, "paper"),
+        "individual": (90.5, "paper"),
+        "task_arithmetic": (69.1, "paper"),
+        "adamerging": (80.1, "paper"),
+        "adamerging_surgery": (86.1, "paper"),
+        "emr_merging": (88.7, "paper"),
+        "model_tinting": (89.6, "paper"),
         "model_tinting_plusplus": (90.1, "paper, about"),
     },
     "ViT-B-16_TA8": {
-        "individual": (92.9, "paper"), "task_arithmetic": (73.8, "paper"), "adamerging": (85.7, "paper, AdaMerging++"),
-        "adamerging_surgery": (88.8, "paper"), "emr_merging": (91.3, "paper"), "model_tinting": (91.8, "paper"),
+        "individual": (92.9, "paper"),
+        "task_arithmetic": (73.8, "paper"),
+        "adamerging": (85.7, "paper, AdaMerging++"),
+        "adamerging_surgery": (88.8, "paper"),
+        "emr_merging": (91.3, "paper"),
+        "model_tinting": (91.8, "paper"),
         "model_tinting_plusplus": (92.0, "paper"),
     },
     "ViT-L-14_TA8": {
-        "adamerging_surgery": (92.3, "paper"), "emr_merging": (93.7, "paper"), "model_tinting": (93.8, "paper"),
+        "adamerging_surgery": (92.3, "paper"),
+        "emr_merging": (93.7, "paper"),
+        "model_tinting": (93.8, "paper"),
         "model_tinting_plusplus": (93.8, "paper, about"),
     },
     "roberta-base_glue": {
-        "individual": (85.56, "paper"), "task_arithmetic": (66.65, "paper"), "emr_merging": (80.18, "paper"),
+        "individual": (85.56, "paper"),
+        "task_arithmetic": (66.65, "paper"),
+        "emr_merging": (80.18, "paper"),
         "model_tinting": (84.04, "paper"),
     },
     "clip-vit-base-patch32_TA8": {
-        "individual": (90.3, "FusionBench docs"), "adamerging": (82.6, "FusionBench docs"),
+        "individual": (90.3, "FusionBench docs"),
+        "adamerging": (82.6, "FusionBench docs"),
     },
 }
 
@@ -96,9 +109,14 @@ def build_rows(groups: List[List[RunResult]], metric: str = "score") -> Tuple[Li
         finished = [r for r in group if r.report is not None]
         first = finished[0] if finished else group[0]
         failed = [r for r in group if r.status == "failed"]
-        row = {"method": first.name, "label": METHODS[first.name].label,
-               "status": "finished" if finished else first.status, "reason": "" if finished else first.reason,
-               "seeds": [r.seed for r in finished], "seeds_not_run": [r.seed for r in group if r.status == "not_run"]}
+        row = {
+            "method": first.name,
+            "label": METHODS[first.name].label,
+            "status": "finished" if finished else first.status,
+            "reason": "" if finished else first.reason,
+            "seeds": [r.seed for r in finished],
+            "seeds_not_run": [r.seed for r in group if r.status == "not_run"],
+        }
         if failed and finished:
             row["reason"] = f"{len(failed)} of {len(group)} runs failed: {failed[0].reason}"
         elif row["seeds_not_run"] and finished:
@@ -122,7 +140,8 @@ def _value(report: dict, column: str, metric: str) -> Optional[float]:
 def best_baseline(rows: List[dict], column: str) -> Optional[float]:
     """The best value of a FusionBench baseline (neither ours nor a reference row) in ``column``."""
     values = [
-        r[column] for r in rows
+        r[column]
+        for r in rows
         if r.get(column) is not None and not METHODS[r["method"]].ours and not METHODS[r["method"]].reference
     ]
     return max(values) if values else None
@@ -139,7 +158,10 @@ def _cell(row: dict, column: str) -> str:
 def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tuple[float, str]]) -> str:
     columns = [*tasks, "average"]
     # best merged result per column (references excluded), bold
-    best = {c: max((r[c] for r in rows if r.get(c) is not None and not METHODS[r["method"]].reference), default=None) for c in columns}
+    best = {
+        c: max((r[c] for r in rows if r.get(c) is not None and not METHODS[r["method"]].reference), default=None)
+        for c in columns
+    }
     header = "| method | " + " | ".join(columns) + " | published average |"
     lines = [header, "|---" + "|---:" * (len(columns) + 1) + "|"]
     for row in rows:
@@ -147,12 +169,19 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
         anchor_cell = f"{anchor[0]:.1f} ({anchor[1]})" if anchor else ""
         if row["status"] != "finished":
             what = {"failed": "failed", "not_run": "not run"}.get(row["status"], "not available")
-            lines.append(f"| {row['label']} | {what}: {row['reason']} |" + " |" * (len(columns) - 1) + f" {anchor_cell} |")
+            lines.append(
+                f"| {row['label']} | {what}: {row['reason']} |" + " |" * (len(columns) - 1) + f" {anchor_cell} |"
+            )
             continue
         cells = []
         for column in columns:
             value, text = row.get(column), _cell(row, column)
-            if value is not None and best[column] is not None and abs(value - best[column]) < 1e-9 and not METHODS[row["method"]].reference:
+            if (
+                value is not None
+                and best[column] is not None
+                and abs(value - best[column]) < 1e-9
+                and not METHODS[row["method"]].reference
+            ):
                 text = f"**{text}**"
             cells.append(text)
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {anchor_cell} |")
@@ -161,14 +190,19 @@ def markdown_table(tasks: List[str], rows: List[dict], published: Dict[str, Tupl
     leader = next((r["label"] for r in rows if r.get("average") == baseline and not METHODS[r["method"]].ours), None)
     for row in rows:
         if METHODS[row["method"]].ours and row.get("average") is not None and baseline is not None:
-            gains.append(f"{row['label']}: {row['average'] - baseline:+.1f} points against the best baseline ({leader}, {baseline:.1f})")
+            gains.append(
+                f"{row['label']}: {row['average'] - baseline:+.1f} points against the best baseline "
+                f"({leader}, {baseline:.1f})"
+            )
     note = "Bold: best merged result per column (reference rows excluded). Scores in %."
     seeded = sorted({seed for row in rows for seed in row.get("seeds", []) if seed is not None})
     if len(seeded) == 1:
         note += f" Methods that draw at random ran with seed {seeded[0]}; the others are deterministic."
     elif seeded:
-        note += (f" Methods that draw at random: mean ± standard deviation over seeds {', '.join(map(str, seeded))};"
-                 " the others are deterministic and ran once.")
+        note += (
+            f" Methods that draw at random: mean ± standard deviation over seeds {', '.join(map(str, seeded))};"
+            " the others are deterministic and ran once."
+        )
     for row in rows:
         if row["status"] == "finished" and row.get("seeds_not_run"):
             done, missing = (", ".join(map(str, row[key])) for key in ("seeds", "seeds_not_run"))

@@ -62,7 +62,9 @@ def expected_calibration_error(logits: Tensor, labels: Tensor, bins: int = ECE_B
     sample-weighted mean gap between the bin's accuracy and its mean confidence."""
     probabilities = logits.float().softmax(dim=-1).cpu()
     return float(
-        multiclass_calibration_error(probabilities, labels.long().cpu(), num_classes=logits.shape[-1], n_bins=bins, norm="l1")
+        multiclass_calibration_error(
+            probabilities, labels.long().cpu(), num_classes=logits.shape[-1], n_bins=bins, norm="l1"
+        )
     )
 
 

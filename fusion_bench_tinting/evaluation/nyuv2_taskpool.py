@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from fusion_bench.taskpool.nyuv2_taskpool import NYUv2TaskPool
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
-
-from fusion_bench.taskpool.nyuv2_taskpool import NYUv2TaskPool
 
 
 class TaskAwareNYUv2TaskPool(NYUv2TaskPool):
@@ -42,8 +41,9 @@ class TaskAwareNYUv2TaskPool(NYUv2TaskPool):
         from fusion_bench.models.nyuv2.lightning_module import NYUv2MTLModule
 
         _, val_dataset = self.load_datasets()
-        loader = DataLoader(val_dataset, batch_size=self.config.batch_size, shuffle=False,
-                            num_workers=self.config.num_workers)
+        loader = DataLoader(
+            val_dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=self.config.num_workers
+        )
         report: Dict[str, Any] = {}
         for task in self.config.tasks:
             model.set_task(task)

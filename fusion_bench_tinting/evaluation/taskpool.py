@@ -16,9 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from torch import nn
-
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
+from torch import nn
 
 from ..compat import ensure_typing_override
 from .metrics import expected_calibration_error
@@ -53,7 +52,9 @@ def _recorded_evaluation(pool, evaluate, classifier, test_loader, task_name, log
     """Run the stock per-task evaluation, keeping its logits and labels: they add the expected calibration
     error to the task's result and are saved when predictions are."""
     recorder = PredictionRecorder()
-    result = evaluate(recorder.classifier(classifier, logits_of), recorder.loader(test_loader), task_name=task_name, **kwargs)
+    result = evaluate(
+        recorder.classifier(classifier, logits_of), recorder.loader(test_loader), task_name=task_name, **kwargs
+    )
     logits, labels = pool._whole_test_set(*recorder.result(), len(pool.test_datasets[task_name]))
     if pool.save_predictions:
         pool._save_task_predictions(task_name, logits, labels)
@@ -78,7 +79,13 @@ class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskP
         if head is not None:
             classifier = TaskHeadCLIPClassifier(classifier, head)
         return _recorded_evaluation(
-            self, super()._evaluate, classifier, test_loader, task_name, lambda out: out["logits"], num_classes=num_classes
+            self,
+            super()._evaluate,
+            classifier,
+            test_loader,
+            task_name,
+            lambda out: out["logits"],
+            num_classes=num_classes,
         )
 
 

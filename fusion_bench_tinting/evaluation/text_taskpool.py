@@ -12,14 +12,13 @@ import logging
 from typing import Dict, Optional
 
 import torch
-from omegaconf import DictConfig
-from torch import nn
-from torch.utils.data import DataLoader
-
 from fusion_bench import BaseTaskPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin
 from fusion_bench.taskpool import GPT2TextClassificationTaskPool
 from fusion_bench.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
 
 from ..console import progress
 from ..errors import TintingConfigError

@@ -6,14 +6,12 @@ import importlib
 from typing import Tuple
 
 import torch
-from lightning import Fabric
-
 from fusion_bench import BaseModelPool
+from lightning import Fabric
 
 from ..compat import ensure_typing_override
 from ..errors import TintingConfigError
 from .base import PRETRAINED, ModelFamily
-
 
 # (model pool classes, family class) in the order they are tried, as "module:name" so that a family's
 # dependencies (open_clip, timm, ...) are imported only when its pool is in use.

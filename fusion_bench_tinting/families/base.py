@@ -12,11 +12,10 @@ from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from fusion_bench import BaseModelPool
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call
-
-from fusion_bench import BaseModelPool
 
 from ..caching import describe_source
 from ..data import AdaptationInputs, TensorInputs
@@ -29,14 +28,19 @@ SPLITS = ("test", "val", "train")
 
 
 def processed_images(
-    dataset: Any, processor: Any, *, batch_size: int, num_workers: int, dtype: torch.dtype,
-    indices: Optional[Sequence[int]], desc: str,
+    dataset: Any,
+    processor: Any,
+    *,
+    batch_size: int,
+    num_workers: int,
+    dtype: torch.dtype,
+    indices: Optional[Sequence[int]],
+    desc: str,
 ) -> TensorInputs:
     """An image test set through a Hugging Face processor (FusionBench's ``ImageClassificationDataset``, as its
     task pools read it), preprocessed once; ``indices``: only those rows."""
-    from torch.utils.data import Subset
-
     from fusion_bench.dataset.image_dataset import ImageClassificationDataset
+    from torch.utils.data import Subset
 
     from ..data import cache_inputs
 
@@ -44,8 +48,14 @@ def processed_images(
     if indices is not None:
         images = Subset(images, list(indices))
     image_processor = getattr(processor, "image_processor", processor)
-    return cache_inputs(images, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=desc,
-                        normalization=(image_processor.image_mean, image_processor.image_std))
+    return cache_inputs(
+        images,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        dtype=dtype,
+        desc=desc,
+        normalization=(image_processor.image_mean, image_processor.image_std),
+    )
 
 
 class ModelFamily(ABC):
@@ -140,7 +150,9 @@ class ModelFamily(ABC):
         if params is None:
             output = encoder(*args, **kwargs)
         else:
-            output = functional_call(encoder, dict(params), args, kwargs, tie_weights=True, strict=False)  # as AdaMerging
+            output = functional_call(
+                encoder, dict(params), args, kwargs, tie_weights=True, strict=False
+            )  # as AdaMerging
         return self.features(output, inputs)
 
     def task_objective(self, task: str) -> Optional[str]:
@@ -176,7 +188,13 @@ class ModelFamily(ABC):
     # ----- data --------------------------------------------------------------------------------
     @abstractmethod
     def adaptation_inputs(
-        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+        self,
+        task: str,
+        *,
+        batch_size: int,
+        num_workers: int,
+        dtype: torch.dtype,
+        indices: Optional[Sequence[int]] = None,
     ) -> AdaptationInputs:
         """The task's unlabelled test inputs (only rows ``indices`` when given), preprocessed once."""
 

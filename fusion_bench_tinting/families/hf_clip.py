@@ -13,10 +13,9 @@ import copy
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
-
 from fusion_bench.modelpool import CLIPVisionModelPool
 from fusion_bench.tasks.clip_classification import CLIPTemplateFactory, get_classnames_and_templates
+from torch import Tensor, nn
 
 from ..console import progress
 from ..data import TensorInputs
@@ -28,7 +27,9 @@ CLIP_PARTS_OUTSIDE_THE_VISION_TOWER = ("text_model.", "text_projection", "visual
 
 
 @torch.no_grad()
-def zero_shot_embeddings(clip_model, tokenizer, classnames: Sequence[str], templates: Sequence, batch_size: int = 512) -> Tensor:
+def zero_shot_embeddings(
+    clip_model, tokenizer, classnames: Sequence[str], templates: Sequence, batch_size: int = 512
+) -> Tensor:
     """(classes, dim) zero-shot weights of one task: ``normalise(mean_t(normalise(text(template_t(class)))))``."""
     prompts = [template(name) for name in classnames for template in templates]
     device = clip_model.text_projection.weight.device
@@ -65,7 +66,9 @@ class HFCLIPVisionFamily(ModelFamily):
 
     def expected_load_report(self, source: str, rows: List[Tuple[str, str]]) -> bool:
         """A vision tower read from a whole CLIP checkpoint leaves the text tower and the projections unused."""
-        return all(status == "UNEXPECTED" and key.startswith(CLIP_PARTS_OUTSIDE_THE_VISION_TOWER) for key, status in rows)
+        return all(
+            status == "UNEXPECTED" and key.startswith(CLIP_PARTS_OUTSIDE_THE_VISION_TOWER) for key, status in rows
+        )
 
     def load_encoder(self, name: str) -> nn.Module:
         encoder = self.modelpool.load_model(name)
@@ -89,7 +92,9 @@ class HFCLIPVisionFamily(ModelFamily):
         clip_model = self.modelpool.load_clip_model(PRETRAINED).to(self.device).eval()
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         for task in progress(self.task_names(), desc="Zero-shot heads", nested=True):
-            self._text_embeddings[task] = zero_shot_embeddings(clip_model, tokenizer, *get_classnames_and_templates(task))
+            self._text_embeddings[task] = zero_shot_embeddings(
+                clip_model, tokenizer, *get_classnames_and_templates(task)
+            )
         self.visual_projection = copy.deepcopy(clip_model.visual_projection).float().requires_grad_(False)
         self.logit_scale_exp = float(clip_model.logit_scale.exp())
 
@@ -116,10 +121,23 @@ class HFCLIPVisionFamily(ModelFamily):
         return [f"vision_model.encoder.layers.{i}." for i in range(len(encoder.vision_model.encoder.layers))]
 
     def adaptation_inputs(
-        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+        self,
+        task: str,
+        *,
+        batch_size: int,
+        num_workers: int,
+        dtype: torch.dtype,
+        indices: Optional[Sequence[int]] = None,
     ) -> TensorInputs:
-        return processed_images(self.adaptation_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
-                                dtype=dtype, indices=indices, desc=f"Preprocessing {task}")
+        return processed_images(
+            self.adaptation_dataset(task),
+            self.processor,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            dtype=dtype,
+            indices=indices,
+            desc=f"Preprocessing {task}",
+        )
 
 
 __all__ = ["HFCLIPVisionFamily", "PRETRAINED"]

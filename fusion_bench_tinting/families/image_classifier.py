@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
-
 from fusion_bench.tasks.clip_classification import get_num_classes
+from torch import Tensor, nn
 
 from ..data import TensorInputs
 from ..errors import TintingConfigError
@@ -137,7 +136,11 @@ class ImageClassifierFamily(ModelFamily):
 
     def load_head(self, task: str) -> nn.Module:
         architecture = self.architecture
-        head = self._head if self._last is not None and self._last[0] == task else architecture.classifier_of(self._load(task))
+        head = (
+            self._head
+            if self._last is not None and self._last[0] == task
+            else architecture.classifier_of(self._load(task))
+        )
         if not isinstance(head, nn.Module) or isinstance(head, nn.Identity):
             raise TintingConfigError(
                 f"The model of task {task!r} has no classification head (`{architecture.head}`): fine-tuned models "
@@ -183,10 +186,23 @@ class ImageClassifierFamily(ModelFamily):
         return self._processor
 
     def adaptation_inputs(
-        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+        self,
+        task: str,
+        *,
+        batch_size: int,
+        num_workers: int,
+        dtype: torch.dtype,
+        indices: Optional[Sequence[int]] = None,
     ) -> TensorInputs:
-        return processed_images(self.adaptation_dataset(task), self.processor, batch_size=batch_size, num_workers=num_workers,
-                                dtype=dtype, indices=indices, desc=f"Preprocessing {task}")
+        return processed_images(
+            self.adaptation_dataset(task),
+            self.processor,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            dtype=dtype,
+            indices=indices,
+            desc=f"Preprocessing {task}",
+        )
 
 
 def task_classifier(modelpool, task: str, model: nn.Module) -> nn.Module:
@@ -203,7 +219,9 @@ def task_classifier(modelpool, task: str, model: nn.Module) -> nn.Module:
         backbone = architecture.split(copy.deepcopy(model))[0]
     task_head = getattr(model, "task_head", None)
     head = task_head(task) if callable(task_head) else None
-    return architecture.join(task_model, backbone, head if head is not None else architecture.classifier_of(task_model)).eval()
+    return architecture.join(
+        task_model, backbone, head if head is not None else architecture.classifier_of(task_model)
+    ).eval()
 
 
 __all__ = ["ImageClassifierFamily", "ARCHITECTURES", "task_classifier"]

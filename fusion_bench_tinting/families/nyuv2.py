@@ -12,7 +12,8 @@ alike), and every pixel is a sample of the loss:
   with the teacher in place of the ground truth. Neither is a class distribution, so neither is filtered.
 
 Test inputs: the NYUv2 validation images (``<data_dir>/nyuv2/val``), the same for every task; ``data_dir``
-comes from the run's task pool config (FusionBench's ``nyuv2_taskpool`` names it; its model pool does not). BatchNorm as for the image classifiers: the pretrained statistics, eval mode.
+comes from the run's task pool config (FusionBench's ``nyuv2_taskpool`` names it; its model pool does not).
+BatchNorm as for the image classifiers: the pretrained statistics, eval mode.
 """
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ class NYUv2Family(ModelFamily):
 
             root = self._data_root()
             if not os.path.isdir(os.path.join(root, "val", "image")):
-                raise TintingConfigError(f"No NYUv2 validation images in {root}/val/image (FusionBench's NYUv2 layout).")
+                raise TintingConfigError(
+                    f"No NYUv2 validation images in {root}/val/image (FusionBench's NYUv2 layout)."
+                )
             self._dataset = NYUv2(root=root, train=False)
         return self._dataset
 
@@ -139,7 +142,13 @@ class NYUv2Family(ModelFamily):
         return None
 
     def adaptation_inputs(
-        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+        self,
+        task: str,
+        *,
+        batch_size: int,
+        num_workers: int,
+        dtype: torch.dtype,
+        indices: Optional[Sequence[int]] = None,
     ) -> TensorInputs:
         """The validation images, kept as floats whatever ``dtype`` asks: they are stored as floats, not 8-bit."""
         dataset = self.adaptation_dataset(task)

@@ -43,8 +43,11 @@ def _load_checkpoint(path: str, model_name: Optional[str]) -> Any:
             return state
     except pickle.UnpicklingError:
         pass
-    log.warning("Unpickling %s in full (weights_only=False, a pickled OpenCLIP encoder): it can run code, "
-                "so it is trusted as the model pool names it.", path)
+    log.warning(
+        "Unpickling %s in full (weights_only=False, a pickled OpenCLIP encoder): it can run code, "
+        "so it is trusted as the model pool names it.",
+        path,
+    )
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
@@ -127,7 +130,13 @@ class OpenCLIPVisionFamily(ModelFamily):
         return [f"model.visual.transformer.resblocks.{i}." for i in range(len(blocks))]
 
     def adaptation_inputs(
-        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+        self,
+        task: str,
+        *,
+        batch_size: int,
+        num_workers: int,
+        dtype: torch.dtype,
+        indices: Optional[Sequence[int]] = None,
     ) -> TensorInputs:
         if self.modelpool._test_processor is None:  # set as a side effect of loading an encoder
             load_pickled_encoder(self.modelpool, PRETRAINED)
@@ -136,7 +145,11 @@ class OpenCLIPVisionFamily(ModelFamily):
         if indices is not None:
             dataset = Subset(dataset, list(indices))
         return cache_inputs(
-            dataset, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=f"Preprocessing {task}",
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            dtype=dtype,
+            desc=f"Preprocessing {task}",
             normalization=_normalization(processor),
         )
 

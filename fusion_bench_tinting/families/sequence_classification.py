@@ -2,8 +2,8 @@
 
 Pools: FusionBench's ``SequenceClassificationModelPool`` (models are whole classifiers: RoBERTa, BERT,
 GPT-2, ...), ``GPT2ForSequenceClassificationPool`` and our ``SequenceClassificationEncoderPool`` (models
-are encoders, classifiers come from ``load_classifier``). Encoder: the classifier's base model (merged). Head of task k: the
-module the fine-tuned classifier applies to the encoder's output (RoBERTa: ``classifier`` = dense +
+are encoders, classifiers come from ``load_classifier``). Encoder: the classifier's base model (merged).
+Head of task k: the module the fine-tuned classifier applies to the encoder's output (RoBERTa: ``classifier`` = dense +
 out_proj; BERT: ``classifier`` on the pooled output; GPT-2: ``score`` at the last non-padding token),
 exactly as the classifier's own forward does, so a head can be put back into a classifier for
 evaluation (:func:`task_classifier`).
@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from fusion_bench import BaseModelPool
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from fusion_bench import BaseModelPool
-
 from ..data import TokenInputs
 from ..errors import TintingConfigError
-from ..input_checks import check_token_ids, source_of
 from ..evaluation.text_data import check_glue_task
+from ..input_checks import check_token_ids, source_of
 from .base import PRETRAINED, ModelFamily
 
 
@@ -124,7 +123,11 @@ class SequenceClassificationFamily(ModelFamily):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = self.modelpool.load_tokenizer() if hasattr(self.modelpool, "load_tokenizer") else self.modelpool.tokenizer
+            self._tokenizer = (
+                self.modelpool.load_tokenizer()
+                if hasattr(self.modelpool, "load_tokenizer")
+                else self.modelpool.tokenizer
+            )
         return self._tokenizer
 
     def _model_path(self, name: str):
@@ -164,7 +167,9 @@ class SequenceClassificationFamily(ModelFamily):
             )
         super().validate_task(task)
         dataset_config = self.adaptation_configs()[task]
-        if isinstance(dataset_config, (dict, DictConfig)) and str(dataset_config.get("_target_", "")).endswith("load_glue"):
+        if isinstance(dataset_config, (dict, DictConfig)) and str(dataset_config.get("_target_", "")).endswith(
+            "load_glue"
+        ):
             check_glue_task(dataset_config.get("name"))
         self._check_tokenizer(task, path)
         self._check_labels(task)
@@ -203,8 +208,13 @@ class SequenceClassificationFamily(ModelFamily):
     def check_inputs(self, task: str, inputs: Any, encoder: nn.Module) -> None:
         if isinstance(inputs, TokenInputs):
             source = source_of(self.adaptation_configs()[task])
-            check_token_ids(task, inputs.columns["input_ids"], encoder.get_input_embeddings().num_embeddings,
-                            _max_positions(encoder.config), source)
+            check_token_ids(
+                task,
+                inputs.columns["input_ids"],
+                encoder.get_input_embeddings().num_embeddings,
+                _max_positions(encoder.config),
+                source,
+            )
 
     # ----- models ------------------------------------------------------------------------------
     def _remember_type(self, model_type: str) -> ClassifierLayout:
@@ -258,7 +268,13 @@ class SequenceClassificationFamily(ModelFamily):
 
     # ----- data --------------------------------------------------------------------------------
     def adaptation_inputs(
-        self, task: str, *, batch_size: int, num_workers: int, dtype: torch.dtype, indices: Optional[Sequence[int]] = None
+        self,
+        task: str,
+        *,
+        batch_size: int,
+        num_workers: int,
+        dtype: torch.dtype,
+        indices: Optional[Sequence[int]] = None,
     ) -> TokenInputs:
         dataset = self.adaptation_dataset(task)
         if indices is not None:

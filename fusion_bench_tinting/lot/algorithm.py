@@ -13,13 +13,12 @@ import time
 from typing import Dict
 
 import torch
-
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 
-from ..console import progress, quiet_run, show_profile
 from ..caching import library_versions
+from ..console import progress, quiet_run, show_profile
 from ..errors import one_line_config_errors, reports_config_errors
 from ..families import PRETRAINED, ModelFamily, family_for
 from ..families.base import SPLITS
@@ -35,24 +34,63 @@ log = get_rankzero_logger(__name__)  # progress and summaries from the global-ze
 STATISTICS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-LOT_OPTIONS = Options("config/method/lot_merging.yaml", [
-    Option("num_samples", 64, int_at_least(1), "an integer >= 1 (the paper: 16-64)",
-           "unlabelled samples per task whose layer inputs are gathered (the paper uses 16-64)"),
-    Option("ridge", 1e-4, number_at_least(0), "a number >= 0 (0: pseudo-inverse, the paper's Eq. 9)",
-           "relative ridge added to each system (lambda = ridge * mean diagonal); 0: pseudo-inverse"),
-    Option("fallback_scale", "auto", or_auto(is_number), "'auto' (the mean of the task vectors) or a number",
-           "scale of the summed task vectors for tensors without a closed form (auto: 1/K, the mean)"),
-    Option("statistics_dtype", "float64", one_of(STATISTICS_DTYPES), f"one of {list(STATISTICS_DTYPES)}",
-           "dtype of the accumulated statistics and of the solve"),
-    Option("batch_size", 32, int_at_least(1), "an integer >= 1", "batch size of the statistics pass",
-           changes_result=False),
-    Option("num_workers", 0, int_at_least(0), "an integer >= 0", "data-loading workers of the statistics pass",
-           changes_result=False),
-    Option("seed", 42, is_int, "an integer", "picks the samples"),
-    Option("adaptation_data", "test", one_of(SPLITS), f"one of {list(SPLITS)}: the model pool's datasets the "
-           "samples come from", "the model pool's datasets the samples come from: test (the paper's: the scored "
-           "inputs) | val | train"),
-])
+LOT_OPTIONS = Options(
+    "config/method/lot_merging.yaml",
+    [
+        Option(
+            "num_samples",
+            64,
+            int_at_least(1),
+            "an integer >= 1 (the paper: 16-64)",
+            "unlabelled samples per task whose layer inputs are gathered (the paper uses 16-64)",
+        ),
+        Option(
+            "ridge",
+            1e-4,
+            number_at_least(0),
+            "a number >= 0 (0: pseudo-inverse, the paper's Eq. 9)",
+            "relative ridge added to each system (lambda = ridge * mean diagonal); 0: pseudo-inverse",
+        ),
+        Option(
+            "fallback_scale",
+            "auto",
+            or_auto(is_number),
+            "'auto' (the mean of the task vectors) or a number",
+            "scale of the summed task vectors for tensors without a closed form (auto: 1/K, the mean)",
+        ),
+        Option(
+            "statistics_dtype",
+            "float64",
+            one_of(STATISTICS_DTYPES),
+            f"one of {list(STATISTICS_DTYPES)}",
+            "dtype of the accumulated statistics and of the solve",
+        ),
+        Option(
+            "batch_size",
+            32,
+            int_at_least(1),
+            "an integer >= 1",
+            "batch size of the statistics pass",
+            changes_result=False,
+        ),
+        Option(
+            "num_workers",
+            0,
+            int_at_least(0),
+            "an integer >= 0",
+            "data-loading workers of the statistics pass",
+            changes_result=False,
+        ),
+        Option("seed", 42, is_int, "an integer", "picks the samples"),
+        Option(
+            "adaptation_data",
+            "test",
+            one_of(SPLITS),
+            f"one of {list(SPLITS)}: the model pool's datasets the samples come from",
+            "the model pool's datasets the samples come from: test (the paper's: the scored inputs) | val | train",
+        ),
+    ],
+)
 #: LOT's options where Model Tinting starts from its merge (``init_from=lot``)
 LOT_START = LOT_OPTIONS.defaults()
 
@@ -100,19 +138,33 @@ class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfil
         merged_names = family.merged_parameter_names(pretrained)
         pretrained_params = {n: p.detach().clone() for n, p in pretrained.named_parameters() if n in set(merged_names)}
         solver = make_solver(
-            pretrained, merged_names, ridge=self.ridge, fallback_scale=self.fallback_scale,
-            statistics_dtype=self.statistics_dtype, device=device,
+            pretrained,
+            merged_names,
+            ridge=self.ridge,
+            fallback_scale=self.fallback_scale,
+            statistics_dtype=self.statistics_dtype,
+            device=device,
         )
         heads = {}
         for task in progress(tasks, desc="LOT feature statistics"):
             with self.profile("load fine-tuned"):
                 expert = family.load_encoder(task)
                 heads[task] = family.load_head(task)
-            check_same_parameters(pretrained_params, {n: p for n, p in expert.named_parameters() if n in pretrained_params}, task)
+            check_same_parameters(
+                pretrained_params, {n: p for n, p in expert.named_parameters() if n in pretrained_params}, task
+            )
             with self.profile("statistics"):
                 observe_expert(
-                    solver, family, task, pretrained_params, expert, num_samples=self.num_samples, seed=self.seed,
-                    batch_size=self.batch_size, num_workers=self.num_workers, device=device,
+                    solver,
+                    family,
+                    task,
+                    pretrained_params,
+                    expert,
+                    num_samples=self.num_samples,
+                    seed=self.seed,
+                    batch_size=self.batch_size,
+                    num_workers=self.num_workers,
+                    device=device,
                 )
             del expert
         with self.profile("closed-form solve"):

@@ -82,7 +82,9 @@ def _attention_context(module: nn.MultiheadAttention, x: Tensor, attn_mask: Opti
         x = x.transpose(0, 1)
     batch, length, width = x.shape
     heads = module.num_heads
-    qkv = F.linear(x.float(), module.in_proj_weight.float(), None if module.in_proj_bias is None else module.in_proj_bias.float())
+    qkv = F.linear(
+        x.float(), module.in_proj_weight.float(), None if module.in_proj_bias is None else module.in_proj_bias.float()
+    )
     q, k, v = (t.reshape(batch, length, heads, width // heads).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
     mask = None
     if attn_mask is not None:

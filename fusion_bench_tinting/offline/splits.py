@@ -20,6 +20,7 @@ def disjoint_splits(count: int, test_size: int, train_size: int) -> Tuple[slice,
     else:
         train, adaptation = slice(test_size, count - test_size), slice(count - test_size, count)
     if test_size <= 0 or train.stop - train.start < min(train_size, 100):
-        raise ValueError(f"not enough samples ({count}) for {test_size} test, {test_size} adaptation and "
-                         f"{train_size} train samples")
+        raise ValueError(
+            f"not enough samples ({count}) for {test_size} test, {test_size} adaptation and {train_size} train samples"
+        )
     return slice(0, test_size), train, adaptation

@@ -26,7 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=".cache/tiny-suites", help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=TinySuiteSpec.seed)
-    parser.add_argument("--hub-cache", metavar="HF_HOME", help="fill this Hugging Face cache folder instead (see above)")
+    parser.add_argument(
+        "--hub-cache", metavar="HF_HOME", help="fill this Hugging Face cache folder instead (see above)"
+    )
     args = parser.parse_args()
     if args.hub_cache:
         from fusion_bench_tinting.testing.hub_cache import fill_hub_cache

@@ -99,11 +99,22 @@ def _table(layout: str, num_classes: int, count: int, rng: np.random.Generator):
 
     images, labels = _images(count, rng), [int(x) for x in rng.integers(0, num_classes, count)]
     if layout == "fer2013":
-        columns = {"__key__": [f"{i:06d}" for i in range(count)], "__url__": ["fixture.tar"] * count, "jpg": images, "cls": labels}
-        return columns, Features({"__key__": Value("string"), "__url__": Value("string"), "jpg": Image(), "cls": Value("int64")})
+        columns = {
+            "__key__": [f"{i:06d}" for i in range(count)],
+            "__url__": ["fixture.tar"] * count,
+            "jpg": images,
+            "cls": labels,
+        }
+        return columns, Features(
+            {"__key__": Value("string"), "__url__": Value("string"), "jpg": Image(), "cls": Value("int64")}
+        )
     if layout == "pcam":
-        return {"image": images, "label": [bool(x % 2) for x in labels]}, Features({"image": Image(), "label": Value("bool")})
-    return {"image": images, "label": labels}, Features({"image": Image(), "label": ClassLabel(num_classes=num_classes)})
+        return {"image": images, "label": [bool(x % 2) for x in labels]}, Features(
+            {"image": Image(), "label": Value("bool")}
+        )
+    return {"image": images, "label": labels}, Features(
+        {"image": Image(), "label": ClassLabel(num_classes=num_classes)}
+    )
 
 
 def write_dataset(hf_home: Path, repo_id: str, config: str, splits: Dict[str, Dict[str, Any]], features) -> Path:
@@ -124,7 +135,9 @@ def write_dataset(hf_home: Path, repo_id: str, config: str, splits: Dict[str, Di
             writer.write_table(table)
             writer.finalize()
         split_dict.add(SplitInfo(name=split, num_examples=table.num_rows, dataset_name=name))
-    DatasetInfo(features=features, config_name=config, dataset_name=name, splits=split_dict).write_to_directory(str(folder))
+    DatasetInfo(features=features, config_name=config, dataset_name=name, splits=split_dict).write_to_directory(
+        str(folder)
+    )
     return folder
 
 
@@ -137,7 +150,9 @@ def write_datasets(hf_home: Path, tasks: Sequence[str], samples: int = 16, seed:
         num_classes = len(get_classnames_and_templates(task)[0])
         for split_kind in ("train", "test"):
             repo, config, split, layout = dataset_location(dataset_spec(task, split_kind))
-            entries.setdefault((repo, config, layout), {"num_classes": num_classes, "splits": set()})["splits"].add(split)
+            entries.setdefault((repo, config, layout), {"num_classes": num_classes, "splits": set()})["splits"].add(
+                split
+            )
     for (repo, config, layout), entry in sorted(entries.items()):
         rng = np.random.default_rng(int(hashlib.sha256(f"{seed}:{repo}".encode()).hexdigest()[:8], 16))
         splits, features = {}, None
@@ -146,7 +161,9 @@ def write_datasets(hf_home: Path, tasks: Sequence[str], samples: int = 16, seed:
         write_dataset(hf_home, repo, config, splits, features)
 
 
-def fill_hub_cache(hf_home: Path, model_config: str = "clip-vit-base-patch32_TALL20", samples: int = 16, seed: int = 0) -> List[str]:
+def fill_hub_cache(
+    hf_home: Path, model_config: str = "clip-vit-base-patch32_TALL20", samples: int = 16, seed: int = 0
+) -> List[str]:
     """Fill ``hf_home`` for every task of FusionBench's ``model/clip-vit/<model_config>`` (the 20-task list
     covers the 8- and 14-task suites); returns the task names."""
     models = suite_models(model_config)

@@ -24,30 +24,91 @@ from .tiny_suites import TinySuiteSpec, byte_level_vocab, write_configs
 
 #: vision towers as in openai/clip-vit-*; ``tiny`` is for CPU smoke runs
 ARCHITECTURES: Dict[str, dict] = {
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 image_size=32, patch_size=8, projection_dim=16),
-    "ViT-B-32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                     image_size=224, patch_size=32, projection_dim=512),
-    "ViT-B-16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                     image_size=224, patch_size=16, projection_dim=512),
-    "ViT-L-14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                     image_size=224, patch_size=14, projection_dim=768),
+    "tiny": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    ),
+    "ViT-B-32": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=32,
+        projection_dim=512,
+    ),
+    "ViT-B-16": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=16,
+        projection_dim=512,
+    ),
+    "ViT-L-14": dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        projection_dim=768,
+    ),
 }
 
 #: FusionBench's TA20 tasks in its order (the first 8 are TA8, the first 14 TALL14)
 TA20 = (
-    "sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd",
-    "oxford_flowers102", "pcam", "fer2013", "oxford-iiit-pet", "stl10", "cifar100", "cifar10",
-    "food101", "fashion_mnist", "emnist_letters", "kmnist", "rendered-sst2",
+    "sun397",
+    "stanford-cars",
+    "resisc45",
+    "eurosat",
+    "svhn",
+    "gtsrb",
+    "mnist",
+    "dtd",
+    "oxford_flowers102",
+    "pcam",
+    "fer2013",
+    "oxford-iiit-pet",
+    "stl10",
+    "cifar100",
+    "cifar10",
+    "food101",
+    "fashion_mnist",
+    "emnist_letters",
+    "kmnist",
+    "rendered-sst2",
 )
 
 #: sizes of the test splits of those datasets as commonly used for these suites (``images_per_task="real"``),
 #: so that the whole job (preprocessing, teacher pass, evaluation) sees a realistic number of images
 TEST_SET_SIZES: Dict[str, int] = {
-    "sun397": 19850, "stanford-cars": 8041, "resisc45": 6300, "eurosat": 2700, "svhn": 26032, "gtsrb": 12630,
-    "mnist": 10000, "dtd": 1880, "oxford_flowers102": 6149, "pcam": 32768, "fer2013": 3589,
-    "oxford-iiit-pet": 3669, "stl10": 8000, "cifar100": 10000, "cifar10": 10000, "food101": 25250,
-    "fashion_mnist": 10000, "emnist_letters": 20800, "kmnist": 10000, "rendered-sst2": 1821,
+    "sun397": 19850,
+    "stanford-cars": 8041,
+    "resisc45": 6300,
+    "eurosat": 2700,
+    "svhn": 26032,
+    "gtsrb": 12630,
+    "mnist": 10000,
+    "dtd": 1880,
+    "oxford_flowers102": 6149,
+    "pcam": 32768,
+    "fer2013": 3589,
+    "oxford-iiit-pet": 3669,
+    "stl10": 8000,
+    "cifar100": 10000,
+    "cifar10": 10000,
+    "food101": 25250,
+    "fashion_mnist": 10000,
+    "emnist_letters": 20800,
+    "kmnist": 10000,
+    "rendered-sst2": 1821,
 }
 
 
@@ -94,7 +155,6 @@ def synthetic_jpeg(rng: np.random.Generator, width: int, height: int) -> bytes:
 def _save_test_set(task: str, spec: SpeedSuiteSpec, path: Path, rng: np.random.Generator) -> None:
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as ImageFeature
-
     from fusion_bench.tasks.clip_classification import get_classnames_and_templates
 
     classes = get_classnames_and_templates(task)[0]
@@ -110,10 +170,19 @@ def _clip(spec: SpeedSuiteSpec):
     vision = dict(ARCHITECTURES[spec.architecture])
     projection_dim = vision.pop("projection_dim")
     vocab = byte_level_vocab()
-    special = dict(eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"], pad_token_id=vocab["<|endoftext|>"])
+    special = dict(
+        eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"], pad_token_id=vocab["<|endoftext|>"]
+    )
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, **special),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            **special,
+        ),
         vision_config=vision,
         projection_dim=projection_dim,
     )

@@ -1,4 +1,5 @@
-"""Tiny image-classifier suites (transformers ConvNeXt, DINOv2 and ResNet; torchvision ResNet-18) for FusionBench's pools.
+"""Tiny image-classifier suites for FusionBench's pools (transformers ConvNeXt, DINOv2 and ResNet; torchvision
+ResNet-18).
 
 Like the tiny CLIP suites (same synthetic tasks, same 32x32 images): a tiny classifier of each architecture
 is created from scratch as the pretrained model, then one copy per task is really fine-tuned, backbone and
@@ -50,10 +51,15 @@ def tiny_classifier(architecture: str, seed: int):
     import transformers as tf
 
     configs = {
-        "convnext": lambda: tf.ConvNextConfig(num_channels=3, patch_size=4, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=IMAGE_SIZE),
-        "dinov2": lambda: tf.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                                          image_size=IMAGE_SIZE, patch_size=8),
-        "resnet": lambda: tf.ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic"),
+        "convnext": lambda: tf.ConvNextConfig(
+            num_channels=3, patch_size=4, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=IMAGE_SIZE
+        ),
+        "dinov2": lambda: tf.Dinov2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=IMAGE_SIZE, patch_size=8
+        ),
+        "resnet": lambda: tf.ResNetConfig(
+            num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic"
+        ),
     }
     classes = {
         "convnext": tf.ConvNextForImageClassification,
@@ -64,7 +70,9 @@ def tiny_classifier(architecture: str, seed: int):
     config.num_labels = NUM_CLASSES
     torch.manual_seed(seed)
     model = classes[architecture](config).eval()
-    processor = tf.ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = tf.ViTImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
     return model, processor
 
 
@@ -88,8 +96,16 @@ def _build_torchvision(spec: TinyImageSuiteSpec, root: Path, images) -> Dict[str
         if name != "_pretrained_":
             train_images, train_labels = images[name]
             pixels = processor(images=train_images, return_tensors="pt")["pixel_values"]
-            finetune(task_model, lambda m, x: m(x), pixels, torch.tensor(train_labels), steps=spec.finetune_steps,
-                     lr=spec.finetune_lr, seed=spec.seed + index, desc=f"fine-tune {name} (torchvision)")
+            finetune(
+                task_model,
+                lambda m, x: m(x),
+                pixels,
+                torch.tensor(train_labels),
+                steps=spec.finetune_steps,
+                lr=spec.finetune_lr,
+                seed=spec.seed + index,
+                desc=f"fine-tune {name} (torchvision)",
+            )
         path = root / f"{name.strip('_')}.safetensors"
         save_file({k: v.contiguous() for k, v in task_model.state_dict().items()}, str(path))
         entries[name] = {"model_name": "resnet18", "num_classes": NUM_CLASSES, "state_dict": str(path)}
@@ -111,8 +127,14 @@ def _build(architecture: str, spec: TinyImageSuiteSpec, root: Path, images) -> D
         pixels = processor(images=train_images, return_tensors="pt")["pixel_values"]
         finetuned = model_class.from_pretrained(pretrained)
         finetune(
-            finetuned, lambda m, x: m(pixel_values=x).logits, pixels, torch.tensor(train_labels),
-            steps=spec.finetune_steps, lr=spec.finetune_lr, seed=spec.seed + index, desc=f"fine-tune {task} ({architecture})",
+            finetuned,
+            lambda m, x: m(pixel_values=x).logits,
+            pixels,
+            torch.tensor(train_labels),
+            steps=spec.finetune_steps,
+            lr=spec.finetune_lr,
+            seed=spec.seed + index,
+            desc=f"fine-tune {task} ({architecture})",
         )
         finetuned.save_pretrained(root / task)
         processor.save_pretrained(root / task)
@@ -123,16 +145,28 @@ def _build(architecture: str, spec: TinyImageSuiteSpec, root: Path, images) -> D
 def _write_configs(config: Path, architecture: str, paths: Dict[str, Any], data: Dict[str, Dict[str, Path]]) -> str:
     name = f"tiny-{architecture}_TA{len(data)}"
     processor = paths.pop("_processor_", None) or paths["_pretrained_"]
-    datasets = {split: {t: {"_target_": "datasets.load_from_disk", "dataset_path": str(p[split])} for t, p in data.items()}
-                for split in ("train", "test")}
-    modelpool = {"_target_": POOL_TARGETS[architecture], "_recursive_": False, "models": paths,
-                 "train_datasets": datasets["train"], "test_datasets": datasets["test"]}
+    datasets = {
+        split: {t: {"_target_": "datasets.load_from_disk", "dataset_path": str(p[split])} for t, p in data.items()}
+        for split in ("train", "test")
+    }
+    modelpool = {
+        "_target_": POOL_TARGETS[architecture],
+        "_recursive_": False,
+        "models": paths,
+        "train_datasets": datasets["train"],
+        "test_datasets": datasets["test"],
+    }
     if architecture == "resnet":
         modelpool["type"] = "transformers"
     if architecture == "torchvision":
         modelpool["processor"] = processor
-    taskpool = {"_target_": TASKPOOL_TARGET, "_recursive_": False, "test_datasets": datasets["test"],
-                "processor": processor, "dataloader_kwargs": {"batch_size": 64, "num_workers": 0}}
+    taskpool = {
+        "_target_": TASKPOOL_TARGET,
+        "_recursive_": False,
+        "test_datasets": datasets["test"],
+        "processor": processor,
+        "dataloader_kwargs": {"batch_size": 64, "num_workers": 0},
+    }
     for group, content in (("modelpool", modelpool), ("taskpool", taskpool)):
         (config / group).mkdir(parents=True, exist_ok=True)
         (config / group / f"{name}.yaml").write_text(

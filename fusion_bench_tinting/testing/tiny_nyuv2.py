@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from unittest import mock
 from pathlib import Path
 from typing import Dict, List
+from unittest import mock
 
 import numpy as np
 import torch
@@ -55,8 +55,9 @@ class TinyNYUv2Spec:
 def _targets(image: np.ndarray) -> Dict[str, np.ndarray]:
     """Learnable per-pixel targets of an image (H, W, 3) at the output size: segmentation from red, depth from
     green, normals from blue."""
-    upsampled = torch.nn.functional.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], OUTPUT_SIZE,
-                                                mode="bilinear", align_corners=True)[0]
+    upsampled = torch.nn.functional.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None], OUTPUT_SIZE, mode="bilinear", align_corners=True
+    )[0]
     red, green, blue = upsampled
     scored = red[:, IGNORED_ROWS:]  # FusionBench's segmentation loss and metric ignore -1
     # red scaled to its own range in the image: a smooth image then holds every class, and FusionBench's mIoU
@@ -74,8 +75,13 @@ def _write_split(root: Path, size: int, rng: np.random.Generator) -> None:
         (root / folder).mkdir(parents=True, exist_ok=True)
     for index in range(size):
         coarse = rng.random((3, 3, 4)).astype(np.float32)  # smooth images: upsampled random 3x4 grids
-        image = torch.nn.functional.interpolate(torch.from_numpy(coarse)[None], IMAGE_SIZE, mode="bilinear",
-                                                align_corners=True)[0].permute(1, 2, 0).numpy()
+        image = (
+            torch.nn.functional.interpolate(
+                torch.from_numpy(coarse)[None], IMAGE_SIZE, mode="bilinear", align_corners=True
+            )[0]
+            .permute(1, 2, 0)
+            .numpy()
+        )
         np.save(root / "image" / f"{index}.npy", image)
         for name, value in _targets(image).items():
             np.save(root / name / f"{index}.npy", value)
@@ -96,7 +102,9 @@ def _hub_weights(torch_home: Path, seed: int) -> None:
     folder = torch_home / "hub" / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    torch.save(resnet.resnet50(pretrained=False).state_dict(), folder / resnet.model_urls["resnet50"].rsplit("/", 1)[-1])
+    torch.save(
+        resnet.resnet50(pretrained=False).state_dict(), folder / resnet.model_urls["resnet50"].rsplit("/", 1)[-1]
+    )
 
 
 @torch.no_grad()
@@ -150,8 +158,9 @@ def _fit_decoder(model, task: str, data, spec: TinyNYUv2Spec) -> None:
         features = model.encode(images)
     optimizer = torch.optim.Adam(model.decoders.parameters(), lr=spec.finetune_lr)
     for _ in range(spec.decoder_fit_steps):
-        output = torch.nn.functional.interpolate(model.decode(features, task), IMAGE_SIZE, mode="bilinear",
-                                                 align_corners=True)
+        output = torch.nn.functional.interpolate(
+            model.decode(features, task), IMAGE_SIZE, mode="bilinear", align_corners=True
+        )
         loss = loss_fn[task](output, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -169,13 +178,21 @@ def _models(root: Path, spec: TinyNYUv2Spec) -> Dict[str, Dict]:
     """The pretrained model (all three decoders) and one fine-tuned model per task, as checkpoints."""
     from fusion_bench.modelpool.nyuv2_modelpool import NYUv2ModelPool
 
-    pool = NYUv2ModelPool(OmegaConf.create({"_pretrained_": {"encoder": "resnet50", "decoders": list(TASKS), "ckpt_path": None}}))
+    pool = NYUv2ModelPool(
+        OmegaConf.create({"_pretrained_": {"encoder": "resnet50", "decoders": list(TASKS), "ckpt_path": None}})
+    )
     torch.manual_seed(spec.seed)
     pretrained = pool.load_model("_pretrained_", encoder_only=False)
     _calibrate_batchnorm(pretrained, root / "data" / "nyuv2" / "train")
     (root / "models").mkdir(parents=True, exist_ok=True)
     torch.save(pretrained.state_dict(), root / "models" / "pretrained.ckpt")
-    entries = {"_pretrained_": {"encoder": "resnet50", "decoders": list(TASKS), "ckpt_path": str(root / "models" / "pretrained.ckpt")}}
+    entries = {
+        "_pretrained_": {
+            "encoder": "resnet50",
+            "decoders": list(TASKS),
+            "ckpt_path": str(root / "models" / "pretrained.ckpt"),
+        }
+    }
     for index, task in enumerate(TASKS):
         model = pool.load_model("_pretrained_", encoder_only=False)
         model.load_state_dict(pretrained.state_dict())
@@ -194,8 +211,10 @@ def build_tiny_nyuv2(out, spec: TinyNYUv2Spec = TinyNYUv2Spec()) -> List[str]:
     if reused is not None:
         return reused
     if spec.val_size > spec.train_size:
-        raise ValueError(f"val_size ({spec.val_size}) must not exceed train_size ({spec.train_size}): the "
-                         f"validation images are the first training images")
+        raise ValueError(
+            f"val_size ({spec.val_size}) must not exceed train_size ({spec.train_size}): the "
+            f"validation images are the first training images"
+        )
     rng = np.random.default_rng(spec.seed)
     _write_split(out / "data" / "nyuv2" / "train", spec.train_size, rng)
     _copy_split(out / "data" / "nyuv2" / "train", out / "data" / "nyuv2" / "val", spec.val_size)
@@ -214,10 +233,17 @@ def _write_configs(config: Path, entries: Dict[str, Dict], data_dir: Path) -> No
     from ..suites import write_suite_config
 
     modelpool = {"_target_": "fusion_bench.modelpool.nyuv2_modelpool.NYUv2ModelPool", "models": entries}
-    taskpool = {"type": "NYUv2TaskPool", "data_dir": str(data_dir), "tasks": list(TASKS), "batch_size": 4, "num_workers": 0}
+    taskpool = {
+        "type": "NYUv2TaskPool",
+        "data_dir": str(data_dir),
+        "tasks": list(TASKS),
+        "batch_size": 4,
+        "num_workers": 0,
+    }
     for group, content in (("modelpool", modelpool), ("taskpool", taskpool)):
         (config / group).mkdir(parents=True, exist_ok=True)
         (config / group / f"{SUITE}.yaml").write_text(
-            "# Tiny NYUv2 suite built by fusion_bench_tinting.testing.tiny_nyuv2\n" + OmegaConf.to_yaml(OmegaConf.create(content))
+            "# Tiny NYUv2 suite built by fusion_bench_tinting.testing.tiny_nyuv2\n"
+            + OmegaConf.to_yaml(OmegaConf.create(content))
         )
     write_suite_config(config, SUITE)

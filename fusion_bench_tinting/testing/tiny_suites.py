@@ -147,12 +147,21 @@ def tiny_hf_clip(seed: int, max_positions: int = 77):
     )
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-            num_attention_heads=2, max_position_embeddings=max_positions, **special,
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=max_positions,
+            **special,
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=IMAGE_SIZE, patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
         ),
         projection_dim=16,
     )
@@ -161,10 +170,9 @@ def tiny_hf_clip(seed: int, max_positions: int = 77):
 
 
 def _build_hf_clip(spec: TinySuiteSpec, root: Path, data: Dict[str, Dict[str, Path]], images) -> Dict[str, str]:
-    from transformers import CLIPVisionModel
-
     from fusion_bench.models.hf_clip import HFCLIPClassifier
     from fusion_bench.tasks.clip_classification import get_classnames_and_templates
+    from transformers import CLIPVisionModel
 
     clip, processor = tiny_hf_clip(spec.seed)
     pretrained_dir = root / "pretrained"
@@ -186,8 +194,14 @@ def _build_hf_clip(spec: TinySuiteSpec, root: Path, data: Dict[str, Dict[str, Pa
 
         encoder = CLIPVisionModel.from_pretrained(pretrained_dir)
         finetune(
-            encoder, logits_fn, pixels, torch.tensor(train_labels),
-            steps=spec.finetune_steps, lr=spec.finetune_lr, seed=spec.seed + index, desc=f"fine-tune {task}",
+            encoder,
+            logits_fn,
+            pixels,
+            torch.tensor(train_labels),
+            steps=spec.finetune_steps,
+            lr=spec.finetune_lr,
+            seed=spec.seed + index,
+            desc=f"fine-tune {task}",
         )
         encoder.save_pretrained(root / task)
         paths[task] = str(root / task)
@@ -201,12 +215,18 @@ OPEN_CLIP_TINY = "tiny-fbt-vit"
 def tiny_open_clip_encoder(seed: int, config_dir: Path):
     """A FusionBench ``ImageEncoder`` around a tiny open_clip ViT (built without downloading)."""
     import open_clip
-
     from fusion_bench.models.open_clip import ImageEncoder
 
     config = {
         "embed_dim": 16,
-        "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16, "mlp_ratio": 2.0},
+        "vision_cfg": {
+            "image_size": IMAGE_SIZE,
+            "layers": 2,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+            "mlp_ratio": 2.0,
+        },
         "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1},
     }
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -241,8 +261,14 @@ def _build_open_clip(spec: TinySuiteSpec, root: Path, images) -> Tuple[Dict[str,
         train_images, train_labels = images[task]["train"]
         pixels = torch.stack([pretrained.val_preprocess(im) for im in train_images])
         encoder = finetune(
-            copy.deepcopy(pretrained), lambda enc, x, head=head: head(enc(x)), pixels, torch.tensor(train_labels),
-            steps=spec.finetune_steps, lr=spec.finetune_lr, seed=spec.seed + index, desc=f"fine-tune {task} (open_clip)",
+            copy.deepcopy(pretrained),
+            lambda enc, x, head=head: head(enc(x)),
+            pixels,
+            torch.tensor(train_labels),
+            steps=spec.finetune_steps,
+            lr=spec.finetune_lr,
+            seed=spec.seed + index,
+            desc=f"fine-tune {task} (open_clip)",
         )
         torch.save(encoder, root / f"{task}.pt")
         models[task] = str(root / f"{task}.pt")
@@ -273,19 +299,28 @@ def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_path
         name = f"{prefix}-clip_{spec.suffix}"
         (config / "modelpool" / f"{name}.yaml").write_text(
             "# Tiny transformers CLIP suite built by fusion_bench_tinting.testing.tiny_suites\n"
-            + _yaml({
-                "_target_": "fusion_bench.modelpool.CLIPVisionModelPool", "_recursive_": False,
-                "processor": hf_paths["_pretrained_"], "platform": "hf", "models": hf_paths,
-                "train_datasets": _dataset_configs(data, "train"), "test_datasets": _dataset_configs(data, "test"),
-            })
+            + _yaml(
+                {
+                    "_target_": "fusion_bench.modelpool.CLIPVisionModelPool",
+                    "_recursive_": False,
+                    "processor": hf_paths["_pretrained_"],
+                    "platform": "hf",
+                    "models": hf_paths,
+                    "train_datasets": _dataset_configs(data, "train"),
+                    "test_datasets": _dataset_configs(data, "test"),
+                }
+            )
         )
         (config / "taskpool" / f"{name}.yaml").write_text(
             "defaults:\n  - CLIPVisionModelTaskPool@: _template\n  - _self_\n"
-            + _yaml({
-                "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
-                "base_model": hf_paths["_pretrained_"], "test_datasets": _dataset_configs(data, "test"),
-                "dataloader_kwargs": _LOADER,
-            })
+            + _yaml(
+                {
+                    "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
+                    "base_model": hf_paths["_pretrained_"],
+                    "test_datasets": _dataset_configs(data, "test"),
+                    "dataloader_kwargs": _LOADER,
+                }
+            )
         )
         suites.append(name)
         write_suite_config(config, name)
@@ -293,19 +328,29 @@ def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_path
         models, heads = open_clip_paths
         name = f"{prefix}-openclip_{spec.suffix}"
         (config / "modelpool" / f"{name}.yaml").write_text(
-            "# Tiny open_clip suite (task_vectors checkpoint format) built by fusion_bench_tinting.testing.tiny_suites\n"
-            + _yaml({
-                "_target_": "fusion_bench.modelpool.OpenCLIPVisionModelPool", "_recursive_": False,
-                "models": models, "classification_heads": heads,
-                "train_datasets": _dataset_configs(data, "train"), "test_datasets": _dataset_configs(data, "test"),
-            })
+            "# Tiny open_clip suite (task_vectors checkpoint format) built by "
+            "fusion_bench_tinting.testing.tiny_suites\n"
+            + _yaml(
+                {
+                    "_target_": "fusion_bench.modelpool.OpenCLIPVisionModelPool",
+                    "_recursive_": False,
+                    "models": models,
+                    "classification_heads": heads,
+                    "train_datasets": _dataset_configs(data, "train"),
+                    "test_datasets": _dataset_configs(data, "test"),
+                }
+            )
         )
         (config / "taskpool" / f"{name}.yaml").write_text(
-            _yaml({
-                "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool", "_recursive_": False,
-                "classification_heads": heads, "test_datasets": _dataset_configs(data, "test"),
-                "dataloader_kwargs": _LOADER,
-            })
+            _yaml(
+                {
+                    "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool",
+                    "_recursive_": False,
+                    "classification_heads": heads,
+                    "test_datasets": _dataset_configs(data, "test"),
+                    "dataloader_kwargs": _LOADER,
+                }
+            )
         )
         suites.append(name)
         write_suite_config(config, name)
@@ -329,7 +374,8 @@ def stamp_build(out: Path, spec: Any, suites: List[str]) -> List[str]:
 
 
 def write_synthetic_tasks(out: Path, tasks: Sequence[str], train_size: int, test_size: int, seed: int):
-    """Each task's train and test splits (``<out>/data/<task>/<split>``): the images by task and split, and the paths."""
+    """Each task's train and test splits (``<out>/data/<task>/<split>``): the images by task and split, and the
+    paths."""
     images, data = {}, {}
     for index, task in enumerate(tasks):
         train = synthetic_split(index, train_size, seed=seed * 1000 + 2 * index)

@@ -87,29 +87,50 @@ def tiny_tokenizer(kind: str):
 
 def tiny_classifier(kind: str, tokenizer, num_labels: int, seed: int):
     from transformers import (
-        BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification, RobertaConfig,
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        RobertaConfig,
         RobertaForSequenceClassification,
     )
 
     torch.manual_seed(seed)
     if kind == "bert":
         config = BertConfig(
-            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=MAX_LENGTH + 4, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=MAX_LENGTH + 4,
+            pad_token_id=tokenizer.pad_token_id,
             num_labels=num_labels,
         )
         return BertForSequenceClassification(config)
     if kind == "roberta":
         config = RobertaConfig(
-            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=MAX_LENGTH + 4, type_vocab_size=1,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, num_labels=num_labels,
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=MAX_LENGTH + 4,
+            type_vocab_size=1,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            num_labels=num_labels,
         )
         return RobertaForSequenceClassification(config)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=MAX_LENGTH,
-        pad_token_id=tokenizer.pad_token_id, num_labels=num_labels,
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=MAX_LENGTH,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels,
     )
     return GPT2ForSequenceClassification(config)
 
@@ -122,9 +143,7 @@ def _dataset(tokenizer, task: str, size: int, seed: int, pad: bool):
 
     rng = random.Random(seed)
     texts, labels = zip(*[_sentence(rng, task) for _ in range(size)])
-    encoded = tokenizer(
-        list(texts), truncation=True, max_length=MAX_LENGTH, padding="max_length" if pad else False
-    )
+    encoded = tokenizer(list(texts), truncation=True, max_length=MAX_LENGTH, padding="max_length" if pad else False)
     regression = TASKS["roberta"].get(task) == 1
     features = {name: Sequence(Value("int64")) for name in encoded}
     features["label"] = Value("float32") if regression else ClassLabel(num_classes=2)
@@ -180,9 +199,18 @@ def build_tiny_text_suites(out, spec: TinyTextSpec = TinyTextSpec()) -> List[str
             data[task] = {"_target_": "datasets.load_from_disk", "dataset_path": str(root / "data" / task)}
             model = tiny_classifier(kind, tokenizer, num_labels=num_labels, seed=spec.seed)
             model.load_state_dict(
-                {k: v for k, v in pretrained.state_dict().items() if k.startswith(model.base_model_prefix)}, strict=False
+                {k: v for k, v in pretrained.state_dict().items() if k.startswith(model.base_model_prefix)},
+                strict=False,
             )
-            _finetune(model, train, collate, spec.finetune_steps, spec.finetune_lr, spec.seed + index, f"fine-tune {kind} {task}")
+            _finetune(
+                model,
+                train,
+                collate,
+                spec.finetune_steps,
+                spec.finetune_lr,
+                spec.seed + index,
+                f"fine-tune {kind} {task}",
+            )
             model.save_pretrained(root / task)
             models[task] = str(root / task)
         suites.append(_write_configs(out, kind, root, models, data))
@@ -194,22 +222,41 @@ def _write_configs(out: Path, kind: str, root: Path, models: Dict[str, str], dat
     name = f"tiny-{kind}_glue"
     if kind in ("roberta", "bert"):
         loader = "transformers.AutoModelForSequenceClassification.from_pretrained"
-        tokenizer = {"_target_": "transformers.AutoTokenizer.from_pretrained", "pretrained_model_name_or_path": str(root / "tokenizer")}
-        modelpool = {"_target_": "fusion_bench_tinting.modelpools.SequenceClassificationEncoderPool", "_recursive_": False}
-        taskpool = {"_target_": "fusion_bench_tinting.evaluation.text_taskpool.SequenceClassificationTaskPool", "_recursive_": False,
-                    "dataloader_kwargs": {"batch_size": 32}}
+        tokenizer = {
+            "_target_": "transformers.AutoTokenizer.from_pretrained",
+            "pretrained_model_name_or_path": str(root / "tokenizer"),
+        }
+        modelpool = {
+            "_target_": "fusion_bench_tinting.modelpools.SequenceClassificationEncoderPool",
+            "_recursive_": False,
+        }
+        taskpool = {
+            "_target_": "fusion_bench_tinting.evaluation.text_taskpool.SequenceClassificationTaskPool",
+            "_recursive_": False,
+            "dataloader_kwargs": {"batch_size": 32},
+        }
     else:
         loader = "transformers.GPT2Model.from_pretrained"
-        tokenizer = {"_target_": "fusion_bench.modelpool.huggingface_gpt2_classification.load_gpt2_tokenizer",
-                     "pretrained_model_name_or_path": str(root / "tokenizer")}
+        tokenizer = {
+            "_target_": "fusion_bench.modelpool.huggingface_gpt2_classification.load_gpt2_tokenizer",
+            "pretrained_model_name_or_path": str(root / "tokenizer"),
+        }
         modelpool = {"_target_": "fusion_bench.modelpool.HuggingFaceGPT2ClassificationPool"}
         # FusionBench's own GPT-2 GLUE task pool class (our methods upgrade it to the task-aware one)
-        taskpool = {"_target_": "fusion_bench.taskpool.GPT2TextClassificationTaskPool",
-                    "dataloader_kwargs": {"batch_size": 32, "num_workers": 0}, "fast_dev_run": False}
-    modelpool.update({
-        "models": {task: {"_target_": loader, "pretrained_model_name_or_path": path} for task, path in models.items()},
-        "tokenizer": tokenizer, "test_datasets": data,
-    })
+        taskpool = {
+            "_target_": "fusion_bench.taskpool.GPT2TextClassificationTaskPool",
+            "dataloader_kwargs": {"batch_size": 32, "num_workers": 0},
+            "fast_dev_run": False,
+        }
+    modelpool.update(
+        {
+            "models": {
+                task: {"_target_": loader, "pretrained_model_name_or_path": path} for task, path in models.items()
+            },
+            "tokenizer": tokenizer,
+            "test_datasets": data,
+        }
+    )
     taskpool.update({"test_datasets": {t: d for t, d in data.items()}, "tokenizer": tokenizer})
     (out / "config" / "modelpool" / f"{name}.yaml").write_text(_yaml(modelpool))
     (out / "config" / "taskpool" / f"{name}.yaml").write_text(_yaml(taskpool))

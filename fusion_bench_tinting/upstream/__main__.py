@@ -23,7 +23,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ExportError as error:
         print(f"export_upstream: {error}", file=sys.stderr)
         return 2
-    print(f"Wrote {len(files)} files under {args.out} (review {args.out / 'CHANGES.diff'} for FusionBench's own files).")
+    print(
+        f"Wrote {len(files)} files under {args.out} (review {args.out / 'CHANGES.diff'} for FusionBench's own files)."
+    )
     return 0
 
 

@@ -82,8 +82,7 @@ CLIP_TASKPOOL_EDITS: Sequence[Tuple[str, str]] = (
         "            # setup hooks for saving layer-wise features\n",
     ),
     (
-        "        Called at the end of task evaluation to save features and remove hooks.\n"
-        '        """\n',
+        '        Called at the end of task evaluation to save features and remove hooks.\n        """\n',
         "        Called at the end of task evaluation to save features and remove hooks.\n"
         '        """\n'
         "        self._task_head = None\n",
@@ -95,7 +94,7 @@ def method_init_edits() -> Sequence[Tuple[str, str]]:
     """FusionBench's lazy import table and its TYPE_CHECKING imports, with our methods added."""
     names = ", ".join(f'"{name}"' for name in METHOD_CLASSES)
     return (
-        ("_import_structure = {\n", f"_import_structure = {{\n    \"model_tinting\": [{names}],\n"),
+        ("_import_structure = {\n", f'_import_structure = {{\n    "model_tinting": [{names}],\n'),
         ("if TYPE_CHECKING:\n", f"if TYPE_CHECKING:\n    from .model_tinting import {', '.join(METHOD_CLASSES)}\n"),
     )
 
@@ -167,14 +166,23 @@ def export(out: Path) -> List[Path]:
     written[out / "docs" / "algorithms" / "model_tinting.md"] = (Path(__file__).parent / "model_tinting.md").read_text()
     root = fusion_bench_root()
     diffs = []
-    for relative, edits in (("method/__init__.py", method_init_edits()), ("taskpool/clip_vision/taskpool.py", CLIP_TASKPOOL_EDITS)):
+    for relative, edits in (
+        ("method/__init__.py", method_init_edits()),
+        ("taskpool/clip_vision/taskpool.py", CLIP_TASKPOOL_EDITS),
+    ):
         original = (root / relative).read_text()
         edited = apply_edits(original, edits, f"fusion_bench/{relative}")
         written[out / "fusion_bench" / relative] = edited
-        diffs.append("".join(difflib.unified_diff(
-            original.splitlines(keepends=True), edited.splitlines(keepends=True),
-            f"a/fusion_bench/{relative}", f"b/fusion_bench/{relative}",
-        )))
+        diffs.append(
+            "".join(
+                difflib.unified_diff(
+                    original.splitlines(keepends=True),
+                    edited.splitlines(keepends=True),
+                    f"a/fusion_bench/{relative}",
+                    f"b/fusion_bench/{relative}",
+                )
+            )
+        )
     written[out / "CHANGES.diff"] = "".join(diffs)
     if (out / "fusion_bench" / "method" / "model_tinting").exists():
         shutil.rmtree(out / "fusion_bench" / "method" / "model_tinting")
