@@ -17,7 +17,6 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .adaptation import iterations_done
 from .atomic import remove_stale_temporaries
 from .errors import TintingConfigError
 from .interrupts import AdaptationInterrupted
@@ -27,6 +26,13 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FOLDER = "checkpoints"
 #: a resumed run may be extended (or end sooner): checked against the iterations done instead
 MAY_CHANGE_ON_RESUME = ("max_steps",)
+
+
+def iterations_done(state: Mapping[str, Any]) -> int:
+    """Complete iterations in a trainer state (a checkpoint taken after the last task step of an iteration
+    holds that iteration's index with every task visited)."""
+    order = state["order"]
+    return state["iteration"] + int(order is not None and state["position"] >= len(order))
 
 
 def fingerprint(

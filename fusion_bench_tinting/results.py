@@ -12,8 +12,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from .adamerging_start import ADAMERGING_FILE, save_merging_weights
-from .adaptation import AdaptationStats, TaskState
 from .merging import LayerWiseMerger
+from .run_state import AdaptationStats, TaskState
 from .tinted_model import TintedModel, TintModulator
 from .weights_io import WEIGHTS_FILE, save_tinting
 

@@ -8,17 +8,69 @@ own copy of what is tinted: its head (the teacher keeps the original) or one tra
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .adaptation import AdaptationStats, TaskState
 from .data import AdaptationInputs, TensorInputs
 from .errors import TintingConfigError
 from .families import ModelFamily
 from .merging import LayerWiseMerger
+
+
+@dataclass
+class TaskState:
+    """One task during adaptation."""
+
+    name: str
+    inputs: AdaptationInputs
+    teacher: Tensor  # (num_samples, num_outputs), fp32, on the device
+    head: nn.Module  # maps features to logits; trainable when the head is the tinted layer
+    block: Dict[str, nn.Parameter] = field(default_factory=dict)  # the task's own copy of a block
+    #: encoder tensors that belong to the task's head, not to the merge (BERT's pooler): the task's own
+    #: fine-tuned values, trained with the head when the head is the tinted layer
+    head_encoder: Dict[str, nn.Parameter] = field(default_factory=dict)
+    #: the loss this task's outputs need whatever ``loss`` says (e.g. ``l1`` for a depth map), set by its family
+    objective: Optional[str] = None
+
+    @property
+    def is_regression(self) -> bool:
+        """Outputs that are not class scores (one value, or a fixed objective): no confidence filter."""
+        return self.objective is not None or self.teacher.shape[1] == 1
+
+    @property
+    def outputs_per_sample(self) -> int:
+        """Positions the loss is taken at in one sample: 1, or the pixels of a dense prediction
+        (teacher outputs of shape (samples, channels, *positions))."""
+        return int(math.prod(self.teacher.shape[2:]))
+
+    def tinted_parameters(self) -> List[nn.Parameter]:
+        if self.block:
+            return list(self.block.values())
+        return list(self.head_encoder.values()) + list(self.head.parameters())
+
+    def own_tensors(self) -> Dict[str, nn.Parameter]:
+        """Encoder tensors that replace merged ones in this task's forward."""
+        return {**self.head_encoder, **self.block}
+
+
+@dataclass
+class AdaptationStats:
+    optimizer_steps: int
+    skipped_steps: int
+    seconds: float
+    #: samples (positions, for a dense prediction) each task's steps saw, and those the ++ filter dropped
+    samples_seen: Dict[str, int]
+    samples_dropped: Dict[str, int]
+    final_loss: Dict[str, float]
+    #: the first iteration of this run, compilation included (``compile_step``)
+    first_iteration_seconds: float = 0.0
+
+    def dropped_fraction(self) -> Dict[str, float]:
+        return {task: (self.samples_dropped[task] / seen if seen else 0.0) for task, seen in self.samples_seen.items()}
 
 
 @dataclass

@@ -16,7 +16,8 @@ from datasets import load_from_disk
 from safetensors.torch import load_file
 from test_adaptation import _toy
 
-from fusion_bench_tinting.adaptation import AdaptationOptions, DataParallel, TintingTrainer
+from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
+from fusion_bench_tinting.fabric_glue import ProcessShare
 
 
 def _sum_across_processes(tensor: torch.Tensor) -> torch.Tensor:
@@ -25,7 +26,7 @@ def _sum_across_processes(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _adapt(data_parallel: DataParallel, plusplus: bool) -> dict:
+def _adapt(data_parallel: ProcessShare, plusplus: bool) -> dict:
     """Three iterations on the toy tasks; the summed gradients of the first step and the final state."""
     merger, encode, states = _toy(seed=0)
     trainer = TintingTrainer(
@@ -58,7 +59,7 @@ def _worker(rank: int, world_size: int, port: int, folder: str, plusplus: bool) 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        record = _adapt(DataParallel(rank, world_size, _sum_across_processes), plusplus)
+        record = _adapt(ProcessShare(rank, world_size, _sum_across_processes), plusplus)
         if rank == 0:
             torch.save(record, os.path.join(folder, "parallel.pt"))
         dist.barrier()  # neither process tears gloo down while the other still uses it
@@ -76,7 +77,7 @@ def _free_port() -> int:
 def test_two_processes_make_the_same_updates_as_one(tmp_path, plusplus):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), plusplus), nprocs=2, join=True)
     parallel = torch.load(tmp_path / "parallel.pt")
-    single = _adapt(DataParallel(), plusplus)
+    single = _adapt(ProcessShare(), plusplus)
     # the first step's summed gradients equal the single process's up to float summation order
     assert torch.allclose(parallel["coefficients_grad"], single["coefficients_grad"], atol=1e-6, rtol=1e-5)
     assert torch.allclose(parallel["heads_grad"], single["heads_grad"], atol=1e-6, rtol=1e-5)
@@ -87,7 +88,7 @@ def test_two_processes_make_the_same_updates_as_one(tmp_path, plusplus):
 
 def test_data_parallel_slices_cover_the_global_batch_once():
     batch = torch.arange(11)
-    slices = [DataParallel(rank, 3).local(batch) for rank in range(3)]
+    slices = [ProcessShare(rank, 3).local(batch) for rank in range(3)]
     assert sorted(torch.cat(slices).tolist()) == batch.tolist()
     assert max(s.numel() for s in slices) - min(s.numel() for s in slices) <= 1
 
