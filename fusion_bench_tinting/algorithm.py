@@ -137,10 +137,13 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             return self._result(run)
 
     def _family(self, modelpool: BaseModelPool) -> ModelFamily:
-        family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
-        family.head_projection = self.head_projection
-        family.taskpool_config = getattr(getattr(self, "_program", None), "_taskpool", None)
-        return family
+        return family_for(
+            modelpool,
+            self.fabric,
+            adaptation_split=self.adaptation_data,
+            head_projection=self.head_projection,
+            taskpool_config=getattr(getattr(self, "_program", None), "_taskpool", None),
+        )
 
     def _setup(self, family: ModelFamily) -> TintingRun:
         """The pool's tasks (each checked before anything is loaded) and the values that the ``auto`` options

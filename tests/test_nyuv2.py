@@ -88,7 +88,6 @@ def test_a_run_without_the_nyuv2_task_pool_or_its_images_is_refused_saying_where
     pool = _pool({"_pretrained_": PRETRAINED, "depth": {"encoder": "resnet50", "decoders": ["depth"]}})
     with pytest.raises(TintingConfigError, match="task pool config has no `data_dir`.*taskpool=nyuv2_taskpool"):
         _run(pool)
-    family = NYUv2Family(pool, torch.device("cpu"))
-    family.taskpool_config = OmegaConf.create({"data_dir": str(tmp_path)})
+    family = NYUv2Family(pool, torch.device("cpu"), taskpool_config=OmegaConf.create({"data_dir": str(tmp_path)}))
     with pytest.raises(TintingConfigError, match=rf"No NYUv2 validation images in {tmp_path}/nyuv2/val/image"):
         family.validate_task("depth")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 from fusion_bench import BaseModelPool
@@ -59,14 +59,14 @@ def _refuse_torchvision_resnet_pool(modelpool: BaseModelPool) -> None:
         )
 
 
-def family_for(modelpool: BaseModelPool, fabric: Fabric, adaptation_split: str = "test") -> ModelFamily:
-    """The family adapter for ``modelpool`` (adapting on its ``adaptation_split`` datasets); a clear error for
-    pools we do not support."""
+def family_for(modelpool: BaseModelPool, fabric: Fabric, adaptation_split: str = "test", **options: Any) -> ModelFamily:
+    """The family adapter for ``modelpool`` (adapting on its ``adaptation_split`` datasets; ``options``: the
+    family's other constructor arguments), fully configured; a clear error for pools we do not support."""
     ensure_typing_override()
     _refuse_torchvision_resnet_pool(modelpool)
     for pools, family in _FAMILIES:
         if isinstance(modelpool, tuple(_load(pool) for pool in pools)):
-            return _load(family)(modelpool, torch.device(fabric.device), adaptation_split=adaptation_split)
+            return _load(family)(modelpool, torch.device(fabric.device), adaptation_split=adaptation_split, **options)
     raise TintingConfigError(
         f"Model Tinting does not support model pools of type {type(modelpool).__name__}; supported: "
         "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8), OpenCLIPVisionModelPool "

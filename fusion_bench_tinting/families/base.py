@@ -66,16 +66,25 @@ class ModelFamily(ABC):
     default_lr_coefficients_only: float = 1e-3
     default_max_steps: int = 500
 
-    def __init__(self, modelpool: BaseModelPool, device: torch.device, adaptation_split: str = "test"):
+    def __init__(
+        self,
+        modelpool: BaseModelPool,
+        device: torch.device,
+        adaptation_split: str = "test",
+        head_projection: str = "merged",
+        taskpool_config: Optional[Any] = None,
+    ):
         self.modelpool = modelpool
         self.device = device
         #: which of the pool's datasets the adaptation reads: ``test`` (the paper's), ``val`` or ``train``
         self.adaptation_split = adaptation_split
         #: where a task-specific projection between the encoder body and the classifier goes, for
-        #: families that have one (BERT's pooler): ``own`` (each task's, part of its head) or ``merged``
-        self.head_projection: str = "merged"
+        #: families that have one (BERT's pooler): ``merged`` with the encoder (the whole encoder merged, as
+        #: FusionBench's merging methods and LOT Merging do) or ``own`` (each task's, part of its head: Model
+        #: Tinting's ``head_projection`` option, whose default it is)
+        self.head_projection = head_projection
         #: the run's task pool config, for families whose model pool does not say where the test data is (NYUv2)
-        self.taskpool_config: Optional[Any] = None
+        self.taskpool_config = taskpool_config
         self._datasets: Dict[str, Any] = {}
 
     def expected_load_report(self, source: str, rows: List[Tuple[str, str]]) -> bool:
