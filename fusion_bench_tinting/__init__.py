@@ -2,13 +2,20 @@
 
 ``fusion_bench method=model_tinting modelpool=clip-vit-base-patch32_TA8``
 
+Two layers: :mod:`.core` is the upstream contribution (the methods, written to FusionBench's tree by
+``fusion-bench-tinting-export-upstream``) and :mod:`.lot_merging` LOT Merging on it; the rest is the plugin
+around them (suite aliases and the run-time task pool, the command line's one-line exits, the individual
+models as a method, the comparison, the offline suites, the benchmarks, the test fixtures, the exporter).
+The classes exported here are the core's with the plugin's command-line behaviour (:mod:`.methods`).
+
 The classes are imported lazily: Hydra imports this package's search-path plugin (which needs
 ``compat``) for every FusionBench launch, and that must stay cheap.
 """
 
 from typing import TYPE_CHECKING
 
-from .compat import ensure_typing_override
+from .core import lazy_exports
+from .core.compat import ensure_typing_override
 
 ensure_typing_override()
 
@@ -16,23 +23,17 @@ __version__ = "0.1.0"
 __all__ = ["ModelTintingAlgorithm", "ModelTintingPlusPlus", "TintedModel", "IndividualModels", "LOTMergingAlgorithm"]
 
 _LAZY = {
-    "ModelTintingAlgorithm": ".algorithm",
-    "ModelTintingPlusPlus": ".algorithm",
-    "TintedModel": ".tinted_model",
+    "ModelTintingAlgorithm": ".methods",
+    "ModelTintingPlusPlus": ".methods",
+    "TintedModel": ".core.tinted_model",
     "IndividualModels": ".individual",
-    "LOTMergingAlgorithm": ".lot.algorithm",
+    "LOTMergingAlgorithm": ".methods",
 }
 
 if TYPE_CHECKING:
-    from .algorithm import ModelTintingAlgorithm, ModelTintingPlusPlus
+    from .core.tinted_model import TintedModel
     from .individual import IndividualModels
-    from .lot.algorithm import LOTMergingAlgorithm
-    from .tinted_model import TintedModel
+    from .methods import LOTMergingAlgorithm, ModelTintingAlgorithm, ModelTintingPlusPlus
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -16,8 +16,8 @@ from fusion_bench.mixins import LightningFabricMixin
 from fusion_bench.models.modulator.base import ModulatedModel, TaskModulator
 from torch import Tensor
 
-from .errors import reports_config_errors
-from .families import PRETRAINED, family_for
+from .core.families import PRETRAINED, family_for
+from .exits import one_line_config_errors
 from .suites import SuiteTaskPoolMixin
 
 
@@ -50,8 +50,11 @@ class IndividualModels(SuiteTaskPoolMixin, LightningFabricMixin, BaseAlgorithm):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
 
-    @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> ModulatedModel:
+        with one_line_config_errors():
+            return self._individual_models(modelpool)
+
+    def _individual_models(self, modelpool: BaseModelPool) -> ModulatedModel:
         family = family_for(modelpool, self.fabric)
         backbone = family.load_encoder(PRETRAINED)
         modulators = {}

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Tuple
 
-from .lot.algorithm import LOT_OPTIONS
-from .options import Options
-from .tinting_options import TINTING_OPTIONS
+from .core.lot.options import LOT_OPTIONS
+from .core.options import Options
+from .core.tinting_options import TINTING_OPTIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config" / "method"
 
@@ -24,7 +24,7 @@ METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
         f"""{_RULE}
 # Model Tinting (arXiv 2412.19098): layer-wise merging coefficients plus one trainable layer per
 # task, adapted on unlabelled data against the fine-tuned models' predictions.
-# Defaults are the reference implementation's. Written from fusion_bench_tinting/tinting_options.py
+# Defaults are the reference implementation's. Written from fusion_bench_tinting/core/tinting_options.py
 # (python -m fusion_bench_tinting.method_configs). Usage:
 #   fusion_bench method=model_tinting modelpool=clip-vit-base-patch32_TA8
 {_RULE}""",
@@ -35,7 +35,7 @@ METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
         f"""{_RULE}
 # LOT Merging (arXiv 2505.23859): closed-form, layer-wise merging that minimises the drift between
 # each expert's features and the merged model's, from a few unlabelled samples per task.
-# Written from fusion_bench_tinting/lot/algorithm.py (python -m fusion_bench_tinting.method_configs). Usage:
+# Written from fusion_bench_tinting/core/lot/options.py (python -m fusion_bench_tinting.method_configs). Usage:
 #   fusion_bench method=lot_merging modelpool=clip-vit-base-patch32_TA8
 {_RULE}""",
         "fusion_bench_tinting.LOTMergingAlgorithm",

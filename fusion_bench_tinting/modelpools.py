@@ -16,6 +16,8 @@ from fusion_bench.modelpool import BaseModelPool, ResNetForImageClassificationPo
 from omegaconf import DictConfig
 from torch import nn
 
+from .core.families import register_pools
+
 
 class SequenceClassificationEncoderPool(SequenceClassificationModelPool):
     def load_classifier(self, name: str, *args, **kwargs) -> nn.Module:
@@ -85,6 +87,9 @@ class TorchvisionResNetPool(ResNetForImageClassificationPool):
     torchvision's own weights only, so it cannot hold fine-tuned models). Other entries load as FusionBench
     does. ``processor``: a Hugging Face image-processor folder, used to preprocess the test images."""
 
+    #: the core's image-classifier family takes ``type: torchvision`` pools only with this
+    loads_fine_tuned_weights = True
+
     def __init__(self, models, *, processor: str, type: str = "torchvision", **kwargs):
         if type != "torchvision":
             raise ValueError(f"TorchvisionResNetPool holds torchvision ResNets (type: torchvision), not type={type!r}")
@@ -120,3 +125,6 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_batches_tracked is not None:
             module.num_batches_tracked = module.num_batches_tracked.float()
     return model.eval()
+
+
+register_pools("image_classifier", f"{__name__}:TimmImageClassifierPool")

@@ -15,8 +15,8 @@ import functools
 import re
 from typing import Any, Callable, Sequence
 
-from .console import verbose
-from .evaluation import task_aware
+from .core.console import verbose
+from .core.evaluation import task_aware
 
 #: the method configs of this package (``method=<name>`` on the command line)
 OUR_METHODS = ("model_tinting", "model_tinting_plusplus", "lot_merging", "individual")

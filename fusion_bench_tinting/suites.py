@@ -27,8 +27,9 @@ from fusion_bench.utils.pylogger import get_rankzero_logger
 from lightning.fabric.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .compat import ensure_typing_override
-from .errors import TintingConfigError, one_line_config_errors
+from .core.compat import ensure_typing_override
+from .core.errors import TintingConfigError
+from .exits import one_line_config_errors
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
@@ -55,10 +56,10 @@ def _stock_to_task_aware():
     from fusion_bench.taskpool.nyuv2_taskpool import NYUv2TaskPool
     from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
-    from .evaluation.image_taskpool import TaskAwareImageClassificationTaskPool
-    from .evaluation.nyuv2_taskpool import TaskAwareNYUv2TaskPool
-    from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
-    from .evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
+    from .core.evaluation.image_taskpool import TaskAwareImageClassificationTaskPool
+    from .core.evaluation.nyuv2_taskpool import TaskAwareNYUv2TaskPool
+    from .core.evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
+    from .core.evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
     upgrades = {
         NYUv2TaskPool: TaskAwareNYUv2TaskPool,

@@ -40,6 +40,10 @@ LEVERS=(
   # the fine-tuning inputs (2000 per task, four times the val split) as adaptation data
   "mt_train|model_tinting|method.adaptation_data=train"
   "mt_train_soft_ce|model_tinting|method.adaptation_data=train method.loss=soft_ce"
+  # the fine-tuning inputs for longer: 500 iterations of 16 inputs are 4 passes over 2000 inputs (200 are 1.6)
+  "mt_train_500_iterations|model_tinting|method.adaptation_data=train method.max_steps=500"
+  # the tinted layer held near its fine-tuned start: an L2 penalty towards it
+  "mt_tint_l2_0.1|model_tinting|method.tint_l2=0.1"
   # fewer iterations (a row's own method.max_steps replaces STEPS)
   "mt_20_iterations|model_tinting|method.max_steps=20"
   "mt_50_iterations|model_tinting|method.max_steps=50"

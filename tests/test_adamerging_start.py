@@ -5,7 +5,7 @@ import torch
 from conftest import cpu_fabric, load_pool, run_cli, task_accuracies
 
 from fusion_bench_tinting import ModelTintingAlgorithm
-from fusion_bench_tinting.errors import TintingConfigError
+from fusion_bench_tinting.core.errors import TintingConfigError
 
 
 @pytest.mark.slow
@@ -64,7 +64,7 @@ def test_adamerging_weights_of_another_layout_are_refused_before_adaptation(tiny
 def test_a_run_saves_its_coefficients_as_a_start_for_a_run_that_keeps_the_pooler_per_task(tiny_text, tmp_path):
     """AdaMerging's objective through our loop on BERT (pooler merged, heads frozen) writes merging_weights.pt
     over every encoder tensor; a run with each task's own pooler starts from it without the pooler's columns."""
-    from fusion_bench_tinting.adamerging_start import ADAMERGING_FILE
+    from fusion_bench_tinting.core.adamerging_start import ADAMERGING_FILE
 
     config = ["--config-dir", str(tiny_text / "config"), "modelpool=tiny-bert_glue", "method=model_tinting"]
     run_cli(
@@ -93,7 +93,7 @@ def test_a_run_saves_its_coefficients_as_a_start_for_a_run_that_keeps_the_pooler
 
 
 def test_columns_of_tensors_this_run_does_not_merge_are_left_out(tmp_path):
-    from fusion_bench_tinting.adamerging_start import load_adamerging_weights, save_merging_weights
+    from fusion_bench_tinting.core.adamerging_start import load_adamerging_weights, save_merging_weights
 
     weights = torch.arange(8.0).reshape(2, 4)  # 2 tasks x encoder tensors a, b, c, d
     save_merging_weights(str(tmp_path / "merging_weights.pt"), weights)

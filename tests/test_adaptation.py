@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
-from fusion_bench_tinting.data import TensorInputs
-from fusion_bench_tinting.merging import LayerWiseMerger
-from fusion_bench_tinting.run_state import TaskState
+from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
+from fusion_bench_tinting.core.data import TensorInputs
+from fusion_bench_tinting.core.merging import LayerWiseMerger
+from fusion_bench_tinting.core.run_state import TaskState
 
 K = 3
 
@@ -343,7 +343,7 @@ def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(upd
 def test_host_inputs_are_gathered_to_cuda_through_pinned_memory():
     """The fallback when cached inputs do not fit on the GPU: rows staged in pinned memory, copied
     asynchronously; many gathers in flight must each deliver their own rows."""
-    from fusion_bench_tinting.data import Uint8ImageInputs
+    from fusion_bench_tinting.core.data import Uint8ImageInputs
 
     pixels = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.3, 0.25])
@@ -357,3 +357,23 @@ def test_host_inputs_are_gathered_to_cuda_through_pinned_memory():
         for index, rows in zip(indices, gathered):
             assert rows.device.type == "cuda"
             torch.testing.assert_close(rows.cpu(), expected[index])
+
+
+def test_tint_l2_adds_the_penalty_towards_the_start_and_holds_the_heads_near_it():
+    merger, encode, states = _toy()
+    trainer = _trainer(merger, encode, states, tint_l2=4.0)
+    plain = _trainer(*_toy(), tint_l2=0.0)
+    with torch.no_grad():
+        states[1].head.weight.add_(0.5)  # theta - theta_start = 0.5 on every weight
+    loss = trainer.task_loss(1, trainer.merged())
+    data_loss = plain.task_loss(1, plain.merged())  # the same batch from the same seeded sampler
+    expected = 4.0 / 2 * 0.5**2 * states[1].head.weight.numel()
+    assert loss.item() == pytest.approx(data_loss.item() + expected, rel=1e-5)
+
+    def drift(tint_l2):
+        merger, encode, states = _toy()
+        start = [s.head.weight.detach().clone() for s in states]
+        _trainer(merger, encode, states, tint_l2=tint_l2, max_steps=30).run()
+        return sum((s.head.weight - w).norm().item() for s, w in zip(states, start))
+
+    assert drift(50.0) < 0.5 * drift(0.0)

@@ -6,9 +6,9 @@ import pytest
 from conftest import cpu_fabric, load_pool, run_cli
 
 from fusion_bench_tinting import ModelTintingAlgorithm
-from fusion_bench_tinting.errors import TintingConfigError
+from fusion_bench_tinting.core.errors import TintingConfigError
+from fusion_bench_tinting.core.teacher_pass import TeacherPass
 from fusion_bench_tinting.offline.splits import disjoint_splits
-from fusion_bench_tinting.teacher_pass import TeacherPass
 
 
 def _count_teacher_inputs(monkeypatch):
@@ -54,7 +54,7 @@ def test_adapting_on_the_train_split_reads_exactly_those_inputs_and_the_report_s
 
 
 def test_a_split_the_pool_lacks_fails_before_any_model_is_loaded_listing_the_splits_it_has(tiny_suites, monkeypatch):
-    from fusion_bench_tinting.families.hf_clip import HFCLIPVisionFamily
+    from fusion_bench_tinting.core.families.hf_clip import HFCLIPVisionFamily
 
     monkeypatch.setattr(HFCLIPVisionFamily, "load_encoder", lambda *a: pytest.fail("a model was loaded"))
     algorithm = ModelTintingAlgorithm(adaptation_data="val", max_steps=1)

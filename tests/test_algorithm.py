@@ -11,10 +11,10 @@ from lightning.fabric.loggers import TensorBoardLogger
 from safetensors.torch import load_file
 
 from fusion_bench_tinting import ModelTintingAlgorithm, ModelTintingPlusPlus, TintedModel
-from fusion_bench_tinting.errors import TintingConfigError
-from fusion_bench_tinting.families import family_for
-from fusion_bench_tinting.merging import ArchitectureMismatchError
-from fusion_bench_tinting.weights_io import TINTED_LAYERS_FILE, WEIGHTS_FILE
+from fusion_bench_tinting.core.errors import TintingConfigError
+from fusion_bench_tinting.core.families import family_for
+from fusion_bench_tinting.core.merging import ArchitectureMismatchError
+from fusion_bench_tinting.core.weights_io import TINTED_LAYERS_FILE, WEIGHTS_FILE
 
 
 def _run(pool, fabric=None, **options) -> TintedModel:
@@ -239,7 +239,7 @@ def test_saved_weights_that_do_not_match_the_pool_are_refused(tiny_suites, tmp_p
 
 @pytest.mark.parametrize("suite", ["tiny-clip_TA4", "tiny-openclip_TA4"])
 def test_uint8_inputs_are_exact_and_a_quarter_of_float32(tiny_suites, suite):
-    from fusion_bench_tinting.data import Uint8ImageInputs
+    from fusion_bench_tinting.core.data import Uint8ImageInputs
 
     pool = load_pool(tiny_suites, suite)
     family = family_for(pool, cpu_fabric())
@@ -253,7 +253,7 @@ def test_uint8_inputs_are_exact_and_a_quarter_of_float32(tiny_suites, suite):
 
 
 def test_uint8_caching_falls_back_to_float16_for_inputs_off_the_8_bit_grid():
-    from fusion_bench_tinting.data import TensorInputs, cache_inputs
+    from fusion_bench_tinting.core.data import TensorInputs, cache_inputs
 
     on_grid = torch.randint(0, 256, (6, 3, 4, 4)).float() / 255
     off_grid = torch.rand(6, 3, 4, 4)
@@ -273,7 +273,7 @@ def test_uint8_caching_falls_back_to_float16_for_inputs_off_the_8_bit_grid():
 def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_process(monkeypatch):
     import os
 
-    from fusion_bench_tinting.data import SMALL_DATASET, cache_inputs, resolve_num_workers
+    from fusion_bench_tinting.core.data import SMALL_DATASET, cache_inputs, resolve_num_workers
 
     assert resolve_num_workers(3, 10) == 3 and resolve_num_workers("auto", SMALL_DATASET - 1) == 0
     # Lightning's suggestion: the node's cores shared among its preprocessing processes, one left to each; at most 8
@@ -283,7 +283,7 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     # the teacher pass: only each node's first process preprocesses (reuse_cache=false overwrites the entry it reads)
     from types import SimpleNamespace
 
-    from fusion_bench_tinting.teacher_pass import TeacherPass
+    from fusion_bench_tinting.core.teacher_pass import TeacherPass
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     fabric = SimpleNamespace(world_size=8, strategy=SimpleNamespace(num_nodes=2))
@@ -316,10 +316,10 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     "where, message",
     [
         (
-            "fusion_bench_tinting.adaptation.TintingTrainer.task_loss",
+            "fusion_bench_tinting.core.adaptation.TintingTrainer.task_loss",
             "Adaptation with batch_size=32 ran out of device memory",
         ),
-        ("fusion_bench_tinting.teacher_pass.TeacherPass._teacher_outputs", "The teacher pass of 'eurosat'"),
+        ("fusion_bench_tinting.core.teacher_pass.TeacherPass._teacher_outputs", "The teacher pass of 'eurosat'"),
     ],
 )
 def test_running_out_of_device_memory_is_explained(tiny_suites, monkeypatch, where, message):
@@ -339,8 +339,8 @@ def test_running_out_of_device_memory_is_explained(tiny_suites, monkeypatch, whe
 def test_cache_entries_are_safetensors_that_give_back_the_same_inputs_and_teacher(tmp_path, kind):
     from safetensors import safe_open
 
-    from fusion_bench_tinting.caching import TaskCache
-    from fusion_bench_tinting.data import TensorInputs, TokenInputs, Uint8ImageInputs
+    from fusion_bench_tinting.core.caching import TaskCache
+    from fusion_bench_tinting.core.data import TensorInputs, TokenInputs, Uint8ImageInputs
 
     inputs = {
         "tensor": TensorInputs(torch.randn(5, 3, 4, 4)),
@@ -372,7 +372,7 @@ def test_batched_zero_shot_heads_equal_fusion_bench_s_per_class_ones():
     from fusion_bench.models.hf_clip import HFCLIPClassifier
     from fusion_bench.tasks.clip_classification import get_classnames_and_templates
 
-    from fusion_bench_tinting.families.hf_clip import zero_shot_embeddings
+    from fusion_bench_tinting.core.families.hf_clip import zero_shot_embeddings
     from fusion_bench_tinting.testing.tiny_suites import tiny_hf_clip
 
     clip, processor = tiny_hf_clip(seed=3, max_positions=256)

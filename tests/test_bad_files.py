@@ -11,7 +11,7 @@ from fusion_bench.utils import instantiate
 from omegaconf import OmegaConf
 
 from fusion_bench_tinting import ModelTintingAlgorithm
-from fusion_bench_tinting.errors import TintingConfigError
+from fusion_bench_tinting.core.errors import TintingConfigError
 
 
 def _text_pool(tiny_text):
@@ -50,7 +50,7 @@ def test_a_truncated_model_file_names_the_task_and_the_file(tiny_text, tmp_path)
 
 
 def test_a_head_that_cannot_be_built_is_named_as_the_head_not_the_model(tiny_text, monkeypatch):
-    from fusion_bench_tinting.families.sequence_classification import SequenceClassificationFamily
+    from fusion_bench_tinting.core.families.sequence_classification import SequenceClassificationFamily
 
     def no_head(self, task):
         raise KeyError(f"no class names for {task}")

@@ -48,7 +48,7 @@ def test_model_tinting_subprocess_from_the_repository_root(tiny_suites, tmp_path
     # which task pool evaluates the run is said at start-up, before the first model is loaded
     output = result.stdout + result.stderr
     announced = output.find(
-        "Task pool evaluating this run: fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
+        "Task pool evaluating this run: fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
     )
     assert 0 <= announced < output.find("Task vectors and teacher outputs")
 
@@ -120,7 +120,7 @@ def test_plus_suite_evaluates_ours_and_fusion_bench_baselines_per_task(tiny_suit
 def test_a_program_without_the_expected_shape_is_refused_with_what_to_pass():
     from types import SimpleNamespace
 
-    from fusion_bench_tinting.errors import TintingConfigError
+    from fusion_bench_tinting.core.errors import TintingConfigError
     from fusion_bench_tinting.suites import ensure_task_aware_taskpool
 
     with pytest.raises(TintingConfigError, match=r"has no _taskpool, _instantiate_and_setup: .*\(taskpool=<suite>\)"):

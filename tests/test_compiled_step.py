@@ -13,12 +13,12 @@ from conftest import build_tinting, cpu_fabric, load_pool
 from torch import nn
 from torch.func import functional_call
 
-from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
-from fusion_bench_tinting.compiled import compile_options
-from fusion_bench_tinting.data import TensorInputs
-from fusion_bench_tinting.errors import TintingConfigError
-from fusion_bench_tinting.merging import LayerWiseMerger
-from fusion_bench_tinting.run_state import TaskState
+from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
+from fusion_bench_tinting.core.compiled import compile_options
+from fusion_bench_tinting.core.data import TensorInputs
+from fusion_bench_tinting.core.errors import TintingConfigError
+from fusion_bench_tinting.core.merging import LayerWiseMerger
+from fusion_bench_tinting.core.run_state import TaskState
 
 CLASSES = (3, 5, 2)  # a head shape per task: one compiled graph must serve them all
 BLOCK = ("2.weight", "2.bias")  # the LayerNorm, when the tinted layer is a block

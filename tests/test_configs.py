@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fusion_bench_tinting.compat import ensure_typing_override
+from fusion_bench_tinting.core.compat import ensure_typing_override
 from hydra_plugins.fusion_bench_tinting.search_path import fusion_bench_config_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_suite_alias_selects_fusion_bench_models_data_and_a_matching_task_pool(s
     )
 
     taskpool = ours["taskpool"]
-    assert taskpool["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
+    assert taskpool["_target_"] == "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
     assert taskpool["base_model"] == f"openai/clip-vit-{size}"
     assert taskpool["test_datasets"] == fusion_bench["taskpool"]["test_datasets"]
 
@@ -61,7 +61,8 @@ def test_open_clip_suite_aliases(model):
     )
     assert ours["modelpool"] == reference["modelpool"]
     assert (
-        ours["taskpool"]["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
+        ours["taskpool"]["_target_"]
+        == "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
     )
     assert ours["taskpool"]["classification_heads"] == reference["taskpool"]["classification_heads"]
 
@@ -138,8 +139,8 @@ def test_each_method_config_file_is_its_option_declaration(name):
 
 
 def test_an_option_that_does_not_change_the_result_stays_out_of_the_checkpoint_fingerprint():
-    from fusion_bench_tinting.checkpointing import fingerprint
-    from fusion_bench_tinting.tinting_options import TINTING_OPTIONS
+    from fusion_bench_tinting.core.checkpointing import fingerprint
+    from fusion_bench_tinting.core.tinting_options import TINTING_OPTIONS
 
     ignored = TINTING_OPTIONS.not_changing_result()
     assert {"resume", "checkpoint_every", "compile_step", "weights"} <= set(ignored) and "lr" not in ignored
@@ -182,7 +183,7 @@ def test_plugin_discovery_alone_makes_fusion_bench_open_clip_pool_importable():
         "from hydra.plugins.search_path_plugin import SearchPathPlugin\n"
         "names = [p.__name__ for p in Plugins.instance().discover(SearchPathPlugin)]\n"
         "assert 'FusionBenchTintingSearchPathPlugin' in names, names\n"
-        "assert 'fusion_bench_tinting.algorithm' not in sys.modules\n"
+        "assert 'fusion_bench_tinting.core.algorithm' not in sys.modules\n"
         "from fusion_bench.modelpool.openclip_vision.modelpool import OpenCLIPVisionModelPool\n"
         "print('ok', sys.version_info[:2])\n"
     )
@@ -193,7 +194,7 @@ def test_plugin_discovery_alone_makes_fusion_bench_open_clip_pool_importable():
 
 def test_the_constructors_refuse_unknown_options_and_accept_fusion_bench_keys():
     from fusion_bench_tinting import LOTMergingAlgorithm, ModelTintingAlgorithm, ModelTintingPlusPlus
-    from fusion_bench_tinting.errors import TintingConfigError
+    from fusion_bench_tinting.core.errors import TintingConfigError
 
     for cls, wrong, closest in [
         (ModelTintingAlgorithm, "max_step", "max_steps"),

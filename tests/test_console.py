@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from fusion_bench_tinting import console, program_console
+from fusion_bench_tinting import program_console
+from fusion_bench_tinting.core import console
 
 TEXT_TOWER_REPORT = (
     "\x1b[1mCLIPVisionModel LOAD REPORT\x1b[0m from: /models/pretrained\n"
@@ -66,7 +67,7 @@ def _emitted(record_text: str, expected) -> list:
 
 
 def test_an_expected_load_report_is_hidden_and_any_other_shown(monkeypatch):
-    from fusion_bench_tinting.families.hf_clip import HFCLIPVisionFamily
+    from fusion_bench_tinting.core.families.hf_clip import HFCLIPVisionFamily
 
     monkeypatch.delenv(console.VERBOSE_VARIABLE, raising=False)
     family = HFCLIPVisionFamily.__new__(HFCLIPVisionFamily)  # the check reads no state
@@ -95,7 +96,7 @@ def test_outside_a_terminal_a_phase_writes_a_line_every_tenth_and_nested_bars_no
 
 
 def test_program_output_is_changed_for_our_methods_only_and_skips_a_printed_report(monkeypatch):
-    from fusion_bench_tinting.evaluation import task_aware
+    from fusion_bench_tinting.core.evaluation import task_aware
 
     assert program_console.runs_our_method(["fusion_bench", "modelpool=x", "method=model_tinting_plusplus"])
     assert not program_console.runs_our_method(["fusion_bench", "method=ties_merging"])
@@ -116,7 +117,7 @@ def test_program_output_is_changed_for_our_methods_only_and_skips_a_printed_repo
     ],
 )
 def test_a_text_pretrained_model_read_as_a_classifier_may_miss_its_head_only(rows, expected):
-    from fusion_bench_tinting.families.sequence_classification import SequenceClassificationFamily
+    from fusion_bench_tinting.core.families.sequence_classification import SequenceClassificationFamily
 
     family = SequenceClassificationFamily.__new__(SequenceClassificationFamily)
     family.modelpool = type("Pool", (), {"_models": {"_pretrained_": "/models/bert"}})()

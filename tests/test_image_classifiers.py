@@ -93,7 +93,7 @@ def _adapt(pool):
 
 
 def test_a_model_of_another_architecture_is_refused_naming_it(tiny_image_suites):
-    from fusion_bench_tinting.errors import TintingConfigError
+    from fusion_bench_tinting.core.errors import TintingConfigError
 
     pool = _pool(tiny_image_suites, "convnext")
     pool._models["stl10"] = str(tiny_image_suites / "resnet" / "stl10")
@@ -105,7 +105,7 @@ def test_a_model_of_another_architecture_is_refused_naming_it(tiny_image_suites)
 
 
 def test_fusion_bench_s_own_torchvision_pool_is_refused_with_the_pool_that_loads_checkpoints(tiny_image_suites):
-    from fusion_bench_tinting.errors import TintingConfigError
+    from fusion_bench_tinting.core.errors import TintingConfigError
 
     pool = _pool(tiny_image_suites, "resnet")
     pool.type = "torchvision"
@@ -119,7 +119,7 @@ def test_fusion_bench_s_own_torchvision_pool_is_refused_with_the_pool_that_loads
 def test_a_fine_tuned_model_without_a_head_is_refused_naming_the_task(tiny_image_suites, tmp_path):
     import json
 
-    from fusion_bench_tinting.errors import TintingConfigError
+    from fusion_bench_tinting.core.errors import TintingConfigError
 
     headless = tmp_path / "cifar10_headless"
     shutil.copytree(tiny_image_suites / "convnext" / "cifar10", headless)

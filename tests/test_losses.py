@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusion_bench_tinting.errors import TintingConfigError
-from fusion_bench_tinting.losses import LOSSES, confidence_filter, per_sample_loss
+from fusion_bench_tinting.core.errors import TintingConfigError
+from fusion_bench_tinting.core.losses import LOSSES, confidence_filter, per_sample_loss
 
 
 def test_confidence_filter_on_hand_made_logits():

@@ -12,9 +12,9 @@ from conftest import cpu_fabric, load_pool, run_cli, run_cli_subprocess, task_ac
 from torch import nn
 
 from fusion_bench_tinting import LOTMergingAlgorithm, ModelTintingAlgorithm
-from fusion_bench_tinting.errors import TintingConfigError
-from fusion_bench_tinting.lot.layers import _attention_context, find_solvable_layers
-from fusion_bench_tinting.lot.solver import LOTSolver
+from fusion_bench_tinting.core.errors import TintingConfigError
+from fusion_bench_tinting.core.lot.layers import _attention_context, find_solvable_layers
+from fusion_bench_tinting.core.lot.solver import LOTSolver
 
 
 def _toy(seed: int) -> nn.Sequential:

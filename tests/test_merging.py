@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from fusion_bench_tinting.merging import ArchitectureMismatchError, LayerWiseMerger, check_same_parameters
+from fusion_bench_tinting.core.merging import ArchitectureMismatchError, LayerWiseMerger, check_same_parameters
 
 
 def _params(seed):
@@ -160,8 +160,8 @@ def test_half_precision_task_vectors_merge_in_float32_close_to_full_precision():
 
 
 def test_memory_check_refuses_a_merge_that_cannot_fit(monkeypatch):
-    from fusion_bench_tinting import memory
-    from fusion_bench_tinting.errors import TintingConfigError
+    from fusion_bench_tinting.core import memory
+    from fusion_bench_tinting.core.errors import TintingConfigError
 
     # ViT-L/14's vision tower, 20 tasks: 20 fp32 task vectors + 4 fp32 copies; half with bfloat16 vectors
     required = memory.merge_bytes(303_000_000, 20, torch.float32)

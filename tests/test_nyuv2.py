@@ -7,7 +7,7 @@ from conftest import cpu_fabric, run_cli
 from omegaconf import OmegaConf
 
 from fusion_bench_tinting import ModelTintingAlgorithm
-from fusion_bench_tinting.errors import TintingConfigError
+from fusion_bench_tinting.core.errors import TintingConfigError
 from fusion_bench_tinting.testing.tiny_nyuv2 import SUITE, TASKS, TinyNYUv2Spec, build_tiny_nyuv2, torch_home
 
 
@@ -83,7 +83,7 @@ def test_a_task_without_its_decoder_is_refused_before_any_model_is_loaded():
 def test_a_run_without_the_nyuv2_task_pool_or_its_images_is_refused_saying_where_they_are_looked_for(tmp_path):
     import torch
 
-    from fusion_bench_tinting.families.nyuv2 import NYUv2Family
+    from fusion_bench_tinting.core.families.nyuv2 import NYUv2Family
 
     pool = _pool({"_pretrained_": PRETRAINED, "depth": {"encoder": "resnet50", "decoders": ["depth"]}})
     with pytest.raises(TintingConfigError, match="task pool config has no `data_dir`.*taskpool=nyuv2_taskpool"):

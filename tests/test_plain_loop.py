@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
-from fusion_bench_tinting.data import EpochSampler, TensorInputs
-from fusion_bench_tinting.merging import LayerWiseMerger
-from fusion_bench_tinting.run_state import TaskState
+from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
+from fusion_bench_tinting.core.data import EpochSampler, TensorInputs
+from fusion_bench_tinting.core.merging import LayerWiseMerger
+from fusion_bench_tinting.core.run_state import TaskState
 
 K, STEPS, LR, BATCH = 3, 4, 0.02, 8
 

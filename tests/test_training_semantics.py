@@ -7,7 +7,7 @@ from test_adaptation import _toy
 
 def _fp16_trainer(scaler, fused=False, **options):
     """Tasks whose head weights are tiny (1e-7): in fp16 the gradients reaching the coefficients underflow."""
-    from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
+    from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
 
     merger, encode, states = _toy()
     with torch.no_grad():
@@ -60,7 +60,7 @@ def test_the_method_takes_fabrics_scaler_under_16_mixed_only():
 
     from lightning.fabric.plugins.precision import MixedPrecision
 
-    from fusion_bench_tinting.fabric_glue import grad_scaler
+    from fusion_bench_tinting.core.fabric_glue import grad_scaler
 
     fp16 = MixedPrecision("16-mixed", device="cuda", scaler=torch.amp.GradScaler("cpu"))
     assert grad_scaler(SimpleNamespace(strategy=SimpleNamespace(precision=fp16))) is fp16.scaler
@@ -71,7 +71,7 @@ def test_the_method_takes_fabrics_scaler_under_16_mixed_only():
 def test_coefficient_trajectories_and_gradient_norms_are_logged_per_task():
     logged = []
     merger, encode, states = _toy()
-    from fusion_bench_tinting.adaptation import AdaptationOptions, TintingTrainer
+    from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
 
     trainer = TintingTrainer(
         merger,

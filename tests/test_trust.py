@@ -15,12 +15,12 @@ from safetensors.torch import load_file, save_file
 from test_adaptation import _toy, _trainer
 
 from fusion_bench_tinting import ModelTintingAlgorithm
-from fusion_bench_tinting.atomic import remove_stale_temporaries
-from fusion_bench_tinting.caching import TaskCache
-from fusion_bench_tinting.checkpointing import CheckpointStore, resume_state
-from fusion_bench_tinting.data import TensorInputs
-from fusion_bench_tinting.errors import NonFiniteError, SaveError, TintingConfigError
-from fusion_bench_tinting.weights_io import load_tinting, save_tinting
+from fusion_bench_tinting.core.atomic import remove_stale_temporaries
+from fusion_bench_tinting.core.caching import TaskCache
+from fusion_bench_tinting.core.checkpointing import CheckpointStore, resume_state
+from fusion_bench_tinting.core.data import TensorInputs
+from fusion_bench_tinting.core.errors import NonFiniteError, SaveError, TintingConfigError
+from fusion_bench_tinting.core.weights_io import load_tinting, save_tinting
 
 
 def _run(pool, **options):
@@ -114,7 +114,7 @@ def test_a_non_finite_loss_stops_the_run_naming_task_and_step_before_any_paramet
 
 
 def test_the_report_holds_null_for_nan(tmp_path):
-    from fusion_bench_tinting.evaluation.task_aware import finite_or_none
+    from fusion_bench_tinting.core.evaluation.task_aware import finite_or_none
 
     report = finite_or_none({"a": {"accuracy": 0.5, "ece": float("nan")}, "b": [float("inf"), 1.0]})
     assert json.loads(json.dumps(report, allow_nan=False)) == {"a": {"accuracy": 0.5, "ece": None}, "b": [None, 1.0]}
@@ -163,7 +163,7 @@ def test_reuse_cache_false_overwrites_a_damaged_entry(tiny_suites, monkeypatch, 
 
 # ----- 4. a cache that cannot be written is a warning --------------------------------------------
 def test_a_cache_that_cannot_be_written_lets_the_run_go_on(tiny_suites, monkeypatch, caplog):
-    import fusion_bench_tinting.caching as caching
+    import fusion_bench_tinting.core.caching as caching
 
     def full_disk(path, write):
         raise OSError(28, "No space left on device")
@@ -212,7 +212,7 @@ def test_images_of_mixed_sizes_are_refused_naming_the_task_and_the_test_set(tiny
 
 # ----- 6. the final save is atomic ---------------------------------------------------------------
 def test_a_failed_final_save_leaves_no_partial_file_and_names_the_last_checkpoint(tiny_suites, tmp_path, monkeypatch):
-    import fusion_bench_tinting.weights_io as weights_io
+    import fusion_bench_tinting.core.weights_io as weights_io
 
     log_dir = tmp_path / "log"
     log_dir.mkdir()

@@ -17,9 +17,9 @@ from fusion_bench_tinting.upstream import export as upstream
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUITE = "tiny-clip_TA4"
 
-#: runs FusionBench's CLI from the current folder's copy, with this repository off the path and any import
-#: of the plugin (or its Hydra plugin) refused
-WITHOUT_PLUGIN = """
+#: this repository off the path and any import of the plugin (or its Hydra plugin) refused; FusionBench
+#: must come from the current folder's copy
+BLOCK_PLUGIN = """
 import importlib.abc, os, sys
 blocked_root = os.path.realpath(os.environ["BLOCKED_ROOT"])
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != blocked_root]
@@ -33,10 +33,16 @@ class RefusePlugin(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, RefusePlugin())
 import fusion_bench
 assert os.path.realpath(fusion_bench.__file__).startswith(os.path.realpath(os.getcwd())), fusion_bench.__file__
+"""
+#: FusionBench's CLI, run from the copy without the plugin
+WITHOUT_PLUGIN = (
+    BLOCK_PLUGIN
+    + """
 from fusion_bench.scripts.cli import _hydra_main
 sys.argv = ["fusion_bench", *sys.argv[1:]]
 _hydra_main()
 """
+)
 
 
 def _stock_taskpool_configs(tiny_suites: Path, out: Path) -> Path:
@@ -44,7 +50,7 @@ def _stock_taskpool_configs(tiny_suites: Path, out: Path) -> Path:
     shutil.copytree(tiny_suites / "config", out)
     path = out / "taskpool" / f"{SUITE}.yaml"
     text = path.read_text().replace(
-        "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
+        "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
         "fusion_bench.taskpool.CLIPVisionModelTaskPool",
     )
     assert "fusion_bench.taskpool.CLIPVisionModelTaskPool" in text
@@ -89,11 +95,61 @@ def test_exported_methods_run_in_fusion_bench_without_the_plugin(tiny_suites, tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     output = result.stdout + result.stderr
     assert "fusion_bench_tinting" not in output
-    assert "Task pool evaluating this run: fusion_bench.taskpool.clip_vision.taskpool.CLIPVisionModelTaskPool" in output
+    # the plugin's run-time task-pool completion stays in the plugin: FusionBench's own CLIP task pool, chosen
+    # on the command line, evaluates each task with its own tinted layer (the same accuracies as the plugin's)
+    assert "Task pool evaluating this run" not in output
     exported = json.loads((log_dir / "program_report.json").read_text())
     assert task_accuracies(exported) == pytest.approx(task_accuracies(plugin), abs=1e-9)
     assert len(task_accuracies(exported)) == 4
     assert (log_dir / "model_tinting.safetensors").exists()
+
+
+def _exported_tree(tmp_path: Path) -> Path:
+    upstream.export(tmp_path / "export")
+    tree = _fusion_bench_copy(tmp_path / "fusion_bench_tree")
+    upstream.overlay(tmp_path / "export", tree)
+    shutil.copytree(tmp_path / "export" / "tests", tree / "tests")
+    return tree
+
+
+def test_exported_unit_tests_pass_inside_fusion_bench_without_the_plugin(tmp_path):
+    tree = _exported_tree(tmp_path)
+    command = [sys.executable, "-c", BLOCK_PLUGIN + "import unittest; unittest.main(module=None)", "discover", "tests"]
+    env = {**os.environ, "BLOCKED_ROOT": str(REPO_ROOT), "PYTHONPATH": str(tree)}
+    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "Ran 7 tests" in result.stderr and result.stderr.rstrip().endswith("OK")
+
+
+def _imported_modules(path: Path, package: Path):
+    """Every module ``path`` imports, relative imports resolved to absolute names."""
+    import ast
+
+    here = ["fusion_bench_tinting", *path.relative_to(package).parent.parts]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            yield ".".join([*base, *([node.module] if node.module else [])])
+
+
+def test_the_core_imports_nothing_from_the_plugin_layer():
+    package = REPO_ROOT / "fusion_bench_tinting"
+    allowed = {
+        "core": ("fusion_bench_tinting.core",),
+        "lot_merging": ("fusion_bench_tinting.core", "fusion_bench_tinting.lot_merging"),
+    }
+    offenders = [
+        f"{path.relative_to(package)} imports {module}"
+        for folder, prefixes in allowed.items()
+        for path in sorted((package / folder).rglob("*.py"))
+        for module in _imported_modules(path, package)
+        if module.split(".")[0] == "fusion_bench_tinting" and not module.startswith(prefixes)
+    ]
+    assert offenders == []
+    # the check sees a plugin import: the plugin's own method classes import its layers
+    assert "fusion_bench_tinting.suites" in set(_imported_modules(package / "methods.py", package))
 
 
 def test_export_writes_fusion_bench_layout_with_renamed_imports(tmp_path):

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from transformers import CLIPImageProcessor
 
-from fusion_bench_tinting.data import cache_inputs, to_uint8_grid
+from fusion_bench_tinting.core.data import cache_inputs, to_uint8_grid
 from fusion_bench_tinting.testing.speed_suite import synthetic_jpeg
 
 

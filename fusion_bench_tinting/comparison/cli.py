@@ -41,6 +41,15 @@ from .tables import build_rows, calibration_table, csv_table, markdown_table, pu
 
 
 def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command's arguments, checked: a bad one ends the command with argparse's one-line error."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _register_variants(parser, args)
+    _check_arguments(parser, args)
+    return args
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusion-bench-tinting-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -92,8 +101,11 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each method")
     parser.add_argument("overrides", nargs="*", help="fusion_bench overrides for every run (after --)")
-    args = parser.parse_args(argv)
-    _register_variants(parser, args)
+    return parser
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Seeds, methods, analyses and protocols parsed and checked in place."""
     try:
         args.seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     except ValueError:
@@ -111,7 +123,6 @@ def parse_arguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.protocols = [p for p in args.protocols.split(",") if p]
     if not args.protocols or set(args.protocols) - set(PROTOCOLS):
         parser.error(f"--protocols {','.join(args.protocols)!r}: comma-separated from {list(PROTOCOLS)}")
-    return args
 
 
 def rows_under_protocols(methods: List[str], protocols: List[str], per_method: Dict[str, List[str]]) -> List[str]:
@@ -172,18 +183,38 @@ def earlier_rows(out: Path, family: str, suite: Suite, extra: List[str], current
 
 
 def compare(args: argparse.Namespace) -> Dict:
+    """Run (or reuse) every requested row, then write the tables, charts and ``comparison.json`` to ``args.out``."""
     suite = Suite(args.modelpool or args.suite, args.taskpool or args.suite, list(args.config_dir))
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     family = family_of(composed_config(suite)["modelpool"]["_target_"])
+    extra = list(args.overrides)
+    if {"discrepancy", "loss_correlation"} & set(args.analyses):
+        extra.append("++taskpool.save_predictions=true")
+    runs = _run_rows(args, suite, family, out, extra)
+    if not args.only:
+        runs = {**earlier_rows(out, family, suite, extra, set(runs)), **runs}
+    found = _analyses(args.analyses, {name: group[0] for name, group in runs.items()}, out)
+    tasks, rows = build_rows(list(runs.values()))
+    title = f"{suite.modelpool} ({family})"
+    markdown = _markdown(title, runs, tasks, rows, published_for(suite.modelpool), found)
+    (out / "comparison.md").write_text(markdown)
+    (out / "comparison.csv").write_text(csv_table(tasks, rows))
+    _charts(tasks, rows, out, title)
+    everything = _record(args, suite, family, runs, tasks, rows, found)
+    (out / "comparison.json").write_text(json.dumps(everything, indent=2, default=str))
+    print(markdown)
+    return everything
+
+
+def _run_rows(
+    args: argparse.Namespace, suite: Suite, family: str, out: Path, extra: List[str]
+) -> Dict[str, List[RunResult]]:
+    """Each requested row under each protocol, once per seed (finished runs are reused)."""
     per_method: Dict[str, List[str]] = {}
     for item in args.set:
         method, _, override = item.partition(":")
         per_method.setdefault(method, []).append(override)
-    extra = list(args.overrides)
-    if {"discrepancy", "loss_correlation"} & set(args.analyses):
-        extra.append("++taskpool.save_predictions=true")
-
     runs: Dict[str, List[RunResult]] = {}
     for name in rows_under_protocols(args.methods.split(","), args.protocols, per_method):
         for seed in seeds_for(name, args.seeds):
@@ -202,22 +233,23 @@ def compare(args: argparse.Namespace) -> Dict:
             )
             runs.setdefault(name, []).append(result)
             print(f"[compare] {which}: {result.status} {result.reason}", flush=True)
-    if not args.only:
-        runs = {**earlier_rows(out, family, suite, extra, set(runs)), **runs}
-    results = {name: group[0] for name, group in runs.items()}  # the analyses look at the first seed's run
+    return runs
 
-    tasks, rows = build_rows(list(runs.values()))
-    published = published_for(suite.modelpool)
-    title = f"{suite.modelpool} ({family})"
+
+def _analyses(requested: List[str], results: Dict[str, RunResult], out: Path) -> Dict[str, dict]:
+    """The requested analyses of each row's first seed."""
     found: Dict[str, dict] = {}
-    if "sparsity" in args.analyses:
+    if "sparsity" in requested:
         found["sparsity"] = analysis.sparsity(results, out)
-    if "discrepancy" in args.analyses:
+    if "discrepancy" in requested:
         found["discrepancy"] = analysis.discrepancy(results)
-    if "loss_correlation" in args.analyses:
+    if "loss_correlation" in requested:
         found["loss_correlation"] = analysis.loss_correlation(results)
+    return found
 
-    ece_tasks, ece_rows = build_rows(list(runs.values()), metric="ece")
+
+def _markdown(title: str, runs, tasks: List[str], rows: List[dict], published: Dict, found: Dict[str, dict]) -> str:
+    """comparison.md: the scores, the protocol note when inductive rows are in, calibration and analyses."""
     markdown = f"## {title}\n\n" + markdown_table(tasks, rows, published)
     if any(name.endswith(INDUCTIVE_SUFFIX) for name in runs):
         markdown += (
@@ -226,19 +258,26 @@ def compare(args: argparse.Namespace) -> Dict:
             "adaptive rows adapted on the test inputs they were scored on (transductive, the paper's "
             "protocol).\n"
         )
+    ece_tasks, ece_rows = build_rows(list(runs.values()), metric="ece")
     calibration = calibration_table(ece_tasks, ece_rows)
     if calibration:
         markdown += "\n### Calibration\n\n" + calibration
     if found:
         markdown += "\n" + analysis.markdown(found)
-    (out / "comparison.md").write_text(markdown)
-    (out / "comparison.csv").write_text(csv_table(tasks, rows))
+    return markdown
+
+
+def _charts(tasks: List[str], rows: List[dict], out: Path, title: str) -> None:
     if tasks:
         radar_chart(tasks, rows, out / "radar.png", title)
         if best_baseline(tasks, rows) and any(METHODS[r["method"]].ours for r in rows):
             gap_chart(tasks, rows, out / "gap_to_best_baseline.png", title)
     bar_chart(rows, out / "bars.png", title)
-    everything = {
+
+
+def _record(args, suite: Suite, family: str, runs, tasks: List[str], rows: List[dict], found: Dict) -> Dict:
+    """Everything the comparison saw, for comparison.json (a later call merges its rows from it)."""
+    return {
         "suite": {
             "modelpool": suite.modelpool,
             "taskpool": suite.taskpool,
@@ -247,31 +286,19 @@ def compare(args: argparse.Namespace) -> Dict:
         },
         "tasks": tasks,
         "rows": rows,
-        "calibration_rows": ece_rows,
-        "published": {k: {"value": v[0], "source": v[1]} for k, v in published.items()},
+        "calibration_rows": build_rows(list(runs.values()), metric="ece")[1],
+        "published": {k: {"value": v[0], "source": v[1]} for k, v in published_for(suite.modelpool).items()},
         "seeds": args.seeds,
         "methods": {name: spec_record(name) for name in runs},
         "protocols": args.protocols,
-        "runs": {
-            name: [
-                {
-                    "seed": r.seed,
-                    "status": r.status,
-                    "reason": r.reason,
-                    "seconds": r.seconds,
-                    "command": r.command,
-                    "log_dir": r.log_dir,
-                    "report": r.report,
-                }
-                for r in group
-            ]
-            for name, group in runs.items()
-        },
+        "runs": {name: [_run_record(r) for r in group] for name, group in runs.items()},
         "analyses": found,
     }
-    (out / "comparison.json").write_text(json.dumps(everything, indent=2, default=str))
-    print(markdown)
-    return everything
+
+
+def _run_record(result: RunResult) -> Dict:
+    fields = ("seed", "status", "reason", "seconds", "command", "log_dir", "report")
+    return {field: getattr(result, field) for field in fields}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -128,17 +128,29 @@ def run_method(
     report_path, status_path = log_dir / "program_report.json", log_dir / "status.json"
     if report_path.exists():  # finished by an earlier call
         status = json.loads(status_path.read_text()) if status_path.exists() else {}
-        return RunResult(
-            name,
-            "finished",
-            report=json.loads(report_path.read_text()),
-            seconds=status.get("seconds"),
-            log_dir=str(log_dir),
-            command=status.get("command"),
-            seed=seed,
-        )
+        return _finished(name, log_dir, seed, status.get("seconds"), status.get("command"))
     if not start:
         return RunResult(name, "not_run", "no finished run in the output folder", log_dir=str(log_dir), seed=seed)
+    return _start_run(name, family, suite, log_dir, extra, method_overrides, timeout, seed)
+
+
+def _finished(name: str, log_dir: Path, seed: Optional[int], seconds, command) -> RunResult:
+    report = json.loads((log_dir / "program_report.json").read_text())
+    return RunResult(name, "finished", report=report, seconds=seconds, log_dir=str(log_dir), command=command, seed=seed)
+
+
+def _start_run(
+    name: str,
+    family: str,
+    suite: Suite,
+    log_dir: Path,
+    extra: List[str],
+    method_overrides: List[str],
+    timeout: Optional[float],
+    seed: Optional[int],
+) -> RunResult:
+    """Run the method in a ``fusion_bench`` process logging to ``log_dir/console.log``; record its status."""
+    report_path, status_path = log_dir / "program_report.json", log_dir / "status.json"
     seeding = [f"{METHODS[name].seed_key}={seed}"] if seed is not None else []
     checkpointing = resumable(name, log_dir)
     command = suite.command(
@@ -162,15 +174,7 @@ def run_method(
     if returncode == 0 and report_path.exists():
         status = {"status": "finished", "seconds": seconds, "command": command}
         status_path.write_text(json.dumps(status, indent=2))
-        return RunResult(
-            name,
-            "finished",
-            report=json.loads(report_path.read_text()),
-            seconds=seconds,
-            log_dir=str(log_dir),
-            command=command,
-            seed=seed,
-        )
+        return _finished(name, log_dir, seed, seconds, command)
     reason = "timed out" if returncode is None else _last_error_line(output)
     status_path.write_text(
         json.dumps({"status": "failed", "reason": reason, "seconds": seconds, "command": command}, indent=2)

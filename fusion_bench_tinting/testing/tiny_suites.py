@@ -291,77 +291,88 @@ _LOADER = {"batch_size": 64, "num_workers": 0, "pin_memory": False, "drop_last":
 
 def write_configs(out: Path, spec: TinySuiteSpec, data, hf_paths, open_clip_paths, prefix: str = "tiny") -> List[str]:
     """Model pool and task pool configs (``<out>/config``) for the HF CLIP and/or open_clip models given."""
-    suites = []
     config = out / "config"
     for group in ("modelpool", "taskpool"):
         (config / group).mkdir(parents=True, exist_ok=True)
+    suites = []
     if hf_paths:
-        name = f"{prefix}-clip_{spec.suffix}"
-        (config / "modelpool" / f"{name}.yaml").write_text(
-            "# Tiny transformers CLIP suite built by fusion_bench_tinting.testing.tiny_suites\n"
-            + _yaml(
-                {
-                    "_target_": "fusion_bench.modelpool.CLIPVisionModelPool",
-                    "_recursive_": False,
-                    "processor": hf_paths["_pretrained_"],
-                    "platform": "hf",
-                    "models": hf_paths,
-                    "train_datasets": _dataset_configs(data, "train"),
-                    "test_datasets": _dataset_configs(data, "test"),
-                }
-            )
-        )
-        (config / "taskpool" / f"{name}.yaml").write_text(
-            "defaults:\n  - CLIPVisionModelTaskPool@: _template\n  - _self_\n"
-            + _yaml(
-                {
-                    "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
-                    "base_model": hf_paths["_pretrained_"],
-                    "test_datasets": _dataset_configs(data, "test"),
-                    "dataloader_kwargs": _LOADER,
-                }
-            )
-        )
-        suites.append(name)
-        write_suite_config(config, name)
+        suites.append(_write_hf_clip_suite(config, f"{prefix}-clip_{spec.suffix}", data, hf_paths))
     if open_clip_paths:
-        models, heads = open_clip_paths
-        name = f"{prefix}-openclip_{spec.suffix}"
-        (config / "modelpool" / f"{name}.yaml").write_text(
-            "# Tiny open_clip suite (task_vectors checkpoint format) built by "
-            "fusion_bench_tinting.testing.tiny_suites\n"
-            + _yaml(
-                {
-                    "_target_": "fusion_bench.modelpool.OpenCLIPVisionModelPool",
-                    "_recursive_": False,
-                    "models": models,
-                    "classification_heads": heads,
-                    "train_datasets": _dataset_configs(data, "train"),
-                    "test_datasets": _dataset_configs(data, "test"),
-                }
-            )
-        )
-        (config / "taskpool" / f"{name}.yaml").write_text(
-            _yaml(
-                {
-                    "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool",
-                    "_recursive_": False,
-                    "classification_heads": heads,
-                    "test_datasets": _dataset_configs(data, "test"),
-                    "dataloader_kwargs": _LOADER,
-                }
-            )
-        )
-        suites.append(name)
-        write_suite_config(config, name)
+        suites.append(_write_open_clip_suite(config, f"{prefix}-openclip_{spec.suffix}", data, *open_clip_paths))
     return suites
 
 
+def _write_hf_clip_suite(config: Path, name: str, data, hf_paths) -> str:
+    (config / "modelpool" / f"{name}.yaml").write_text(
+        "# Tiny transformers CLIP suite built by fusion_bench_tinting.testing.tiny_suites\n"
+        + _yaml(
+            {
+                "_target_": "fusion_bench.modelpool.CLIPVisionModelPool",
+                "_recursive_": False,
+                "processor": hf_paths["_pretrained_"],
+                "platform": "hf",
+                "models": hf_paths,
+                "train_datasets": _dataset_configs(data, "train"),
+                "test_datasets": _dataset_configs(data, "test"),
+            }
+        )
+    )
+    (config / "taskpool" / f"{name}.yaml").write_text(
+        "defaults:\n  - CLIPVisionModelTaskPool@: _template\n  - _self_\n"
+        + _yaml(
+            {
+                "_target_": "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
+                "base_model": hf_paths["_pretrained_"],
+                "test_datasets": _dataset_configs(data, "test"),
+                "dataloader_kwargs": _LOADER,
+            }
+        )
+    )
+    write_suite_config(config, name)
+    return name
+
+
+def _write_open_clip_suite(config: Path, name: str, data, models, heads) -> str:
+    (config / "modelpool" / f"{name}.yaml").write_text(
+        "# Tiny open_clip suite (task_vectors checkpoint format) built by "
+        "fusion_bench_tinting.testing.tiny_suites\n"
+        + _yaml(
+            {
+                "_target_": "fusion_bench.modelpool.OpenCLIPVisionModelPool",
+                "_recursive_": False,
+                "models": models,
+                "classification_heads": heads,
+                "train_datasets": _dataset_configs(data, "train"),
+                "test_datasets": _dataset_configs(data, "test"),
+            }
+        )
+    )
+    (config / "taskpool" / f"{name}.yaml").write_text(
+        _yaml(
+            {
+                "_target_": "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool",
+                "_recursive_": False,
+                "classification_heads": heads,
+                "test_datasets": _dataset_configs(data, "test"),
+                "dataloader_kwargs": _LOADER,
+            }
+        )
+    )
+    write_suite_config(config, name)
+    return name
+
+
+#: the class paths a build's configs name; a build of another layout is made again (its targets are gone)
+CONFIG_LAYOUT = 2
+
+
 def reused_build(out: Path, spec: Any) -> Optional[List[str]]:
-    """The suite names of a build of the same ``spec`` in ``out``, or None after emptying ``out`` for a new one."""
+    """The suite names of a build of the same ``spec`` and config layout in ``out``, or None after emptying ``out``
+    for a new one."""
     stamp = out / "suite.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == json.loads(json.dumps(asdict(spec))):
-        return json.loads(stamp.read_text())["suites"]
+    built = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if built.get("spec") == json.loads(json.dumps(asdict(spec))) and built.get("layout") == CONFIG_LAYOUT:
+        return built["suites"]
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -369,7 +380,8 @@ def reused_build(out: Path, spec: Any) -> Optional[List[str]]:
 
 
 def stamp_build(out: Path, spec: Any, suites: List[str]) -> List[str]:
-    (out / "suite.json").write_text(json.dumps({"spec": asdict(spec), "suites": suites}, indent=2))
+    stamp = {"spec": asdict(spec), "layout": CONFIG_LAYOUT, "suites": suites}
+    (out / "suite.json").write_text(json.dumps(stamp, indent=2))
     return suites
 
 

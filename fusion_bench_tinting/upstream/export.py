@@ -2,9 +2,11 @@
 
 The tree written to ``DIR`` mirrors FusionBench's repository:
 
-- ``fusion_bench/method/model_tinting/``: this package's method code (families, merging, adaptation,
-  LOT Merging, the task-aware pools for OpenCLIP and text), imports renamed; the comparison, the suite
-  builders, the benchmarks and this exporter stay in the plugin;
+- ``fusion_bench/method/model_tinting/``: the package's core (``fusion_bench_tinting/core``: the methods,
+  families, merging, adaptation, LOT's closed form, the task-aware pools), imports renamed;
+- ``fusion_bench/method/lot_merging/``: LOT Merging (``fusion_bench_tinting/lot_merging``), its own method;
+  the plugin layer (suite aliases, the one-line command-line exits, the comparison, the suite builders, the
+  benchmarks, this exporter) stays out;
 - ``fusion_bench/method/__init__.py``: FusionBench's own file with the methods in its lazy import table;
 - ``fusion_bench/taskpool/clip_vision/taskpool.py``: FusionBench's CLIP task pool, whose
   ``on_task_evaluation_begin`` hook calls ``set_task`` on a model that has it and evaluates a model's
@@ -12,6 +14,7 @@ The tree written to ``DIR`` mirrors FusionBench's repository:
 - ``config/method/model_tinting/{model_tinting,model_tinting_plusplus}.yaml`` and
   ``config/method/lot_merging/lot_merging.yaml``, in FusionBench's layout (``method=model_tinting/model_tinting``);
 - ``docs/algorithms/model_tinting.md``, in FusionBench's docs format;
+- ``tests/test_model_tinting.py``: ``unittest`` tests in FusionBench's style, which run in its tree;
 - ``CHANGES.diff``: the two FusionBench files above against the installed release, for review.
 
 FusionBench's files are read from the installed release and edited at named anchors; a release whose
@@ -27,18 +30,28 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 PLUGIN = "fusion_bench_tinting"
-UPSTREAM = "fusion_bench.method.model_tinting"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PACKAGE_DIR.parent / "config" if (PACKAGE_DIR.parent / "config").is_dir() else PACKAGE_DIR / "config"
-#: subpackages and modules that serve the plugin's own workflow, not the methods
-PLUGIN_ONLY = ("comparison", "testing", "offline", "benchmarks", "upstream", "program_console.py", "method_configs.py")
+#: the plugin's folders that are methods, and their folder under ``fusion_bench/method``
+EXPORTED_FOLDERS = {"core": "model_tinting", "lot_merging": "lot_merging"}
+#: plugin name -> FusionBench name, for imports and config targets (longest first)
+RENAMES = (
+    (f"{PLUGIN}.core", "fusion_bench.method.model_tinting"),
+    (f"{PLUGIN}.lot_merging", "fusion_bench.method.lot_merging"),
+    (f"{PLUGIN}.LOTMergingAlgorithm", "fusion_bench.method.lot_merging.LOTMergingAlgorithm"),
+    (f"{PLUGIN}.ModelTintingAlgorithm", "fusion_bench.method.model_tinting.ModelTintingAlgorithm"),
+    (f"{PLUGIN}.ModelTintingPlusPlus", "fusion_bench.method.model_tinting.ModelTintingPlusPlus"),
+)
 #: method config -> its place in FusionBench's config tree
 METHOD_CONFIGS = {
     "model_tinting.yaml": "method/model_tinting/model_tinting.yaml",
     "model_tinting_plusplus.yaml": "method/model_tinting/model_tinting_plusplus.yaml",
     "lot_merging.yaml": "method/lot_merging/lot_merging.yaml",
 }
-METHOD_CLASSES = ("LOTMergingAlgorithm", "ModelTintingAlgorithm", "ModelTintingPlusPlus")
+METHOD_CLASSES = {
+    "model_tinting": ("ModelTintingAlgorithm", "ModelTintingPlusPlus"),
+    "lot_merging": ("LOTMergingAlgorithm",),
+}
 
 
 class ExportError(RuntimeError):
@@ -92,10 +105,13 @@ CLIP_TASKPOOL_EDITS: Sequence[Tuple[str, str]] = (
 
 def method_init_edits() -> Sequence[Tuple[str, str]]:
     """FusionBench's lazy import table and its TYPE_CHECKING imports, with our methods added."""
-    names = ", ".join(f'"{name}"' for name in METHOD_CLASSES)
+    table = "".join(
+        f"    {module!r}: [{', '.join(repr(name) for name in names)}],\n" for module, names in METHOD_CLASSES.items()
+    ).replace("'", '"')
+    imports = "".join(f"    from .{module} import {', '.join(names)}\n" for module, names in METHOD_CLASSES.items())
     return (
-        ("_import_structure = {\n", f'_import_structure = {{\n    "model_tinting": [{names}],\n'),
-        ("if TYPE_CHECKING:\n", f"if TYPE_CHECKING:\n    from .model_tinting import {', '.join(METHOD_CLASSES)}\n"),
+        ("_import_structure = {\n", "_import_structure = {\n" + table),
+        ("if TYPE_CHECKING:\n", "if TYPE_CHECKING:\n" + imports),
     )
 
 
@@ -112,9 +128,11 @@ def apply_edits(text: str, edits: Sequence[Tuple[str, str]], where: str) -> str:
 
 
 def rename_imports(source: str) -> str:
-    """``fusion_bench_tinting.x`` -> ``fusion_bench.method.model_tinting.x`` (strings such as the weights
-    file's format tag, which have no dot after the name, are left alone)."""
-    return re.sub(rf"\b{PLUGIN}(?=[.\s])", UPSTREAM, source)
+    """``fusion_bench_tinting.core.x`` -> ``fusion_bench.method.model_tinting.x``, LOT Merging's likewise, and
+    LOT Merging's relative imports of the core (strings such as the weights file's format tag are left alone)."""
+    for plugin_name, upstream_name in RENAMES:
+        source = re.sub(rf"\b{re.escape(plugin_name)}\b", upstream_name, source)
+    return source.replace("from ..core.", "from ..model_tinting.")
 
 
 # --------------------------------------------------------------------------------------------- writers
@@ -129,13 +147,13 @@ def fusion_bench_root() -> Path:
 
 
 def method_sources() -> Dict[str, str]:
-    """The package's method modules, path relative to the package -> source with renamed imports."""
+    """The exported modules, path relative to ``fusion_bench/method`` -> source with renamed imports."""
     sources = {}
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        relative = path.relative_to(PACKAGE_DIR)
-        if relative.parts[0] in PLUGIN_ONLY or "__pycache__" in relative.parts:
-            continue
-        sources[relative.as_posix()] = rename_imports(path.read_text())
+    for folder, upstream_folder in EXPORTED_FOLDERS.items():
+        for path in sorted((PACKAGE_DIR / folder).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                relative = path.relative_to(PACKAGE_DIR / folder).as_posix()
+                sources[f"{upstream_folder}/{relative}"] = rename_imports(path.read_text())
     return sources
 
 
@@ -160,10 +178,11 @@ def export(out: Path) -> List[Path]:
     out = Path(out)
     written: Dict[Path, str] = {}
     for relative, source in method_sources().items():
-        written[out / "fusion_bench" / "method" / "model_tinting" / relative] = source
+        written[out / "fusion_bench" / "method" / relative] = source
     for relative, text in method_configs().items():
         written[out / "config" / relative] = text
     written[out / "docs" / "algorithms" / "model_tinting.md"] = (Path(__file__).parent / "model_tinting.md").read_text()
+    written[out / "tests" / "test_model_tinting.py"] = (Path(__file__).parent / "test_model_tinting.py").read_text()
     root = fusion_bench_root()
     diffs = []
     for relative, edits in (
@@ -184,8 +203,9 @@ def export(out: Path) -> List[Path]:
             )
         )
     written[out / "CHANGES.diff"] = "".join(diffs)
-    if (out / "fusion_bench" / "method" / "model_tinting").exists():
-        shutil.rmtree(out / "fusion_bench" / "method" / "model_tinting")
+    for upstream_folder in EXPORTED_FOLDERS.values():
+        if (out / "fusion_bench" / "method" / upstream_folder).exists():
+            shutil.rmtree(out / "fusion_bench" / "method" / upstream_folder)
     for path, text in written.items():
         _write(path, text)
     return sorted(written)

@@ -2,32 +2,36 @@
 
 While :func:`stop_requests` is active, the first signal only records a request (a second Ctrl-C interrupts
 at once, as usual); the adaptation loop checks it after every task step, writes a checkpoint and ends the run
-with :class:`AdaptationInterrupted`, which the method turns into one line and exit status 130.
+with :class:`AdaptationInterrupted`, whose message says where the checkpoint is and how to continue
+(the plugin's command line prints it as one line with the whole command, exit status 130).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
-import sys
 import threading
-from typing import Iterator, List, NoReturn, Optional
-
-from .errors import exit_with_message
+from typing import Iterator, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-EXIT_STATUS = 130  # what a shell reports for a process ended by Ctrl-C
 
 
 class AdaptationInterrupted(Exception):
     """The run stopped at a step boundary on a signal; ``checkpoint`` is where its state was written."""
 
-    def __init__(self, signal_name: str, checkpoint: Optional[str]):
+    def __init__(self, signal_name: str, checkpoint: Optional[str], log_dir: Optional[str] = None):
         super().__init__(signal_name)
         self.signal_name = signal_name
         self.checkpoint = checkpoint
+        #: the run's log folder, the ``method.resume`` that continues it (set by the method)
+        self.log_dir = log_dir
+
+    def __str__(self) -> str:
+        if self.checkpoint is None:
+            return f"Adaptation stopped by {self.signal_name}; no log folder, so no checkpoint was written."
+        resume = f" Continue with method.resume={os.path.abspath(self.log_dir)}" if self.log_dir else ""
+        return f"Adaptation stopped by {self.signal_name}; checkpoint written to {self.checkpoint}.{resume}"
 
 
 class StopRequest:
@@ -66,24 +70,3 @@ def stop_requests() -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def exit_interrupted(interrupted: AdaptationInterrupted, log_dir: Optional[str], prints: bool) -> NoReturn:
-    """One line saying where the work is and how to continue (from the process that ``prints``), then exit
-    status 130 without a traceback."""
-    if interrupted.checkpoint is None:
-        line = f"Adaptation stopped by {interrupted.signal_name}; no log folder, so no checkpoint was written."
-    else:
-        line = (
-            f"Adaptation stopped by {interrupted.signal_name}; checkpoint written to {interrupted.checkpoint}. "
-            f"Continue with: {resume_command(sys.argv, str(log_dir))}"
-        )
-    exit_with_message(line if prints else "", EXIT_STATUS)
-
-
-def resume_command(argv: List[str], log_dir: str) -> str:
-    """The command that continues the run: the same command and overrides (``max_steps`` included), with
-    ``method.resume`` set to the absolute path of its log folder and a log folder of its own."""
-    program = os.path.basename(argv[0]) if argv else "fusion_bench"
-    kept = [a for a in argv[1:] if not a.lstrip("+~").startswith(("method.resume=", "path.log_dir="))]
-    return shlex.join([program, *kept, f"method.resume={os.path.abspath(log_dir)}"])

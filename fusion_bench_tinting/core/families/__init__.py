@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 import torch
 from fusion_bench import BaseModelPool
@@ -14,8 +14,9 @@ from ..errors import TintingConfigError
 from .base import PRETRAINED, ModelFamily
 
 # (model pool classes, family class) in the order they are tried, as "module:name" so that a family's
-# dependencies (open_clip, timm, ...) are imported only when its pool is in use.
-_FAMILIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
+# dependencies (open_clip, timm, ...) are imported only when its pool is in use; :func:`register_pools` adds
+# model pool classes defined elsewhere.
+_FAMILIES: List[Tuple[Tuple[str, ...], str]] = [
     (("fusion_bench.modelpool:OpenCLIPVisionModelPool",), ".open_clip:OpenCLIPVisionFamily"),
     (("fusion_bench.modelpool:CLIPVisionModelPool",), ".hf_clip:HFCLIPVisionFamily"),
     (
@@ -30,12 +31,25 @@ _FAMILIES: Tuple[Tuple[Tuple[str, ...], str], ...] = (
             "fusion_bench.modelpool:ConvNextForImageClassificationPool",
             "fusion_bench.modelpool:Dinov2ForImageClassificationPool",
             "fusion_bench.modelpool:ResNetForImageClassificationPool",
-            "fusion_bench_tinting.modelpools:TimmImageClassifierPool",
         ),
         ".image_classifier:ImageClassifierFamily",
     ),
     (("fusion_bench.modelpool.nyuv2_modelpool:NYUv2ModelPool",), ".nyuv2:NYUv2Family"),
-)
+]
+#: the families by name, for :func:`register_pools`
+FAMILY_NAMES = {
+    "open_clip": ".open_clip:OpenCLIPVisionFamily",
+    "hf_clip": ".hf_clip:HFCLIPVisionFamily",
+    "sequence_classification": ".sequence_classification:SequenceClassificationFamily",
+    "image_classifier": ".image_classifier:ImageClassifierFamily",
+    "nyuv2": ".nyuv2:NYUv2Family",
+}
+
+
+def register_pools(family: str, *pools: str) -> None:
+    """Adapt model pools of the classes ``pools`` ("module:name") with the family named ``family`` (a key of
+    :data:`FAMILY_NAMES`), before the pools the family already takes."""
+    _FAMILIES.insert(0, (pools, FAMILY_NAMES[family]))
 
 
 def _load(path: str) -> type:
@@ -45,12 +59,10 @@ def _load(path: str) -> type:
 
 
 def _refuse_torchvision_resnet_pool(modelpool: BaseModelPool) -> None:
-    """FusionBench's torchvision ResNet pool cannot hold fine-tuned weights; name the pool that can."""
+    """FusionBench's torchvision ResNet pool cannot hold fine-tuned weights; name a pool that can."""
     if getattr(modelpool, "type", None) != "torchvision":
         return
-    from ..modelpools import TorchvisionResNetPool
-
-    if not isinstance(modelpool, TorchvisionResNetPool):
+    if not getattr(modelpool, "loads_fine_tuned_weights", False):
         raise TintingConfigError(
             "modelpool.type='torchvision': FusionBench's ResNetForImageClassificationPool builds torchvision "
             "ResNets with torchvision's own weights only, so it holds no fine-tuned models; use "
@@ -77,4 +89,4 @@ def family_for(modelpool: BaseModelPool, fabric: Fabric, adaptation_split: str =
     )
 
 
-__all__ = ["ModelFamily", "PRETRAINED", "family_for"]
+__all__ = ["ModelFamily", "PRETRAINED", "family_for", "register_pools"]

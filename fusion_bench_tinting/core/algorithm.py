@@ -11,8 +11,9 @@ This module knows nothing of a particular model family: ``families`` adapts each
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
@@ -25,22 +26,21 @@ from .adaptation import AdaptationOptions, TintingTrainer
 from .adaptation_data import warn_about_overlap
 from .atomic import write_atomically
 from .caching import library_versions
-from .checkpointing import checkpoint_hook, fingerprint, restore_and_store
+from .checkpointing import checkpoint_hook, fingerprint, last_checkpoint_hint, restore_and_store
 from .compiled import compile_options
 from .console import log_effective_options, quiet_run, show_profile
-from .errors import NonFiniteError, SaveError, TintingConfigError, one_line_config_errors, reports_config_errors
+from .errors import NonFiniteError, SaveError, TintingConfigError
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
 from .families import ModelFamily, family_for
 from .input_checks import reading, source_in_pool
-from .interrupts import AdaptationInterrupted, exit_interrupted, stop_requests
+from .interrupts import AdaptationInterrupted, stop_requests
 from .losses import check_loss_for_regression
-from .lot.algorithm import LOT_START
+from .lot.options import LOT_START
 from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
 from .preparation import Preparation, build_merger, load_tasks
 from .results import adaptation_report, finish_run, load_saved, saved_task_tensors
-from .run_state import TintingRun
-from .suites import SuiteTaskPoolMixin
+from .run_state import AdaptationStats, RunPlan, TintingRun
 from .tinted_model import TintedModel
 from .tinting_options import TINTING_OPTIONS
 from .weights_io import check_matches, load_tinting, resolve_weights_path
@@ -53,7 +53,7 @@ CONFIG_FILE = "model_tinting_config.yaml"
 
 
 @auto_register_config
-class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
+class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
     """Model Tinting (docs/algorithm.md): layer-wise merging coefficients and one trainable layer per task,
     adapted together on the unlabelled test inputs against the fine-tuned models' predictions.
 
@@ -65,11 +65,9 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
 
     def __init__(self, **options):
         """Every option is declared once, with its default and what it allows, in :mod:`.tinting_options`."""
-        with one_line_config_errors():  # before any model is loaded: a bad option never wastes a run
-            TINTING_OPTIONS.refuse_unknown(options)
+        TINTING_OPTIONS.refuse_unknown(options)  # before any model is loaded: a bad option never wastes a run
         super().__init__(**{k: v for k, v in options.items() if k not in TINTING_OPTIONS.names})
-        with one_line_config_errors():
-            self._check_options()
+        self._check_options()
 
     __init__.__signature__ = TINTING_OPTIONS.signature()
 
@@ -118,23 +116,25 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         return (-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0)
 
     # ----- run ---------------------------------------------------------------------------------
-    @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
-        self._check_options()
+        """Options (checked at construction) -> the plan for this pool -> the merger -> each task's state ->
+        adapt, or load saved weights -> the tinted model with its report."""
         family = self._family(modelpool)
         with quiet_run(family.expected_load_report):
-            run = self._setup(family)
-            log_effective_options(self.method_name, run.tasks, self._resolved_values(run))
+            plan = self._plan(family)
+            log_effective_options(self.method_name, plan.tasks, self._resolved_values(plan))
             saved = load_tinting(self.weights) if self.weights else None
             preparation = self._preparation()
-            build_merger(run, preparation, self.profile)
-            load_tasks(run, preparation, self.fabric, self.profile, with_teachers=saved is None)
+            base = build_merger(plan, preparation, self.profile)
+            states = load_tasks(plan, base, preparation, self.fabric, self.profile, with_teachers=saved is None)
+            run = TintingRun(plan, base, states)
             if saved is not None:
                 self._load_saved(run, saved)
+                stats, checkpoints = None, None
             else:
-                self._adapt(run)
+                stats, checkpoints = self._adapt(run)
             show_profile(self, self.log_dir)
-            return self._result(run)
+            return self._result(run, stats, checkpoints)
 
     def _family(self, modelpool: BaseModelPool) -> ModelFamily:
         return family_for(
@@ -145,7 +145,7 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             taskpool_config=getattr(getattr(self, "_program", None), "_taskpool", None),
         )
 
-    def _setup(self, family: ModelFamily) -> TintingRun:
+    def _plan(self, family: ModelFamily) -> RunPlan:
         """The pool's tasks (each checked before anything is loaded) and the values that the ``auto`` options
         stand for."""
         modelpool = family.modelpool
@@ -170,24 +170,16 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             init_from=self.init_from,
             debug=self.is_debug_mode,
         )
-        return TintingRun(family, tasks, torch.device(self.fabric.device), lr, max_steps, init_value)
+        return RunPlan(family, tasks, torch.device(self.fabric.device), lr, max_steps, init_value)
 
     def _preparation(self) -> Preparation:
-        return Preparation(
-            tinted_layer=self.tinted_layer,
-            clamp_weights=self.clamp_weights,
-            clamp_range=self._clamp_range(),
-            task_vector_dtype=self.task_vector_dtype,
-            init_from=self.init_from,
-            adamerging_weights=self.adamerging_weights,
-            loss=self.loss,
-            seed=self.run_seed,
-            input_dtype=self.input_dtype,
-            preprocess_batch_size=self.preprocess_batch_size,
-            num_workers=self.num_workers,
-            reuse_cache=self.reuse_cache,
-            inputs_on_device=self.inputs_on_device,
-        )
+        return self._options_as(Preparation, clamp_range=self._clamp_range(), seed=self.run_seed)
+
+    def _options_as(self, options_class: type, **given: Any) -> Any:
+        """``options_class`` (a dataclass) with each field this method's option or setting of the same name,
+        unless ``given``."""
+        names = [f.name for f in dataclasses.fields(options_class)]
+        return options_class(**{name: given[name] if name in given else getattr(self, name) for name in names})
 
     def _load_saved(self, run: TintingRun, saved) -> None:
         """Coefficients and tinted layers of a saved run (``method.weights``), checked to fit this one."""
@@ -201,9 +193,10 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         )
         load_saved(saved, run.merger, run.states)
 
-    def _adapt(self, run: TintingRun) -> None:
+    def _adapt(self, run: TintingRun) -> Tuple[AdaptationStats, Any]:
         """Train coefficients and tinted layers (resuming from ``method.resume``, checkpointing as asked); on
-        Ctrl-C or SIGTERM, a last checkpoint and one line on how to continue."""
+        Ctrl-C or SIGTERM, a last checkpoint and :class:`AdaptationInterrupted` saying how to continue.
+        Returns the adaptation's statistics and its checkpoint store."""
         trainer = self._trainer(run)
         run_fingerprint = fingerprint(
             run.tasks,
@@ -234,27 +227,19 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
         ):
             hook = checkpoint_hook(store, self.checkpoint_every, run_fingerprint, stop, self.fabric, self.log_every)
             try:
-                run.stats = trainer.run(on_visit=hook)
+                stats = trainer.run(on_visit=hook)
             except AdaptationInterrupted as interrupted:
-                exit_interrupted(interrupted, self.log_dir, self.fabric.is_global_zero)
+                interrupted.log_dir = self.log_dir  # what method.resume continues
+                raise
             except NonFiniteError as error:
-                raise NonFiniteError(f"{error} {self._last_checkpoint_hint(store)}") from None
-        run.checkpoints = store
-        log_run_summary(self.fabric, {**OmegaConf.to_container(self.config), **self._resolved_values(run)}, run)
+                raise NonFiniteError(f"{error} {last_checkpoint_hint(store)}") from None
+        options = {**OmegaConf.to_container(self.config), **self._resolved_values(run.plan)}
+        log_run_summary(self.fabric, options, run, stats)
+        return stats, store
 
     def _trainer(self, run: TintingRun) -> TintingTrainer:
         """The adaptation loop over this run's merger and task states, with the pieces Fabric supplies."""
-        options = AdaptationOptions(
-            max_steps=run.max_steps,
-            lr=run.lr,
-            batch_size=self.batch_size,
-            loss=self.loss,
-            update=self.update,
-            confidence_filter=self.confidence_filter,
-            train_coefficients=self.train_coefficients,
-            train_tinted_layer=self.train_tinted_layer,
-            log_every=self.log_every,
-        )
+        options = self._options_as(AdaptationOptions, max_steps=run.max_steps, lr=run.plan.lr)
         pretrained, family = run.pretrained, run.family
         return TintingTrainer(
             run.merger,
@@ -272,13 +257,13 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             grad_scaler=grad_scaler(self.fabric),
         )
 
-    def _resolved_values(self, run: TintingRun) -> Dict[str, float]:
+    def _resolved_values(self, plan: RunPlan) -> Dict[str, float]:
         """What the ``auto`` options stood for in this run."""
-        return {"lr": run.lr, "max_steps": run.max_steps, "init_values": run.init_value, "seed": self.run_seed}
+        return {"lr": plan.lr, "max_steps": plan.max_steps, "init_values": plan.init_value, "seed": self.run_seed}
 
-    def _result(self, run: TintingRun) -> TintedModel:
-        """The merged model with each task's tinted layer, its report, and (after an adaptation) the saved
-        coefficients and tinted layers with the config that reproduces them."""
+    def _result(self, run: TintingRun, stats: Optional[AdaptationStats], checkpoints: Any) -> TintedModel:
+        """The merged model with each task's tinted layer, its report, and (after an adaptation: ``stats``) the
+        saved coefficients and tinted layers with the config that reproduces them."""
         report = {
             "method": self.method_name,
             "tinted_layer": str(self.tinted_layer),
@@ -287,15 +272,15 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             "seed": self.run_seed,
             "versions": library_versions(),
         }
-        if run.stats is None:
+        if stats is None:
             report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))
         else:
             report.update(
                 adaptation_report(
-                    run.stats,
+                    stats,
                     iterations=run.max_steps,
-                    lr=run.lr,
-                    init_values=run.init_value,
+                    lr=run.plan.lr,
+                    init_values=run.plan.init_value,
                     compile_step=self.compile_step,
                     confidence_filter=self.confidence_filter,
                 )
@@ -304,29 +289,21 @@ class ModelTintingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProf
             model, saved = finish_run(
                 run,
                 report,
-                save=self.save_weights and self.fabric.is_global_zero,
+                save=stats is not None and self.save_weights and self.fabric.is_global_zero,
                 log_dir=self.log_dir,
                 tinted_layer=str(self.tinted_layer),
                 origin=self._origin(),
             )
             if saved:
                 config = self.config
-                config.update({k: v for k, v in self._resolved_values(run).items() if k != "seed"})
+                config.update({k: v for k, v in self._resolved_values(run.plan).items() if k != "seed"})
                 write_atomically(os.path.join(self.log_dir, CONFIG_FILE), lambda path: OmegaConf.save(config, path))
         except OSError as error:
             raise SaveError(
                 f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error}). "
-                f"{self._last_checkpoint_hint(run.checkpoints)}"
+                f"{last_checkpoint_hint(checkpoints)}"
             ) from error
         return model
-
-    def _last_checkpoint_hint(self, store) -> str:
-        """Where the adaptation's last checkpoint is and how to continue from it, for a run that failed."""
-        files = store.files() if store is not None and store.folder.is_dir() else []
-        if not files:
-            return "No checkpoint was written (method.checkpoint_every=0): set it to keep one during long runs."
-        folder = os.path.abspath(store.folder.parent)
-        return f"The last checkpoint, {files[-1]}, stays: continue with method.resume={folder}"
 
     def _adaptation_data_description(self, run: TintingRun) -> Dict[str, object]:
         """Which inputs the adaptation read: the split and how many per task (the task pool scores the test split)."""

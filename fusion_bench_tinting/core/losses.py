@@ -119,3 +119,9 @@ def confidence_filter(student: Tensor, teacher: Tensor) -> Tensor:
     conf_s, pred_s = p_student.max(dim=-1)
     conf_t, pred_t = p_teacher.max(dim=-1)
     return ~((pred_s != pred_t) & (conf_s > conf_t))
+
+
+def l2_to_start(params: List[Tensor], starts: List[Tensor], strength: float) -> Tensor:
+    """``strength / 2 * ||theta - theta_start||^2`` over a tinted layer's tensors (the ``tint_l2`` option): an
+    L2 penalty holding the layer near where it started."""
+    return strength / 2 * sum(((p.float() - s.float()) ** 2).sum() for p, s in zip(params, starts))

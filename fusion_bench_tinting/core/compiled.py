@@ -77,6 +77,19 @@ def compile_merge_and_encoder(
     return torch.compile(merger, **options), torch.compile(encode, **options)
 
 
+def compiled_step(
+    merger: torch.nn.Module, encode: Callable, options: Optional[Mapping[str, Any]], merges_per_step: bool
+) -> Tuple[Optional[MergedFeatures], Callable[[], Dict[str, Tensor]], Callable]:
+    """``(merged_features, merge, encode)`` for ``compile_step``: with ``merges_per_step`` (a sequential update
+    of trained coefficients) merge + encoder as one compiled function shared by every task; else the two
+    compiled apart (:func:`compile_merge_and_encoder`); without ``options`` (no compilation), as given."""
+    if options is None:
+        return None, merger, encode
+    if merges_per_step:
+        return compile_merged_features(merger, encode, options), merger, encode
+    return (None, *compile_merge_and_encoder(merger, encode, options))
+
+
 def mark_step_begin() -> None:
     """Tell CUDA-graph trees that a new step starts (a Model Tinting++ step skipped before its backward
     would otherwise leave a pending graph); harmless without CUDA graphs."""

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .errors import TintingConfigError
 
 if TYPE_CHECKING:
-    from .run_state import TintingRun
+    from .run_state import AdaptationStats, TintingRun
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,10 @@ def log_coefficient_heatmap(
         logger.experiment.add_figure("coefficients/heatmap", figure, global_step=step)
 
 
-def log_run_summary(fabric: Any, options: Dict[str, Any], run: "TintingRun") -> None:
+def log_run_summary(fabric: Any, options: Dict[str, Any], run: "TintingRun", stats: "AdaptationStats") -> None:
     """The options (``auto`` resolved) with the final loss (TensorBoard's HPARAMS tab) and the learned
     coefficients as a heat map."""
-    losses = list(run.stats.final_loss.values())
+    losses = list(stats.final_loss.values())
     log_hyperparameters(
         fabric, {**options, "tasks": ",".join(run.tasks)}, {"hparams/final_loss": sum(losses) / len(losses)}
     )

@@ -145,10 +145,9 @@ def save_result(
 def finish_run(
     run: "TintingRun", report: Dict[str, Any], *, save: bool, log_dir: Optional[str], tinted_layer: str, origin: str
 ) -> Tuple[TintedModel, Optional[str]]:
-    """The merged model with each task's tinted layer and its report; after an adaptation (``save``), the
-    learned coefficients and tinted layers in ``log_dir``. Returns the model and the saved file (or None)."""
-    model = tinted_model(run.pretrained, run.merger, run.states, run.block_names, report)
-    if run.stats is None:
+    """The merged model with each task's tinted layer and its report; when ``save``, the learned coefficients
+    and tinted layers in ``log_dir``. Returns the model and the saved file (or None)."""
+    model = tinted_model(run.pretrained, run.merger, run.states, run.base.block_names, report)
+    if not save:
         return model, None
-    saved = save_result(log_dir, run.merger, run.states, tinted_layer, origin) if save else None
-    return model, saved
+    return model, save_result(log_dir, run.merger, run.states, tinted_layer, origin)

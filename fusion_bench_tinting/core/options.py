@@ -84,7 +84,7 @@ class Option:
 
 class Options:
     """A method's declared options: its constructor signature, checks, checkpoint fingerprint and YAML come
-    from here (``python -m fusion_bench_tinting.options`` rewrites the YAML files)."""
+    from here (``python -m fusion_bench_tinting.core.options`` rewrites the YAML files)."""
 
     def __init__(self, config_file: str, options: Sequence[Option]):
         self.config_file = config_file

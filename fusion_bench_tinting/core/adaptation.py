@@ -27,11 +27,11 @@ import torch
 from fusion_bench.utils.pylogger import get_rankzero_logger
 from torch import Tensor
 
-from .compiled import compile_merge_and_encoder, compile_merged_features, mark_step_begin
+from .compiled import compiled_step, mark_step_begin
 from .console import progress
 from .data import EpochSampler
 from .fabric_glue import ProcessShare
-from .losses import confidence_filter, per_sample_loss
+from .losses import confidence_filter, l2_to_start, per_sample_loss
 from .merging import LayerWiseMerger
 from .metric_window import MetricWindow, dropped_fractions
 from .run_state import AdaptationStats, TaskState
@@ -52,6 +52,8 @@ class AdaptationOptions:
     confidence_filter: bool = False
     train_coefficients: bool = True
     train_tinted_layer: bool = True
+    #: L2 penalty towards each tinted layer's start (0: off, the paper)
+    tint_l2: float = 0.0
     #: iterations between logged loss and coefficient figures
     log_every: int = 10
 
@@ -119,7 +121,10 @@ class TintingTrainer:
         # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
         self._skip_on_device = options.confidence_filter and fused and options.update == "sequential"
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
-        self._compile(compile_options)
+        #: each task's tinted layer as it starts, for the ``tint_l2`` penalty
+        self._starts = [[p.detach().clone() for p in t.tinted_parameters()] for t in tasks] if options.tint_l2 else None
+        merges_per_step = options.update == "sequential" and options.train_coefficients
+        self._compiled, self._merge, self.encode = compiled_step(merger, encode, compile_options, merges_per_step)
         if options.confidence_filter:
             _warn_about_regression_tasks(tasks)
 
@@ -135,18 +140,6 @@ class TintingTrainer:
         self.visits = self.steps = self.skipped = 0
         self.seconds = 0.0
         self._empty_batch: Optional[Tensor] = None
-
-    def _compile(self, compile_options: Optional[Mapping[str, Any]]) -> None:
-        """compile_step (see .compiled): merge + encoder as one compiled function shared by every task; when
-        one merge serves several forwards (joint update) or is made once (frozen coefficients), apart."""
-        self._compiled: Optional[Callable] = None
-        self._merge: Callable[[], Dict[str, Tensor]] = self.merger
-        if compile_options is None:
-            return
-        if self.options.update == "sequential" and self.options.train_coefficients:
-            self._compiled = compile_merged_features(self.merger, self.encode, compile_options)
-        else:
-            self._merge, self.encode = compile_merge_and_encoder(self.merger, self.encode, compile_options)
 
     # ----- pieces of a step --------------------------------------------------------------------
     def merged(self) -> Optional[Dict[str, Tensor]]:
@@ -188,7 +181,7 @@ class TintingTrainer:
                 self._empty_batch = kept == 0
                 loss = (losses * keep).sum() / kept.clamp(min=1)
                 self._last_loss[index] = torch.where(self._empty_batch, self._last_loss[index], loss.detach())
-                return loss
+                return self._with_penalty(index, loss)
             if not bool(kept > 0):  # host sync: a step on no sample must be skipped
                 return None
             loss = (losses * keep).sum() / kept
@@ -197,7 +190,14 @@ class TintingTrainer:
             loss = (losses.flatten(1).mean(1) if losses.ndim > 1 else losses).sum() / global_batch.numel()
         # the logged loss is this process's share; summed over processes it is the global batch's
         self._last_loss[index] = loss.detach()
-        return loss
+        return self._with_penalty(index, loss)
+
+    def _with_penalty(self, index: int, loss: Tensor) -> Tensor:
+        """``loss`` plus this process's share of the ``tint_l2`` penalty (gradients are summed over processes)."""
+        if self._starts is None:
+            return loss
+        penalty = l2_to_start(self.tasks[index].tinted_parameters(), self._starts[index], self.options.tint_l2)
+        return loss + penalty / self.data_parallel.world_size
 
     # ----- loop --------------------------------------------------------------------------------
     def _begin_step(self) -> None:

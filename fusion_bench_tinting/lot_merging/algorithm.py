@@ -17,111 +17,30 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 
-from ..caching import library_versions
-from ..console import progress, quiet_run, show_profile
-from ..errors import one_line_config_errors, reports_config_errors
-from ..families import PRETRAINED, ModelFamily, family_for
-from ..families.base import SPLITS
-from ..merging import check_same_parameters
-from ..options import Option, Options, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
-from ..suites import SuiteTaskPoolMixin
-from ..tinted_model import TintedModel, TintModulator
-from .expert_pass import observe_expert
-from .solver import LOTSolver
+from ..core.caching import library_versions
+from ..core.console import progress, quiet_run, show_profile
+from ..core.families import PRETRAINED, ModelFamily, family_for
+from ..core.lot.expert_pass import observe_expert
+from ..core.lot.options import LOT_OPTIONS, make_solver
+from ..core.merging import check_same_parameters
+from ..core.tinted_model import TintedModel, TintModulator
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
-STATISTICS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-LOT_OPTIONS = Options(
-    "config/method/lot_merging.yaml",
-    [
-        Option(
-            "num_samples",
-            64,
-            int_at_least(1),
-            "an integer >= 1 (the paper: 16-64)",
-            "unlabelled samples per task whose layer inputs are gathered (the paper uses 16-64)",
-        ),
-        Option(
-            "ridge",
-            1e-4,
-            number_at_least(0),
-            "a number >= 0 (0: pseudo-inverse, the paper's Eq. 9)",
-            "relative ridge added to each system (lambda = ridge * mean diagonal); 0: pseudo-inverse",
-        ),
-        Option(
-            "fallback_scale",
-            "auto",
-            or_auto(is_number),
-            "'auto' (the mean of the task vectors) or a number",
-            "scale of the summed task vectors for tensors without a closed form (auto: 1/K, the mean)",
-        ),
-        Option(
-            "statistics_dtype",
-            "float64",
-            one_of(STATISTICS_DTYPES),
-            f"one of {list(STATISTICS_DTYPES)}",
-            "dtype of the accumulated statistics and of the solve",
-        ),
-        Option(
-            "batch_size",
-            32,
-            int_at_least(1),
-            "an integer >= 1",
-            "batch size of the statistics pass",
-            changes_result=False,
-        ),
-        Option(
-            "num_workers",
-            0,
-            int_at_least(0),
-            "an integer >= 0",
-            "data-loading workers of the statistics pass",
-            changes_result=False,
-        ),
-        Option("seed", 42, is_int, "an integer", "picks the samples"),
-        Option(
-            "adaptation_data",
-            "test",
-            one_of(SPLITS),
-            f"one of {list(SPLITS)}: the model pool's datasets the samples come from",
-            "the model pool's datasets the samples come from: test (the paper's: the scored inputs) | val | train",
-        ),
-    ],
-)
-#: LOT's options where Model Tinting starts from its merge (``init_from=lot``)
-LOT_START = LOT_OPTIONS.defaults()
-
-
-def make_solver(encoder, merged_names, *, ridge, fallback_scale, statistics_dtype: str, device) -> LOTSolver:
-    return LOTSolver(
-        encoder,
-        merged_names,
-        ridge=float(ridge),
-        fallback_scale=None if fallback_scale == "auto" else float(fallback_scale),
-        statistics_dtype=STATISTICS_DTYPES[statistics_dtype],
-        device=device,
-    )
-
 
 @auto_register_config
-class LOTMergingAlgorithm(SuiteTaskPoolMixin, LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
+class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
     """LOT Merging (arXiv 2505.23859): for each merged layer, the weights that minimise the drift between the
     experts' features and the merged model's on a few unlabelled samples per task, in closed form. Its options
     are declared in :data:`LOT_OPTIONS`."""
 
     def __init__(self, **options):
-        with one_line_config_errors():  # before any model is loaded
-            LOT_OPTIONS.refuse_unknown(options)
+        LOT_OPTIONS.refuse_unknown(options)  # before any model is loaded
         super().__init__(**{k: v for k, v in options.items() if k not in LOT_OPTIONS.names})
-        with one_line_config_errors():
-            LOT_OPTIONS.check({name: getattr(self, name) for name in LOT_OPTIONS.names})
+        LOT_OPTIONS.check({name: getattr(self, name) for name in LOT_OPTIONS.names})
 
     __init__.__signature__ = LOT_OPTIONS.signature()
 
-    @reports_config_errors
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
         with quiet_run(family.expected_load_report):

@@ -19,6 +19,7 @@ from .options import (
     is_int,
     is_number,
     is_path,
+    number_at_least,
     one_of,
     or_auto,
     or_none,
@@ -78,6 +79,14 @@ TINTING_OPTIONS = Options(
         Option("train_coefficients", True, *BOOLEAN, "train the merging coefficients (false: heads only)"),
         Option("train_tinted_layer", True, *BOOLEAN, "train each task's tinted layer (false: coefficients only)"),
         Option("loss", "ce", one_of(LOSSES), f"one of {list(LOSSES)}", " | ".join(LOSSES)),
+        Option(
+            "tint_l2",
+            0.0,
+            number_at_least(0),
+            "a number >= 0 (0: off, the paper)",
+            "strength of an L2 penalty pulling each task's tinted layer towards its start (the fine-tuned head): "
+            "loss + tint_l2 / 2 * ||theta - theta_start||^2 (docs/generalization.md); 0: off, as the paper",
+        ),
         Option(
             "update",
             "sequential",

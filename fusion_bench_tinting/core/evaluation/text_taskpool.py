@@ -3,7 +3,7 @@
 Each task is evaluated with its own fine-tuned classifier whose encoder is replaced by the evaluated
 (merged) one, and whose head is replaced by the evaluated model's own head for the task when it has
 one (Model Tinting). Models that switch per task (``set_task``: Model Tinting, EMR-Merging) are
-switched first. Metrics follow the paper: see :mod:`fusion_bench_tinting.evaluation.metrics`.
+switched first. Metrics follow the paper: see :mod:`fusion_bench_tinting.core.evaluation.metrics`.
 """
 
 from __future__ import annotations

@@ -245,3 +245,12 @@ def restore_and_store(
     if every > 0:
         log.warning("No log folder (no Fabric logger): checkpoints are not written.")
     return None
+
+
+def last_checkpoint_hint(store: Optional["CheckpointStore"]) -> str:
+    """Where the adaptation's last checkpoint is and how to continue from it, for a run that failed."""
+    files = store.files() if store is not None and store.folder.is_dir() else []
+    if not files:
+        return "No checkpoint was written (method.checkpoint_every=0): set it to keep one during long runs."
+    folder = os.path.abspath(store.folder.parent)
+    return f"The last checkpoint, {files[-1]}, stays: continue with method.resume={folder}"

@@ -1,8 +1,8 @@
-"""The state of one tinting run, handed from step to step of the method, and each task's trainable state.
-
-:class:`TintingRun` replaces the long argument lists between the method's steps: what ``auto`` resolved to,
-the merger, the tasks' states and, after adaptation, its statistics. :func:`task_states` gives each task its
-own copy of what is tinted: its head (the teacher keeps the original) or one transformer block.
+"""What one tinting run works on, as plain values each made once by one step of the method:
+:class:`RunPlan` (the pool's tasks and what the ``auto`` options stand for), :class:`MergeBase` (the
+pretrained encoder and the merger over it), each task's :class:`TaskState`, and :class:`TintingRun`, all of
+them together for adaptation and the result. :func:`task_states` gives each task its own copy of what is
+tinted: its head (the teacher keeps the original) or one transformer block.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -73,24 +73,45 @@ class AdaptationStats:
         return {task: (self.samples_dropped[task] / seen if seen else 0.0) for task, seen in self.samples_seen.items()}
 
 
-@dataclass
-class TintingRun:
+@dataclass(frozen=True)
+class RunPlan:
+    """The pool's tasks and what the ``auto`` options stand for in this run."""
+
     family: ModelFamily
     tasks: List[str]
     device: torch.device
     lr: float
     max_steps: int
     init_value: float
-    pretrained: Optional[nn.Module] = None
-    merger: Optional[LayerWiseMerger] = None
+
+
+@dataclass(frozen=True)
+class MergeBase:
+    """The pretrained encoder and the layer-wise merger over its merged tensors."""
+
+    pretrained: nn.Module
+    merger: LayerWiseMerger
     #: encoder tensors of the tinted block (empty when the head is tinted)
-    block_names: List[str] = field(default_factory=list)
+    block_names: List[str]
     #: encoder tensors that belong to each task's head, out of the merge (BERT's pooler)
-    head_encoder_names: List[str] = field(default_factory=list)
-    states: List[TaskState] = field(default_factory=list)
-    stats: Optional[AdaptationStats] = None
-    #: the folder of this run's checkpoints (None without a log folder), named when a run fails late
-    checkpoints: Optional[Any] = None
+    head_encoder_names: List[str]
+
+
+@dataclass(frozen=True)
+class TintingRun:
+    """A plan, its merge base and every task's state: what adaptation and the result read."""
+
+    plan: RunPlan
+    base: MergeBase
+    states: List[TaskState]
+
+    # the fields read most, by their own names
+    family = property(lambda self: self.plan.family)
+    tasks = property(lambda self: self.plan.tasks)
+    device = property(lambda self: self.plan.device)
+    max_steps = property(lambda self: self.plan.max_steps)
+    pretrained = property(lambda self: self.base.pretrained)
+    merger = property(lambda self: self.base.merger)
 
 
 @dataclass

@@ -1,0 +1,171 @@
+"""Everything a tinting run needs before its first step: the merger over the pretrained encoder, and from
+each fine-tuned model its task vector, head, test inputs and teacher outputs.
+
+Each fine-tuned model is loaded once and let go after its turn, so at most one fine-tuned encoder is in
+memory at any time. With ``init_from=lot`` the same pass feeds LOT Merging's statistics; the merger is then
+rebased on LOT's task vector before adaptation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from .adamerging_start import load_adamerging_weights
+from .console import progress
+from .families import PRETRAINED
+from .finite import check_finite
+from .input_checks import check_test_set, reading, source_in_pool
+from .losses import check_loss_for_regression
+from .lot.expert_pass import observe_expert
+from .lot.options import LOT_START, make_solver
+from .memory import check_fits, merge_bytes
+from .merging import LayerWiseMerger, check_same_parameters
+from .run_state import MergeBase, RunPlan, TaskMaterial, TaskState, block_parameter_names, task_states
+from .teacher_pass import TENSOR_DTYPES, TeacherPass
+
+Profile = Callable[[str], ContextManager]
+
+
+@dataclass
+class Preparation:
+    """The method options that shape the merger and the per-task material (see the method's YAML)."""
+
+    tinted_layer: Union[str, int]
+    clamp_weights: bool
+    clamp_range: Tuple[float, float]
+    task_vector_dtype: str
+    init_from: str
+    adamerging_weights: Optional[str]
+    loss: str
+    seed: int
+    input_dtype: str
+    preprocess_batch_size: int
+    num_workers: Union[int, str]
+    reuse_cache: bool
+    inputs_on_device: Union[bool, str]
+
+
+def build_merger(plan: RunPlan, options: Preparation, profile: Profile) -> MergeBase:
+    """The pretrained encoder and the layer-wise merger over its merged tensors (no task vector yet)."""
+    family = plan.family
+    source = source_in_pool(family.modelpool, PRETRAINED)
+    with profile("load pretrained"):
+        with reading(f"the pretrained model ({source})"):
+            pretrained = family.load_encoder(PRETRAINED)
+        check_finite(dict(pretrained.named_parameters()), f"the pretrained model ({source})")
+    block_names = block_parameter_names(family, pretrained, options.tinted_layer)
+    head_encoder_names = family.head_encoder_parameter_names(pretrained)
+    own = set(head_encoder_names)
+    merged_names = [n for n in family.merged_parameter_names(pretrained) if n not in own]
+    params = dict(pretrained.named_parameters())
+    dtype = TENSOR_DTYPES[options.task_vector_dtype]
+    check_fits(
+        plan.device,
+        merge_bytes(sum(params[n].numel() for n in merged_names), len(plan.tasks), dtype),
+        f"Merging {len(plan.tasks)} task vectors of {len(merged_names)} tensors",
+        "Store the task vectors in half precision (method.task_vector_dtype=bfloat16), merge fewer tasks, "
+        "or run on a device with more memory.",
+    )
+    merger = LayerWiseMerger(
+        {n: params[n] for n in merged_names},
+        len(plan.tasks),
+        init_value=plan.init_value,
+        clamp=options.clamp_weights,
+        clamp_range=options.clamp_range,
+        task_vector_dtype=dtype,
+    ).to(plan.device)
+    if options.init_from == "adamerging":
+        start = load_adamerging_weights(
+            options.adamerging_weights, plan.tasks, merger.group_names, family.merged_parameter_names(pretrained)
+        )
+        with torch.no_grad():
+            merger.coefficients.copy_(start)
+    return MergeBase(pretrained.to(plan.device), merger, block_names, head_encoder_names)
+
+
+def load_tasks(
+    plan: RunPlan, base: MergeBase, options: Preparation, fabric, profile: Profile, with_teachers: bool
+) -> List[TaskState]:
+    """Load each fine-tuned model once: keep its head (and the encoder tensors that belong to it), store its
+    task vector in the merger, feed LOT's statistics (``init_from=lot``) and, unless adaptation is skipped,
+    keep the task's preprocessed inputs and the teacher's outputs on them. Then let it go. Returns each
+    task's trainable state."""
+    family, merger = plan.family, base.merger
+    pretrained_params = dict(base.pretrained.named_parameters())
+    lot = _lot_solver(base, plan.device) if options.init_from == "lot" else None
+    teacher_pass = TeacherPass(
+        fabric,
+        options.input_dtype,
+        options.preprocess_batch_size,
+        options.num_workers,
+        options.reuse_cache,
+        options.inputs_on_device,
+        profile,
+    )
+    material = TaskMaterial()
+    for index, task in enumerate(progress(plan.tasks, desc="Task vectors and teacher outputs")):
+        finetuned = _load_task(family, task, material, profile)
+        finetuned_params = dict(finetuned.named_parameters())
+        check_same_parameters(pretrained_params, finetuned_params, task, source_in_pool(family.modelpool, task))
+        merger.set_task_vector(index, finetuned_params)
+        material.head_encoders[task] = {
+            n: finetuned_params[n].detach().float().to(plan.device) for n in base.head_encoder_names
+        }
+        if lot is not None:
+            with profile("LOT statistics"):
+                observe_expert(
+                    lot,
+                    family,
+                    task,
+                    pretrained_params,
+                    finetuned,
+                    num_samples=LOT_START["num_samples"],
+                    seed=options.seed,
+                    batch_size=options.preprocess_batch_size,
+                    num_workers=options.num_workers,
+                    device=plan.device,
+                )
+        if with_teachers:
+            material.inputs[task], material.teachers[task] = teacher_pass(
+                family, task, finetuned, material.heads[task], plan.device
+            )
+        del finetuned  # the fine-tuned encoders never stay on the device
+    if lot is not None:
+        with profile("LOT solve"):
+            merger.rebase(lot.task_vector())
+    merger.check_complete()
+    objectives: Dict[str, Optional[str]] = {task: family.task_objective(task) for task in plan.tasks}
+    check_loss_for_regression(
+        options.loss, [t for t, head in material.heads.items() if family.is_regression(head) and objectives[t] is None]
+    )
+    return task_states(plan.tasks, material, merger, base.block_names, objectives)
+
+
+def _lot_solver(base: MergeBase, device: torch.device):
+    """LOT Merging's solver at its defaults, over the merged tensors (``init_from=lot``)."""
+    return make_solver(
+        base.pretrained,
+        base.merger.names,
+        ridge=LOT_START["ridge"],
+        fallback_scale="auto",
+        statistics_dtype="float64",
+        device=device,
+    )
+
+
+def _load_task(family, task: str, material: TaskMaterial, profile: Profile) -> torch.nn.Module:
+    """Task ``task``'s fine-tuned encoder; its head goes into ``material``. Both checked finite, the test
+    set checked against the head."""
+    source = source_in_pool(family.modelpool, task)
+    with profile("load fine-tuned"):
+        with reading(f"the model of task {task!r} ({source})"):
+            finetuned = family.load_encoder(task)
+        with reading(f"the head of task {task!r} (from {source})"):  # a zero-shot head is computed, not read
+            material.heads[task] = family.load_head(task)
+    check_test_set(family, task, material.heads[task])
+    check_finite(dict(finetuned.named_parameters()), f"the model of task {task!r} ({source})")
+    check_finite(material.heads[task].state_dict(), f"the head of task {task!r} (from {source})")
+    return finetuned
