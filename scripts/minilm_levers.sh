@@ -44,6 +44,7 @@ LEVERS=(
   "mt_train_500_iterations|model_tinting|method.adaptation_data=train method.max_steps=500"
   # the tinted layer held near its fine-tuned start: an L2 penalty towards it
   "mt_tint_l2_0.1|model_tinting|method.tint_l2=0.1"
+  "mt_tint_l2_1|model_tinting|method.tint_l2=1.0"
   # fewer iterations (a row's own method.max_steps replaces STEPS)
   "mt_20_iterations|model_tinting|method.max_steps=20"
   "mt_50_iterations|model_tinting|method.max_steps=50"
