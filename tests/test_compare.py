@@ -419,3 +419,27 @@ def test_charts_keep_long_labels_inside_the_figure_and_show_the_gap_to_the_best_
         assert (tmp_path / "gap.png").stat().st_size > 0
     finally:
         METHODS.pop("mt_long", None)
+
+
+def test_chart_rows_beyond_ten_keep_colours_of_their_own(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from fusion_bench_tinting.comparison.plots import distinct_colours, gap_figure
+
+    for count in (3, 13, 27):
+        assert len(set(distinct_colours(count))) == count
+    variants = [f"mt_colour_{i}" for i in range(13)]
+    from fusion_bench_tinting.comparison.methods import register_variant
+
+    for name in variants:
+        register_variant(name, "model_tinting", [f"method.lr={0.001 * (1 + variants.index(name))}"])
+    try:
+        rows = [{"method": "task_arithmetic", "label": "Task Arithmetic", "status": "finished", "a": 50.0}]
+        rows += [{"method": n, "label": METHODS[n].label, "status": "finished", "a": 51.0} for n in variants]
+        figure = gap_figure(["a"], rows, "colours")
+        colours = {tuple(bar.get_facecolor()) for bar in figure.axes[0].patches}
+        assert len(colours) == 13
+        plt.close(figure)
+    finally:
+        for name in variants:
+            METHODS.pop(name, None)

@@ -35,11 +35,12 @@ def radar_figure(tasks: List[str], rows: List[dict], title: str):
     """One polygon per finished method over the per-task scores; the legend below the plot, not over it."""
     angles = np.linspace(0, 2 * math.pi, len(tasks), endpoint=False).tolist()
     figure, axes = plt.subplots(figsize=(7, 8), subplot_kw={"polar": True}, layout="constrained")
-    for row in rows:
-        if row["status"] != "finished" or any(row.get(t) is None for t in tasks):
-            continue
+    shown = [r for r in rows if r["status"] == "finished" and all(r.get(t) is not None for t in tasks)]
+    for row, colour in zip(shown, distinct_colours(len(shown))):
         values = [row[t] for t in tasks]
-        axes.plot(angles + angles[:1], values + values[:1], linewidth=1.5, label=short_label(row["label"]))
+        axes.plot(
+            angles + angles[:1], values + values[:1], linewidth=1.5, label=short_label(row["label"]), color=colour
+        )
     axes.set_xticks(angles)
     axes.set_xticklabels(tasks, fontsize=8)
     axes.set_ylim(0, 100)  # scores in %
@@ -82,6 +83,15 @@ def bar_chart(rows: List[dict], path: Path, title: str) -> None:
     _save(bar_figure(rows, title), path)
 
 
+def distinct_colours(count: int) -> List:
+    """``count`` colours no two alike (matplotlib's ten-colour cycle repeats from the eleventh row on)."""
+    if count <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(count)]
+    if count <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(count)]
+    return [plt.get_cmap("gist_rainbow")(x) for x in np.linspace(0, 1, count, endpoint=False)]
+
+
 def best_baseline(tasks: List[str], rows: List[dict]) -> Dict[str, float]:
     """Per task, the best score of the finished merging baselines (not ours, not zero-shot or individual)."""
     baselines = [
@@ -103,10 +113,10 @@ def gap_figure(tasks: List[str], rows: List[dict], title: str):
     shown = [t for t in tasks if t in best]
     figure, axes = plt.subplots(figsize=(9, 0.35 * len(shown) * max(len(ours), 1) + 1.8), layout="constrained")
     height = 0.8 / max(len(ours), 1)
-    for index, row in enumerate(ours):
+    for index, (row, colour) in enumerate(zip(ours, distinct_colours(len(ours)))):
         gaps = [row[t] - best[t] if row.get(t) is not None else 0.0 for t in shown]
         positions = np.arange(len(shown)) + index * height
-        axes.barh(positions, gaps, height=height, label=short_label(row["label"]))
+        axes.barh(positions, gaps, height=height, label=short_label(row["label"]), color=colour)
     axes.set_yticks(np.arange(len(shown)) + height * (len(ours) - 1) / 2, shown, fontsize=8)
     axes.axvline(0.0, color="black", linewidth=0.8)
     axes.invert_yaxis()
