@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Tuple
 
-from .core.lot.options import LOT_OPTIONS
+from .lot_merging.options import LOT_OPTIONS
 from .core.options import Options
 from .core.tinting_options import TINTING_OPTIONS
 
@@ -35,7 +35,7 @@ METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
         f"""{_RULE}
 # LOT Merging (arXiv 2505.23859): closed-form, layer-wise merging that minimises the drift between
 # each expert's features and the merged model's, from a few unlabelled samples per task.
-# Written from fusion_bench_tinting/core/lot/options.py (python -m fusion_bench_tinting.method_configs). Usage:
+# Written from fusion_bench_tinting/lot_merging/options.py (python -m fusion_bench_tinting.method_configs). Usage:
 #   fusion_bench method=lot_merging modelpool=clip-vit-base-patch32_TA8
 {_RULE}""",
         "fusion_bench_tinting.LOTMergingAlgorithm",

@@ -13,8 +13,8 @@ from torch import nn
 
 from fusion_bench_tinting import LOTMergingAlgorithm, ModelTintingAlgorithm
 from fusion_bench_tinting.core.errors import TintingConfigError
-from fusion_bench_tinting.core.lot.layers import _attention_context, find_solvable_layers
-from fusion_bench_tinting.core.lot.solver import LOTSolver
+from fusion_bench_tinting.lot_merging.layers import _attention_context, find_solvable_layers
+from fusion_bench_tinting.lot_merging.solver import LOTSolver
 
 
 def _toy(seed: int) -> nn.Sequential:

@@ -35,7 +35,7 @@ from .families import ModelFamily, family_for
 from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, stop_requests
 from .losses import check_loss_for_regression
-from .lot.options import LOT_START
+from ..lot_merging.options import LOT_START
 from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
 from .preparation import Preparation, build_merger, load_tasks

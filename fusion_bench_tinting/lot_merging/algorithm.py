@@ -20,8 +20,8 @@ from fusion_bench.utils.pylogger import get_rankzero_logger
 from ..core.caching import library_versions
 from ..core.console import progress, quiet_run, show_profile
 from ..core.families import PRETRAINED, ModelFamily, family_for
-from ..core.lot.expert_pass import observe_expert
-from ..core.lot.options import LOT_OPTIONS, make_solver
+from .expert_pass import observe_expert
+from .options import LOT_OPTIONS, make_solver
 from ..core.merging import check_same_parameters
 from ..core.tinted_model import TintedModel, TintModulator
 

@@ -3,8 +3,9 @@
 The tree written to ``DIR`` mirrors FusionBench's repository:
 
 - ``fusion_bench/method/model_tinting/``: the package's core (``fusion_bench_tinting/core``: the methods,
-  families, merging, adaptation, LOT's closed form, the task-aware pools), imports renamed;
-- ``fusion_bench/method/lot_merging/``: LOT Merging (``fusion_bench_tinting/lot_merging``), its own method;
+  families, merging, adaptation, the task-aware pools), imports renamed;
+- ``fusion_bench/method/lot_merging/``: LOT Merging (``fusion_bench_tinting/lot_merging``), its own method, whose
+  closed form Model Tinting's ``init_from=lot`` starts from;
   the plugin layer (suite aliases, the one-line command-line exits, the comparison, the suite builders, the
   benchmarks, this exporter) stays out;
 - ``fusion_bench/method/__init__.py``: FusionBench's own file with the methods in its lazy import table;
@@ -132,7 +133,7 @@ def rename_imports(source: str) -> str:
     LOT Merging's relative imports of the core (strings such as the weights file's format tag are left alone)."""
     for plugin_name, upstream_name in RENAMES:
         source = re.sub(rf"\b{re.escape(plugin_name)}\b", upstream_name, source)
-    return source.replace("from ..core.", "from ..model_tinting.")
+    return re.sub(r"from \.\.core\b", "from ..model_tinting", source)
 
 
 # --------------------------------------------------------------------------------------------- writers

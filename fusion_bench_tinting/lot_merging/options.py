@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..families.base import SPLITS
-from ..options import Option, Options, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
+from ..core.families.base import SPLITS
+from ..core.options import Option, Options, int_at_least, is_int, is_number, number_at_least, one_of, or_auto
 from .solver import LOTSolver
 
 STATISTICS_DTYPES = {"float32": torch.float32, "float64": torch.float64}

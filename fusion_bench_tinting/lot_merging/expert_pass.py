@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..families import ModelFamily
+from ..core.families import ModelFamily
 from .solver import LOTSolver
 
 
