@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Tuple
 
-from .lot_merging.options import LOT_OPTIONS
 from .core.options import Options
 from .core.tinting_options import TINTING_OPTIONS
+from .lot_merging.options import LOT_OPTIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config" / "method"
 

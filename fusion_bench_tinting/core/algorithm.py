@@ -21,6 +21,7 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 from omegaconf import OmegaConf
 
+from ..lot_merging.options import LOT_START
 from .adamerging_start import resolve_adamerging_weights
 from .adaptation import AdaptationOptions, TintingTrainer
 from .adaptation_data import warn_about_overlap
@@ -35,7 +36,6 @@ from .families import ModelFamily, family_for
 from .input_checks import reading, source_in_pool
 from .interrupts import AdaptationInterrupted, stop_requests
 from .losses import check_loss_for_regression
-from ..lot_merging.options import LOT_START
 from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
 from .preparation import Preparation, build_merger, load_tasks

@@ -13,14 +13,14 @@ from typing import Callable, ContextManager, Dict, List, Optional, Tuple, Union
 
 import torch
 
+from ..lot_merging.expert_pass import observe_expert
+from ..lot_merging.options import LOT_START, make_solver
 from .adamerging_start import load_adamerging_weights
 from .console import progress
 from .families import PRETRAINED
 from .finite import check_finite
 from .input_checks import check_test_set, reading, source_in_pool
 from .losses import check_loss_for_regression
-from ..lot_merging.expert_pass import observe_expert
-from ..lot_merging.options import LOT_START, make_solver
 from .memory import check_fits, merge_bytes
 from .merging import LayerWiseMerger, check_same_parameters
 from .run_state import MergeBase, RunPlan, TaskMaterial, TaskState, block_parameter_names, task_states

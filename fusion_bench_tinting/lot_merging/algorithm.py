@@ -20,10 +20,10 @@ from fusion_bench.utils.pylogger import get_rankzero_logger
 from ..core.caching import library_versions
 from ..core.console import progress, quiet_run, show_profile
 from ..core.families import PRETRAINED, ModelFamily, family_for
-from .expert_pass import observe_expert
-from .options import LOT_OPTIONS, make_solver
 from ..core.merging import check_same_parameters
 from ..core.tinted_model import TintedModel, TintModulator
+from .expert_pass import observe_expert
+from .options import LOT_OPTIONS, make_solver
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
