@@ -1,6 +1,7 @@
 """The methods as the plugin's ``fusion_bench`` commands run them: the core classes (:mod:`.core`, the
 upstream contribution) with the suite's task-aware task pool completed at the start of the run
-(:mod:`.suites`) and the core's exceptions ended in one line under the command (:mod:`.exits`)."""
+(:mod:`.suites`), the core's exceptions ended in one line under the command (:mod:`.exits`), the expected
+noise of the run hidden and its profile written to the log folder (:mod:`.quiet`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Callable
 from fusion_bench import BaseModelPool
 
 from .core import algorithm
+from .core.families import family_for
 from .exits import one_line_config_errors, one_line_interruption
 from .lot_merging import algorithm as lot_algorithm
+from .quiet import profile_to_log_dir, quiet_run
 from .suites import SuiteTaskPoolMixin
 
 
@@ -28,11 +31,18 @@ def _one_line_constructor(core: type) -> Callable:
 
 
 class CommandLineMethod(SuiteTaskPoolMixin):
-    """A failed or interrupted run ends the command in one line."""
+    """A failed or interrupted run ends the command in one line; the load reports that the pool's model family
+    expects are not shown."""
 
     def run(self, modelpool: BaseModelPool):
         with one_line_config_errors(), one_line_interruption(prints=self.fabric.is_global_zero):
-            return super().run(modelpool)
+            with quiet_run(family_for(modelpool, self.fabric).expected_load_report):
+                return super().run(modelpool)
+
+    def print_profile_summary(self, *args, **kwargs) -> None:
+        """Into ``<log_dir>/profile.txt`` (printed when verbose)."""
+        if not profile_to_log_dir(self, self.log_dir):
+            super().print_profile_summary(*args, **kwargs)
 
 
 class ModelTintingAlgorithm(CommandLineMethod, algorithm.ModelTintingAlgorithm):

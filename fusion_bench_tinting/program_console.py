@@ -4,9 +4,10 @@ FusionBench (0.2.33) prints each object its program builds in a bordered panel w
 method's panel repeats the option list the config tree just showed) and, after evaluation, the whole
 report as an indented listing, although the task-aware task pools have already printed it as a table.
 Through FusionBench's own hook for the panels (``instantiate_utils.PRINT_FUNCTION_CALL_FUNC``) each panel
-becomes one line naming what is built, and the report listing is skipped when the table showed that very
-report. Runs of other methods and ``FUSION_BENCH_TINTING_VERBOSE=1`` keep FusionBench's output as it is.
-docs/upstream.md proposes both as FusionBench options.
+becomes one line naming what is built, the report listing is skipped when the table showed that very
+report, and the evaluation prints as the method's run does (:mod:`.quiet`). Runs of other methods and
+``FUSION_BENCH_TINTING_VERBOSE=1`` keep FusionBench's output as it is. docs/upstream.md proposes these as
+FusionBench options.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import functools
 import re
 from typing import Any, Callable, Sequence
 
-from .core.console import verbose
 from .core.evaluation import task_aware
+from .quiet import bars_of, quiet_run, verbose
 
 #: the method configs of this package (``method=<name>`` on the command line)
 OUR_METHODS = ("model_tinting", "model_tinting_plusplus", "lot_merging", "individual")
@@ -54,6 +55,18 @@ def skip_printed_report(print_json: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def quiet_evaluation(evaluate_merged_model: Callable[..., Any]) -> Callable[..., Any]:
+    """FusionBench's evaluation of the merged model with its expected noise hidden and the task pool's bars
+    drawn as the run's (:mod:`.quiet`)."""
+
+    @functools.wraps(evaluate_merged_model)
+    def wrapper(program: Any, taskpool: Any, *args: Any, **kwargs: Any) -> Any:
+        with quiet_run(), bars_of(taskpool):
+            return evaluate_merged_model(program, taskpool, *args, **kwargs)
+
+    return wrapper
+
+
 def install(argv: Sequence[str]) -> bool:
     """Make FusionBench's program output compact for a launch of one of our methods; True when done."""
     if verbose() or not runs_our_method(argv):
@@ -66,4 +79,7 @@ def install(argv: Sequence[str]) -> bool:
     instantiate_utils.PRINT_FUNCTION_CALL_FUNC = one_line_call
     if not hasattr(fabric_fusion_program.print_json, "__wrapped__"):
         fabric_fusion_program.print_json = skip_printed_report(fabric_fusion_program.print_json)
+    program = fabric_fusion_program.FabricModelFusionProgram
+    if not hasattr(program.evaluate_merged_model, "__wrapped__"):
+        program.evaluate_merged_model = quiet_evaluation(program.evaluate_merged_model)
     return True

@@ -8,9 +8,11 @@ import os
 import subprocess
 
 import pytest
+from tqdm.auto import tqdm as tqdm_bar
 
 from fusion_bench_tinting import program_console
-from fusion_bench_tinting.core import console
+from fusion_bench_tinting import quiet as console
+from fusion_bench_tinting.core import console as core_console
 
 TEXT_TOWER_REPORT = (
     "\x1b[1mCLIPVisionModel LOAD REPORT\x1b[0m from: /models/pretrained\n"
@@ -86,9 +88,12 @@ def test_outside_a_terminal_a_phase_writes_a_line_every_tenth_and_nested_bars_no
     stream = io.StringIO()
     monkeypatch.setattr(console.sys, "stderr", stream)
     monkeypatch.delenv(console.VERBOSE_VARIABLE, raising=False)
-    for _ in console.progress(range(50), desc="phase"):
-        for _ in console.progress(range(3), desc="part", nested=True):
-            pass
+    monkeypatch.setattr(core_console, "bar", core_console.bar)  # restored after the test
+    with console.quiet_run():  # the plugin's bars for the core's phases
+        for _ in core_console.progress(range(50), desc="phase"):
+            for _ in core_console.progress(range(3), desc="part", nested=True):
+                pass
+    assert core_console.bar is tqdm_bar
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("phase: 0/50") and lines[-1].startswith("phase: 50/50")
     assert len(lines) == 11 and all(line.startswith("phase: ") for line in lines)

@@ -29,7 +29,7 @@ from .atomic import write_atomically
 from .caching import library_versions
 from .checkpointing import checkpoint_hook, fingerprint, last_checkpoint_hint, restore_and_store
 from .compiled import compile_options
-from .console import log_effective_options, quiet_run, show_profile
+from .console import log_effective_options
 from .errors import NonFiniteError, SaveError, TintingConfigError
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
 from .families import ModelFamily, family_for
@@ -119,22 +119,20 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         """Options (checked at construction) -> the plan for this pool -> the merger -> each task's state ->
         adapt, or load saved weights -> the tinted model with its report."""
-        family = self._family(modelpool)
-        with quiet_run(family.expected_load_report):
-            plan = self._plan(family)
-            log_effective_options(self.method_name, plan.tasks, self._resolved_values(plan))
-            saved = load_tinting(self.weights) if self.weights else None
-            preparation = self._preparation()
-            base = build_merger(plan, preparation, self.profile)
-            states = load_tasks(plan, base, preparation, self.fabric, self.profile, with_teachers=saved is None)
-            run = TintingRun(plan, base, states)
-            if saved is not None:
-                self._load_saved(run, saved)
-                stats, checkpoints = None, None
-            else:
-                stats, checkpoints = self._adapt(run)
-            show_profile(self, self.log_dir)
-            return self._result(run, stats, checkpoints)
+        plan = self._plan(self._family(modelpool))
+        log_effective_options(self.method_name, plan.tasks, self._resolved_values(plan))
+        saved = load_tinting(self.weights) if self.weights else None
+        preparation = self._preparation()
+        base = build_merger(plan, preparation, self.profile)
+        states = load_tasks(plan, base, preparation, self.fabric, self.profile, with_teachers=saved is None)
+        run = TintingRun(plan, base, states)
+        if saved is not None:
+            self._load_saved(run, saved)
+            stats, checkpoints = None, None
+        else:
+            stats, checkpoints = self._adapt(run)
+        self.print_profile_summary()
+        return self._result(run, stats, checkpoints)
 
     def _family(self, modelpool: BaseModelPool) -> ModelFamily:
         return family_for(

@@ -18,7 +18,7 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 
 from ..core.caching import library_versions
-from ..core.console import progress, quiet_run, show_profile
+from ..core.console import progress
 from ..core.families import PRETRAINED, ModelFamily, family_for
 from ..core.merging import check_same_parameters
 from ..core.tinted_model import TintedModel, TintModulator
@@ -42,9 +42,7 @@ class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorit
     __init__.__signature__ = LOT_OPTIONS.signature()
 
     def run(self, modelpool: BaseModelPool) -> TintedModel:
-        family = family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data)
-        with quiet_run(family.expected_load_report):
-            return self._merge(family)
+        return self._merge(family_for(modelpool, self.fabric, adaptation_split=self.adaptation_data))
 
     def _merge(self, family: ModelFamily) -> TintedModel:
         device = torch.device(self.fabric.device)
@@ -89,7 +87,7 @@ class LOTMergingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorit
         with self.profile("closed-form solve"):
             task_vector = solver.task_vector()
         load_offset(pretrained, pretrained_params, task_vector)
-        show_profile(self, self.log_dir)
+        self.print_profile_summary()
         report = {
             "method": "lot_merging",
             "num_samples": int(self.num_samples),

@@ -18,8 +18,6 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
-from ..console import bars_of, quiet_run
-
 log = logging.getLogger(__name__)
 
 #: the report :func:`print_report_table` printed last (FusionBench's program need not list it again)
@@ -68,8 +66,7 @@ class TaskAwareEvaluation:
     def _evaluate_task_aware(self, evaluate, model: nn.Module, *args, **kwargs) -> Dict[str, Any]:
         self._model_under_evaluation = model
         try:
-            with quiet_run(), bars_of(self):
-                report = evaluate(model, *args, **kwargs)
+            report = evaluate(model, *args, **kwargs)
         finally:
             self._model_under_evaluation = None
         _average_calibration_error(report)
