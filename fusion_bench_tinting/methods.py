@@ -1,7 +1,8 @@
 """The methods as the plugin's ``fusion_bench`` commands run them: the core classes (:mod:`.core`, the
 upstream contribution) with the suite's task-aware task pool completed at the start of the run
 (:mod:`.suites`), the core's exceptions ended in one line under the command (:mod:`.exits`), the expected
-noise of the run hidden and its profile written to the log folder (:mod:`.quiet`)."""
+noise of the run hidden and its profile written to the log folder (:mod:`.quiet`), and each task's inputs and
+teacher outputs cached on disk (:mod:`.caching`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Callable
 
 from fusion_bench import BaseModelPool
 
+from .caching import CachedTeacherPassMixin
 from .core import algorithm
 from .core.families import family_for
 from .exits import one_line_config_errors, one_line_interruption
@@ -45,12 +47,12 @@ class CommandLineMethod(SuiteTaskPoolMixin):
             super().print_profile_summary(*args, **kwargs)
 
 
-class ModelTintingAlgorithm(CommandLineMethod, algorithm.ModelTintingAlgorithm):
+class ModelTintingAlgorithm(CommandLineMethod, CachedTeacherPassMixin, algorithm.ModelTintingAlgorithm):
     __doc__ = algorithm.ModelTintingAlgorithm.__doc__
     __init__ = _one_line_constructor(algorithm.ModelTintingAlgorithm)
 
 
-class ModelTintingPlusPlus(CommandLineMethod, algorithm.ModelTintingPlusPlus):
+class ModelTintingPlusPlus(CommandLineMethod, CachedTeacherPassMixin, algorithm.ModelTintingPlusPlus):
     __doc__ = algorithm.ModelTintingPlusPlus.__doc__
     __init__ = _one_line_constructor(algorithm.ModelTintingPlusPlus)
 

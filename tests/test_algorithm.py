@@ -280,15 +280,18 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     for cores, processes, expected in [(1, 1, 1), (2, 1, 1), (6, 1, 5), (64, 1, 8), (16, 4, 3), (16, 2, 7)]:
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)), raising=False)
         assert resolve_num_workers("auto", SMALL_DATASET, processes) == expected
-    # the teacher pass: only each node's first process preprocesses (reuse_cache=false overwrites the entry it reads)
+    # the core's teacher pass: every process preprocesses, sharing the node's cores; the plugin's cached pass:
+    # only each node's first process does (reuse=False overwrites the entry it reads)
     from types import SimpleNamespace
 
+    from fusion_bench_tinting.caching import CachedTeacherPass
     from fusion_bench_tinting.core.teacher_pass import TeacherPass
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     fabric = SimpleNamespace(world_size=8, strategy=SimpleNamespace(num_nodes=2))
-    assert TeacherPass(fabric, num_workers="auto", reuse_cache=True)._workers(SMALL_DATASET) == 8
-    assert TeacherPass(fabric, num_workers="auto", reuse_cache=False)._workers(SMALL_DATASET) == 8
+    assert TeacherPass(fabric, num_workers="auto")._workers(SMALL_DATASET) == 3
+    assert CachedTeacherPass(fabric, num_workers="auto", reuse=True)._workers(SMALL_DATASET) == 8
+    assert CachedTeacherPass(fabric, num_workers="auto", reuse=False)._workers(SMALL_DATASET) == 8
     monkeypatch.undo()
     # a large set through real worker processes: same rows, same order as in-process
     images = torch.rand(SMALL_DATASET + 37, 3, 2, 2)
@@ -339,7 +342,7 @@ def test_running_out_of_device_memory_is_explained(tiny_suites, monkeypatch, whe
 def test_cache_entries_are_safetensors_that_give_back_the_same_inputs_and_teacher(tmp_path, kind):
     from safetensors import safe_open
 
-    from fusion_bench_tinting.core.caching import TaskCache
+    from fusion_bench_tinting.caching import TaskCache
     from fusion_bench_tinting.core.data import TensorInputs, TokenInputs, Uint8ImageInputs
 
     inputs = {

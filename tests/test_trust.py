@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from test_adaptation import _toy, _trainer
 
 from fusion_bench_tinting import ModelTintingAlgorithm
+from fusion_bench_tinting.caching import TaskCache
 from fusion_bench_tinting.core.atomic import remove_stale_temporaries
-from fusion_bench_tinting.core.caching import TaskCache
 from fusion_bench_tinting.core.checkpointing import CheckpointStore, resume_state
 from fusion_bench_tinting.core.data import TensorInputs
 from fusion_bench_tinting.core.errors import NonFiniteError, SaveError, TintingConfigError
@@ -163,7 +163,7 @@ def test_reuse_cache_false_overwrites_a_damaged_entry(tiny_suites, monkeypatch, 
 
 # ----- 4. a cache that cannot be written is a warning --------------------------------------------
 def test_a_cache_that_cannot_be_written_lets_the_run_go_on(tiny_suites, monkeypatch, caplog):
-    import fusion_bench_tinting.core.caching as caching
+    import fusion_bench_tinting.caching as caching
 
     def full_disk(path, write):
         raise OSError(28, "No space left on device")

@@ -26,7 +26,6 @@ from .adamerging_start import resolve_adamerging_weights
 from .adaptation import AdaptationOptions, TintingTrainer
 from .adaptation_data import warn_about_overlap
 from .atomic import write_atomically
-from .caching import library_versions
 from .checkpointing import checkpoint_hook, fingerprint, last_checkpoint_hint, restore_and_store
 from .compiled import compile_options
 from .console import log_effective_options
@@ -39,8 +38,10 @@ from .losses import check_loss_for_regression
 from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
 from .preparation import Preparation, build_merger, load_tasks
+from .provenance import library_versions
 from .results import adaptation_report, finish_run, load_saved, saved_task_tensors
 from .run_state import AdaptationStats, RunPlan, TintingRun
+from .teacher_pass import TeacherPass
 from .tinted_model import TintedModel
 from .tinting_options import TINTING_OPTIONS
 from .weights_io import check_matches, load_tinting, resolve_weights_path
@@ -75,8 +76,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     #: data-loading workers and batch size of the one preprocessing pass (auto: see ``data.resolve_num_workers``)
     num_workers: Union[int, str] = "auto"
     preprocess_batch_size: int = 128
-    #: reuse each task's cached inputs and teacher outputs while their checksums hold
-    reuse_cache: bool = True
+    #: computes each task's inputs and teacher outputs (the plugin's caches them)
+    teacher_pass = TeacherPass
     #: time data/merge/forward/backward/optimizer of each step (adds device syncs)
     profile_steps: bool = False
     compile_backend: str = "inductor"

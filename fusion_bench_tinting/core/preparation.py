@@ -44,8 +44,9 @@ class Preparation:
     input_dtype: str
     preprocess_batch_size: int
     num_workers: Union[int, str]
-    reuse_cache: bool
     inputs_on_device: Union[bool, str]
+    #: what computes each task's inputs and teacher outputs (a front end may cache them: the plugin does)
+    teacher_pass: Callable[..., TeacherPass]
 
 
 def build_merger(plan: RunPlan, options: Preparation, profile: Profile) -> MergeBase:
@@ -96,14 +97,13 @@ def load_tasks(
     family, merger = plan.family, base.merger
     pretrained_params = dict(base.pretrained.named_parameters())
     lot = _lot_solver(base, plan.device) if options.init_from == "lot" else None
-    teacher_pass = TeacherPass(
-        fabric,
-        options.input_dtype,
-        options.preprocess_batch_size,
-        options.num_workers,
-        options.reuse_cache,
-        options.inputs_on_device,
-        profile,
+    teacher_pass = options.teacher_pass(
+        fabric=fabric,
+        input_dtype=options.input_dtype,
+        batch_size=options.preprocess_batch_size,
+        num_workers=options.num_workers,
+        inputs_on_device=options.inputs_on_device,
+        profile=profile,
     )
     material = TaskMaterial()
     for index, task in enumerate(progress(plan.tasks, desc="Task vectors and teacher outputs")):

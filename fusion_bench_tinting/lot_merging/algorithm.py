@@ -17,10 +17,10 @@ from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 
-from ..core.caching import library_versions
 from ..core.console import progress
 from ..core.families import PRETRAINED, ModelFamily, family_for
 from ..core.merging import check_same_parameters
+from ..core.provenance import library_versions
 from ..core.tinted_model import TintedModel, TintModulator
 from .expert_pass import observe_expert
 from .options import LOT_OPTIONS, make_solver

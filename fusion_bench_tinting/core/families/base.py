@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..caching import describe_source
 from ..data import AdaptationInputs, TensorInputs
 from ..errors import TintingConfigError
 from ..input_checks import check_image_shape, check_not_empty, source_of
+from ..provenance import describe_source
 
 PRETRAINED = "_pretrained_"
 #: the model pool's dataset splits, each a possible ``adaptation_data``

@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..caching import describe_source
 from ..data import TensorInputs
 from ..errors import TintingConfigError
+from ..provenance import describe_source
 from .base import PRETRAINED, ModelFamily
 
 #: per task, the loss its outputs need (FusionBench's training losses for these decoders); None: ``loss``

@@ -1,64 +1,46 @@
-"""A disk cache of each task's preprocessed inputs and teacher outputs.
+"""A disk cache of each task's preprocessed inputs and teacher outputs, so that a second run on the same suite
+decodes no image and runs no teacher (the plugin's; the core computes them in every run).
 
-The key describes everything those depend on: the configs of the task's fine-tuned model, of the
-pretrained model (zero-shot heads, preprocessing), of the test dataset, of the tokenizer or processor,
-the input dtype and library versions, plus the size and modification time of every local file those
-configs name. A changed model file, dataset or preprocessing gives a new key, so the stale entry is
-never used (it is rebuilt under the new key). Hub ids are keyed by name only.
+The key describes everything those depend on (the family's ``cache_identity``): the configs of the task's
+fine-tuned model, of the pretrained model (zero-shot heads, preprocessing), of the adaptation dataset, of the
+tokenizer or processor, the input dtype and library versions, plus the size and modification time of every
+local file those configs name. A changed model file, dataset or preprocessing gives a new key, so the stale
+entry is never used (it is rebuilt under the new key). Hub ids are keyed by name only. Entries live under
+FusionBench's cache folder. Under data parallelism only each node's first process computes an entry; the others
+wait at a barrier and read it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor, nn
 
-from .atomic import remove_stale_temporaries, write_atomically
+from .core.atomic import remove_stale_temporaries, write_atomically
+from .core.data import AdaptationInputs, inputs_kinds
+from .core.families import ModelFamily
+from .core.finite import first_non_finite
+from .core.provenance import library_versions
+from .core.teacher_pass import TeacherPass
 
 log = logging.getLogger(__name__)
 
-
-def _local_files(value: str) -> Optional[list]:
-    path = Path(os.path.expanduser(value))
-    if not value or len(value) > 4096 or not path.exists():
-        return None
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+Entry = Dict[str, Any]
 
 
-def describe_source(config: Any) -> Any:
-    """A JSON-able description of a config, with the stats of every local file or folder it names."""
-    if isinstance(config, (DictConfig, ListConfig)):
-        config = OmegaConf.to_container(config, resolve=True)
-    if isinstance(config, Mapping):
-        return {str(k): describe_source(v) for k, v in config.items()}
-    if isinstance(config, (list, tuple)):
-        return [describe_source(v) for v in config]
-    if isinstance(config, str):
-        files = _local_files(config)
-        return config if files is None else {"path": config, "files": files}
-    if config is None or isinstance(config, (int, float, bool)):
-        return config
-    return repr(config)
+def fusion_bench_cache_dir() -> str:
+    """FusionBench's cache folder: $FUSION_BENCH_CACHE_DIR, else the run's ``path.cache_dir``."""
+    from fusion_bench.constants import RuntimeConstants
 
-
-def library_versions() -> Dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "fusion-bench", "fusion-bench-tinting", "open_clip_torch", "datasets"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return versions
+    return os.environ.get("FUSION_BENCH_CACHE_DIR") or str(RuntimeConstants().cache_dir)
 
 
 def checksum(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -108,8 +90,6 @@ class TaskCache:
         if problem:
             log.warning("Cache entry %s is not valid: %s; rebuilding it.", path, problem)
             return None
-        from .data import inputs_kinds
-
         inputs = {name[len("inputs.") :]: t for name, t in tensors.items() if name.startswith("inputs.")}
         return {"inputs": inputs_kinds()[metadata["inputs_kind"]].from_tensors(inputs), "teacher": tensors["teacher"]}
 
@@ -145,9 +125,6 @@ def _entry_problem(
     key: str, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor], num_inputs: Optional[int]
 ) -> str:
     """What is wrong with a parsed cache entry, or '' when it is the entry of ``key`` as it was written."""
-    from .data import inputs_kinds
-    from .finite import first_non_finite
-
     if metadata.get("key") != key:
         key = metadata.get("key")
         return f"it was written under key {key!r}, not this one (an entry of another task or an older format)"
@@ -163,3 +140,78 @@ def _entry_problem(
     if first_non_finite({"teacher": teacher}):
         return "its teacher outputs hold NaN or infinite values"
     return ""
+
+
+@dataclass
+class CachedTeacherPass(TeacherPass):
+    """The core's teacher pass, each task's result kept in a :class:`TaskCache` (``reuse``: read a valid entry;
+    False computes afresh and overwrites it)."""
+
+    reuse: bool = True
+
+    def _preprocessing_processes_per_node(self) -> int:
+        return 1  # only each node's first process computes an entry (see _fill_cache)
+
+    def __call__(
+        self, family: ModelFamily, task: str, finetuned: nn.Module, head: nn.Module, device: torch.device
+    ) -> Tuple[AdaptationInputs, Tensor]:
+        """The task's inputs (placed per ``inputs_on_device``) and the teacher's outputs on ``device``; from the
+        cache when the files and configs they come from are unchanged."""
+        compute = lambda: self.compute(family, task, finetuned, head, device)  # noqa: E731
+        cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
+        key = cache.key(
+            {**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()}
+        )
+        size = family.adaptation_size(task)
+        entry = self._cached_entry(cache, key, size) if self.reuse else None
+        if entry is not None:
+            log.info("Task %s: preprocessed inputs and teacher outputs from the cache (%s).", task, key)
+        else:  # without reuse, a fresh entry overwrites the old one
+            entry = self._fill_cache(cache, key, compute, size)
+        return self._place(entry["inputs"], device), entry["teacher"].to(device)
+
+    def _cached_entry(self, cache: TaskCache, key: str, num_inputs: int) -> Optional[Entry]:
+        """The cache entry if every process can read it (they must agree: the barriers of
+        :meth:`_fill_cache` pair up only if all of them go there)."""
+        entry = cache.load(key, num_inputs)
+        if self.fabric.world_size > 1:
+            found = torch.tensor(float(entry is not None), device=self.fabric.device)  # NCCL reduces GPU tensors only
+            readable = self.fabric.all_reduce(found, reduce_op="min")
+            if not bool(readable > 0):
+                return None
+        return entry
+
+    def _fill_cache(
+        self, cache: TaskCache, key: str, compute: Callable[[], Tuple[AdaptationInputs, Tensor]], num_inputs: int
+    ) -> Entry:
+        """Compute the entry and write it. Data parallel: only each node's first process computes; the
+        others wait for it and read what it wrote, instead of decoding every image again on the same CPUs."""
+        entry = None
+        if self.fabric.local_rank == 0:
+            inputs, teacher = compute()
+            cache.save(key, inputs, teacher)
+            entry = {"inputs": inputs, "teacher": teacher}  # the teacher stays where it was computed
+        if self.fabric.world_size > 1:
+            self.fabric.barrier()
+        if entry is None:
+            entry = cache.load(key, num_inputs)
+            if entry is None:
+                log.warning(
+                    "Cache entry %s written by this node's first process cannot be read here: computing it again.", key
+                )
+                inputs, teacher = compute()
+                entry = {"inputs": inputs, "teacher": teacher}
+            else:
+                log.info("Preprocessed inputs and teacher outputs read from this node's first process (%s).", key)
+        return entry
+
+
+class CachedTeacherPassMixin:
+    """Model Tinting with the teacher pass cached (``reuse_cache``: a setting, not an option)."""
+
+    #: reuse each task's cached inputs and teacher outputs while their checksums hold
+    reuse_cache: bool = True
+
+    @property
+    def teacher_pass(self) -> Callable[..., TeacherPass]:
+        return functools.partial(CachedTeacherPass, reuse=self.reuse_cache)
