@@ -2,7 +2,7 @@
 upstream contribution) with the suite's task-aware task pool completed at the start of the run
 (:mod:`.suites`), the core's exceptions ended in one line under the command (:mod:`.exits`), the expected
 noise of the run hidden and its profile written to the log folder (:mod:`.quiet`), and each task's inputs and
-teacher outputs cached on disk (:mod:`.caching`)."""
+teacher outputs cached on disk (:mod:`.caching`), the learned coefficients drawn in TensorBoard (:mod:`.heatmap`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .caching import CachedTeacherPassMixin
 from .core import algorithm
 from .core.families import family_for
 from .exits import one_line_config_errors, one_line_interruption
+from .heatmap import CoefficientHeatmapMixin
 from .lot_merging import algorithm as lot_algorithm
 from .quiet import profile_to_log_dir, quiet_run
 from .suites import SuiteTaskPoolMixin
@@ -47,12 +48,16 @@ class CommandLineMethod(SuiteTaskPoolMixin):
             super().print_profile_summary(*args, **kwargs)
 
 
-class ModelTintingAlgorithm(CommandLineMethod, CachedTeacherPassMixin, algorithm.ModelTintingAlgorithm):
+class ModelTintingAlgorithm(
+    CommandLineMethod, CachedTeacherPassMixin, CoefficientHeatmapMixin, algorithm.ModelTintingAlgorithm
+):
     __doc__ = algorithm.ModelTintingAlgorithm.__doc__
     __init__ = _one_line_constructor(algorithm.ModelTintingAlgorithm)
 
 
-class ModelTintingPlusPlus(CommandLineMethod, CachedTeacherPassMixin, algorithm.ModelTintingPlusPlus):
+class ModelTintingPlusPlus(
+    CommandLineMethod, CachedTeacherPassMixin, CoefficientHeatmapMixin, algorithm.ModelTintingPlusPlus
+):
     __doc__ = algorithm.ModelTintingPlusPlus.__doc__
     __init__ = _one_line_constructor(algorithm.ModelTintingPlusPlus)
 

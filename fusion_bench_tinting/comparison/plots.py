@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..core.heatmap import blocks_of_groups, coefficient_heatmap_figure  # noqa: E402,F401  (re-exported)
+from ..heatmap import blocks_of_groups, coefficient_heatmap_figure  # noqa: E402,F401  (re-exported)
 from .methods import METHODS  # noqa: E402
 
 #: characters per line of a row label on a chart (longer labels wrap; the table keeps them on one line)

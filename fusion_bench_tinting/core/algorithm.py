@@ -232,9 +232,13 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 raise
             except NonFiniteError as error:
                 raise NonFiniteError(f"{error} {last_checkpoint_hint(store)}") from None
+        self._log_summary(run, stats)
+        return stats, store
+
+    def _log_summary(self, run: TintingRun, stats: AdaptationStats) -> None:
+        """The options (``auto`` resolved) and the final loss to Fabric's loggers."""
         options = {**OmegaConf.to_container(self.config), **self._resolved_values(run.plan)}
         log_run_summary(self.fabric, options, run, stats)
-        return stats, store
 
     def _trainer(self, run: TintingRun) -> TintingTrainer:
         """The adaptation loop over this run's merger and task states, with the pieces Fabric supplies."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -97,28 +97,9 @@ def log_hyperparameters(fabric: Any, params: Dict[str, Any], metrics: Dict[str, 
         logger.log_hyperparams(params, metrics=metrics)
 
 
-def log_coefficient_heatmap(
-    fabric: Any, coefficients: Tensor, tasks: Sequence[str], groups: Sequence[str], step: int
-) -> None:
-    """The learned merging coefficients, tasks x coefficient groups, as an image in TensorBoard."""
-    loggers = [logger for logger in fabric.loggers if hasattr(getattr(logger, "experiment", None), "add_figure")]
-    if not loggers or not fabric.is_global_zero:
-        return
-    from .heatmap import blocks_of_groups, coefficient_heatmap_figure
-
-    figure = coefficient_heatmap_figure(
-        coefficients.cpu().numpy(), tasks, blocks_of_groups(groups), "learned merging coefficients"
-    )
-    for logger in loggers:
-        logger.experiment.add_figure("coefficients/heatmap", figure, global_step=step)
-
-
 def log_run_summary(fabric: Any, options: Dict[str, Any], run: "TintingRun", stats: "AdaptationStats") -> None:
-    """The options (``auto`` resolved) with the final loss (TensorBoard's HPARAMS tab) and the learned
-    coefficients as a heat map."""
+    """The options (``auto`` resolved) with the final loss (TensorBoard's HPARAMS tab)."""
     losses = list(stats.final_loss.values())
     log_hyperparameters(
         fabric, {**options, "tasks": ",".join(run.tasks)}, {"hparams/final_loss": sum(losses) / len(losses)}
     )
-    coefficients = run.merger.effective_coefficients().detach()
-    log_coefficient_heatmap(fabric, coefficients, run.tasks, run.merger.group_names, run.max_steps)

@@ -1,10 +1,10 @@
-"""The learned merging coefficients as a heat map (tasks x coefficient groups), for TensorBoard and the
-comparison's charts. Kept apart from the comparison's other charts: the method itself draws it."""
+"""The learned merging coefficients as a heat map (tasks x coefficient groups): in TensorBoard after each
+adaptation of the plugin's methods (:class:`CoefficientHeatmapMixin`) and in the comparison's charts."""
 
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import matplotlib
 
@@ -43,3 +43,24 @@ def coefficient_heatmap_figure(
     figure.colorbar(image, ax=axes, fraction=0.02)
     figure.tight_layout()
     return figure
+
+
+def log_coefficient_heatmap(
+    fabric: Any, coefficients: np.ndarray, tasks: Sequence[str], groups: Sequence[str], step: int
+):
+    """The learned merging coefficients, tasks x coefficient groups, as an image in TensorBoard."""
+    loggers = [logger for logger in fabric.loggers if hasattr(getattr(logger, "experiment", None), "add_figure")]
+    if not loggers or not fabric.is_global_zero:
+        return
+    figure = coefficient_heatmap_figure(coefficients, tasks, blocks_of_groups(groups), "learned merging coefficients")
+    for logger in loggers:
+        logger.experiment.add_figure("coefficients/heatmap", figure, global_step=step)
+
+
+class CoefficientHeatmapMixin:
+    """After an adaptation, its learned coefficients as a heat map beside the options and final loss."""
+
+    def _log_summary(self, run: Any, stats: Any) -> None:
+        super()._log_summary(run, stats)
+        coefficients = run.merger.effective_coefficients().detach().cpu().numpy()
+        log_coefficient_heatmap(self.fabric, coefficients, run.tasks, run.merger.group_names, run.max_steps)
