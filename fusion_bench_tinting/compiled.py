@@ -1,4 +1,5 @@
-"""The merge and the encoder forward as one ``torch.compile``-d function (option ``compile_step``).
+"""The merge and the encoder forward as one ``torch.compile``-d function: the plugin's option ``compile_step``
+(the core's loop runs eagerly; :class:`CompiledStepMixin` adds the option and :class:`CompiledTintingTrainer`).
 
 Why this piece: at CLIP sizes an eager step is bound by the host launching kernels (hundreds of small
 merges, layer norms and matmuls for a batch of 32), so fusing them, and on CUDA replaying them as CUDA
@@ -19,7 +20,10 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .errors import TintingConfigError
+from .core.adaptation import TintingTrainer
+from .core.errors import TintingConfigError
+from .core.options import Option
+from .core.run_state import TaskState
 
 CompileStep = Union[bool, str, None]
 #: torch.compile's modes (``reduce-overhead`` adds CUDA graphs on a GPU)
@@ -94,3 +98,65 @@ def mark_step_begin() -> None:
     """Tell CUDA-graph trees that a new step starts (a Model Tinting++ step skipped before its backward
     would otherwise leave a pending graph); harmless without CUDA graphs."""
     torch.compiler.cudagraph_mark_step_begin()
+
+
+def _compile_mode(value: Any) -> bool:
+    return isinstance(value, bool) or value in COMPILE_MODES
+
+
+COMPILE_STEP_OPTION = Option(
+    "compile_step",
+    False,
+    _compile_mode,
+    "false, true or a torch.compile mode",
+    "torch.compile the merge + encoder forward: false | true | reduce-overhead (CUDA graphs) | ...; the "
+    "compilation counts in the adaptation time",
+    changes_result=False,
+)
+
+
+class CompiledTintingTrainer(TintingTrainer):
+    """The core's loop with the merge and the encoder compiled (``compile_options``: None keeps it eager)."""
+
+    def __init__(self, *args: Any, compile_options: Optional[Mapping[str, Any]] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        merges_per_step = self.options.update == "sequential" and self.options.train_coefficients
+        self._compiled, self._merge, self.encode = compiled_step(
+            self.merger, self.encode, compile_options, merges_per_step
+        )
+
+    def merged(self) -> Optional[Dict[str, Tensor]]:
+        return None if self._compiled is not None else super().merged()
+
+    def student_logits(self, task: TaskState, merged: Optional[Mapping[str, Tensor]], inputs: Tensor) -> Tensor:
+        if merged is None:
+            return task.head(self._compiled(task.own_tensors(), inputs))
+        return super().student_logits(task, merged, inputs)
+
+    def _begin_step(self) -> None:
+        super()._begin_step()
+        if self._compiled is not None:
+            mark_step_begin()
+
+
+class CompiledStepMixin:
+    """Model Tinting with the ``compile_step`` option (``compile_backend``: a setting, for tests and benchmarks)."""
+
+    compile_backend: str = "inductor"
+    trainer_class = CompiledTintingTrainer
+
+    def _check_options(self) -> None:
+        super()._check_options()
+        compile_options(self.compile_step, self.compile_backend)  # raises on a bad mode or backend
+
+    def _trainer_settings(self) -> Dict[str, Any]:
+        return {
+            **super()._trainer_settings(),
+            "compile_options": compile_options(self.compile_step, self.compile_backend),
+        }
+
+    def _result(self, run: Any, stats: Any, checkpoints: Any) -> Any:
+        model = super()._result(run, stats, checkpoints)
+        if stats is not None:
+            model.report_extras["compile_step"] = self.compile_step
+        return model

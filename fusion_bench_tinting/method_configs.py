@@ -12,6 +12,7 @@ from typing import Dict, Tuple
 from .core.options import Options
 from .core.tinting_options import TINTING_OPTIONS
 from .lot_merging.options import LOT_OPTIONS
+from .methods import COMMAND_OPTIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config" / "method"
 
@@ -20,12 +21,13 @@ _RULE = "# " + "=" * 77
 #: file name -> (declared options, header comment, ``_target_``)
 METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
     "model_tinting.yaml": (
-        TINTING_OPTIONS,
+        COMMAND_OPTIONS,
         f"""{_RULE}
 # Model Tinting (arXiv 2412.19098): layer-wise merging coefficients plus one trainable layer per
 # task, adapted on unlabelled data against the fine-tuned models' predictions.
 # Defaults are the reference implementation's. Written from fusion_bench_tinting/core/tinting_options.py
-# (python -m fusion_bench_tinting.method_configs). Usage:
+# and the plugin's compile_step (fusion_bench_tinting/compiled.py) by python -m fusion_bench_tinting.method_configs.
+# Usage:
 #   fusion_bench method=model_tinting modelpool=clip-vit-base-patch32_TA8
 {_RULE}""",
         "fusion_bench_tinting.ModelTintingAlgorithm",
@@ -46,6 +48,17 @@ METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
 def rendered(name: str) -> str:
     options, header, target = METHOD_CONFIGS[name]
     return options.yaml(header, target)
+
+
+def core_rendered() -> str:
+    """``model_tinting.yaml`` with the core's options only (the upstream export's)."""
+    _, header, target = METHOD_CONFIGS["model_tinting.yaml"]
+    header = header.replace(
+        "Written from fusion_bench_tinting/core/tinting_options.py\n# and the plugin's compile_step "
+        "(fusion_bench_tinting/compiled.py) by python -m fusion_bench_tinting.method_configs.\n# Usage:",
+        "Every option is declared once, in tinting_options.py. Usage:",
+    )
+    return TINTING_OPTIONS.yaml(header, target)
 
 
 def main() -> None:

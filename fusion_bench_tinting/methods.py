@@ -2,34 +2,44 @@
 upstream contribution) with the suite's task-aware task pool completed at the start of the run
 (:mod:`.suites`), the core's exceptions ended in one line under the command (:mod:`.exits`), the expected
 noise of the run hidden and its profile written to the log folder (:mod:`.quiet`), and each task's inputs and
-teacher outputs cached on disk (:mod:`.caching`), the learned coefficients drawn in TensorBoard (:mod:`.heatmap`)."""
+teacher outputs cached on disk (:mod:`.caching`), the learned coefficients drawn in TensorBoard (:mod:`.heatmap`)
+and the option ``compile_step`` (:mod:`.compiled`)."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Callable, Sequence
 
-from fusion_bench import BaseModelPool
+from fusion_bench import BaseModelPool, auto_register_config
 
 from .caching import CachedTeacherPassMixin
+from .compiled import COMPILE_STEP_OPTION, CompiledStepMixin
 from .core import algorithm
 from .core.families import family_for
+from .core.options import Option
+from .core.tinting_options import TINTING_OPTIONS
 from .exits import one_line_config_errors, one_line_interruption
 from .heatmap import CoefficientHeatmapMixin
 from .lot_merging import algorithm as lot_algorithm
 from .quiet import profile_to_log_dir, quiet_run
 from .suites import SuiteTaskPoolMixin
 
+#: the options of the plugin's Model Tinting: the core's and ``compile_step``
+COMMAND_OPTIONS = TINTING_OPTIONS.extended([COMPILE_STEP_OPTION])
 
-def _one_line_constructor(core: type) -> Callable:
-    """``core``'s constructor with its signature (the method's options), a bad option ending the command in
-    one line before any model is loaded."""
+
+def _one_line_constructor(core: type, more: Sequence[Option] = ()) -> Callable:
+    """``core``'s constructor with its signature (the method's options) and ``more`` options of the plugin's, a
+    bad option ending the command in one line before any model is loaded."""
 
     def __init__(self, **options):
         with one_line_config_errors():
             core.__init__(self, **options)
 
-    __init__.__signature__ = inspect.signature(core.__init__)
+    signature = inspect.signature(core.__init__)
+    *named, rest = signature.parameters.values()
+    extra = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default) for o in more]
+    __init__.__signature__ = signature.replace(parameters=[*named, *extra, rest])
     return __init__
 
 
@@ -48,18 +58,30 @@ class CommandLineMethod(SuiteTaskPoolMixin):
             super().print_profile_summary(*args, **kwargs)
 
 
+@auto_register_config
 class ModelTintingAlgorithm(
-    CommandLineMethod, CachedTeacherPassMixin, CoefficientHeatmapMixin, algorithm.ModelTintingAlgorithm
+    CommandLineMethod,
+    CachedTeacherPassMixin,
+    CoefficientHeatmapMixin,
+    CompiledStepMixin,
+    algorithm.ModelTintingAlgorithm,
 ):
     __doc__ = algorithm.ModelTintingAlgorithm.__doc__
-    __init__ = _one_line_constructor(algorithm.ModelTintingAlgorithm)
+    OPTIONS = COMMAND_OPTIONS
+    __init__ = _one_line_constructor(algorithm.ModelTintingAlgorithm, [COMPILE_STEP_OPTION])
 
 
+@auto_register_config
 class ModelTintingPlusPlus(
-    CommandLineMethod, CachedTeacherPassMixin, CoefficientHeatmapMixin, algorithm.ModelTintingPlusPlus
+    CommandLineMethod,
+    CachedTeacherPassMixin,
+    CoefficientHeatmapMixin,
+    CompiledStepMixin,
+    algorithm.ModelTintingPlusPlus,
 ):
     __doc__ = algorithm.ModelTintingPlusPlus.__doc__
-    __init__ = _one_line_constructor(algorithm.ModelTintingPlusPlus)
+    OPTIONS = COMMAND_OPTIONS
+    __init__ = _one_line_constructor(algorithm.ModelTintingPlusPlus, [COMPILE_STEP_OPTION])
 
 
 class LOTMergingAlgorithm(CommandLineMethod, lot_algorithm.LOTMergingAlgorithm):

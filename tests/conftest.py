@@ -90,10 +90,9 @@ def build_tinting(cls=None, **settings):
     """A tinting method from its options plus the settings that are not options (class attributes such as
     ``reuse_cache`` or ``keep_checkpoints``, set on the instance)."""
     from fusion_bench_tinting import ModelTintingAlgorithm
-    from fusion_bench_tinting.core.tinting_options import TINTING_OPTIONS
 
     cls = cls or ModelTintingAlgorithm
-    options = {k: v for k, v in settings.items() if k in TINTING_OPTIONS.names}
+    options = {k: v for k, v in settings.items() if k in cls.OPTIONS.names}
     algorithm = cls(**options)
     for name, value in settings.items():
         if name not in options:

@@ -13,8 +13,8 @@ from conftest import build_tinting, cpu_fabric, load_pool
 from torch import nn
 from torch.func import functional_call
 
-from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
-from fusion_bench_tinting.core.compiled import compile_options
+from fusion_bench_tinting.compiled import CompiledTintingTrainer, compile_options
+from fusion_bench_tinting.core.adaptation import AdaptationOptions
 from fusion_bench_tinting.core.data import TensorInputs
 from fusion_bench_tinting.core.errors import TintingConfigError
 from fusion_bench_tinting.core.merging import LayerWiseMerger
@@ -79,7 +79,7 @@ def _adapt(
         )
         for k in range(len(CLASSES))
     ]
-    trainer = TintingTrainer(
+    trainer = CompiledTintingTrainer(
         merger,
         lambda params, x: functional_call(encoder, dict(params), (x,)),
         states,

@@ -140,11 +140,11 @@ def test_each_method_config_file_is_its_option_declaration(name):
 
 def test_an_option_that_does_not_change_the_result_stays_out_of_the_checkpoint_fingerprint():
     from fusion_bench_tinting.core.checkpointing import fingerprint
-    from fusion_bench_tinting.core.tinting_options import TINTING_OPTIONS
+    from fusion_bench_tinting.methods import COMMAND_OPTIONS
 
-    ignored = TINTING_OPTIONS.not_changing_result()
+    ignored = COMMAND_OPTIONS.not_changing_result()
     assert {"resume", "checkpoint_every", "compile_step", "weights"} <= set(ignored) and "lr" not in ignored
-    method = TINTING_OPTIONS.defaults()
+    method = COMMAND_OPTIONS.defaults()
     kept = fingerprint(["a"], {}, method, ignore=ignored)["method"]
     assert set(kept) == set(method) - set(ignored) - {"max_steps"}
 

@@ -24,20 +24,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
 
 import torch
-from fusion_bench.utils.pylogger import get_rankzero_logger
 from torch import Tensor
 
-from .compiled import compiled_step, mark_step_begin
 from .console import progress
 from .data import EpochSampler
-from .fabric_glue import ProcessShare
-from .losses import confidence_filter, l2_to_start, per_sample_loss
+from .fabric_glue import ProcessShare, seconds_since
+from .losses import confidence_filter, l2_to_start, per_sample_loss, warn_about_filtered_regression
 from .merging import LayerWiseMerger
 from .metric_window import MetricWindow, dropped_fractions
 from .run_state import AdaptationStats, TaskState
 from .step_guard import StepGuard, make_optimizer
-
-log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 EncodeFn = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 
@@ -58,23 +54,6 @@ class AdaptationOptions:
     log_every: int = 10
 
 
-def seconds_since(start: float, device: torch.device) -> float:
-    """Seconds since ``start`` with the device's queued work done (one synchronisation per run)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def _warn_about_regression_tasks(tasks: List[TaskState]) -> None:
-    names = [t.name for t in tasks if t.is_regression]
-    if names:
-        log.warning(
-            "Model Tinting++'s confidence filter is undefined for regression tasks %s: "
-            "their steps use the plain loss on every sample.",
-            names,
-        )
-
-
 class TintingTrainer:
     def __init__(
         self,
@@ -90,7 +69,6 @@ class TintingTrainer:
         log_metrics: Optional[Callable[[Dict[str, float], int], None]] = None,
         data_parallel: Optional[ProcessShare] = None,
         section: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext(),
-        compile_options: Optional[Mapping[str, Any]] = None,
         fused_optimizer: Optional[bool] = None,
         grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
@@ -123,10 +101,10 @@ class TintingTrainer:
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
         #: each task's tinted layer as it starts, for the ``tint_l2`` penalty
         self._starts = [[p.detach().clone() for p in t.tinted_parameters()] for t in tasks] if options.tint_l2 else None
-        merges_per_step = options.update == "sequential" and options.train_coefficients
-        self._compiled, self._merge, self.encode = compiled_step(merger, encode, compile_options, merges_per_step)
+        #: what merges at each step (a subclass may compile it)
+        self._merge: Callable[[], Dict[str, Tensor]] = merger
         if options.confidence_filter:
-            _warn_about_regression_tasks(tasks)
+            warn_about_filtered_regression([t.name for t in tasks if t.is_regression])
 
     def _reset_counters(self) -> None:
         """Where the loop is and what it has counted (all of it goes into a checkpoint)."""
@@ -143,9 +121,7 @@ class TintingTrainer:
 
     # ----- pieces of a step --------------------------------------------------------------------
     def merged(self) -> Optional[Dict[str, Tensor]]:
-        """The merged tensors, or None when the compiled function merges inside itself."""
-        if self._compiled is not None:
-            return None
+        """The merged tensors (None: the encoder merges inside itself, as a compiled step may)."""
         if self.options.train_coefficients:
             return self._merge()
         if self._fixed_merge is None:  # coefficients frozen: merge once
@@ -155,8 +131,6 @@ class TintingTrainer:
 
     def student_logits(self, task: TaskState, merged: Optional[Mapping[str, Tensor]], inputs: Tensor) -> Tensor:
         own = task.own_tensors()
-        if merged is None:
-            return task.head(self._compiled(own, inputs))
         params = {**merged, **own} if own else merged
         return task.head(self.encode(params, inputs))
 
@@ -203,8 +177,6 @@ class TintingTrainer:
     def _begin_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self._empty_batch = None
-        if self._compiled is not None:
-            mark_step_begin()
 
     def _sequential_step(self, index: int) -> None:
         self._begin_step()

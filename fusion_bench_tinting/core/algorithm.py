@@ -27,7 +27,6 @@ from .adaptation import AdaptationOptions, TintingTrainer
 from .adaptation_data import warn_about_overlap
 from .atomic import write_atomically
 from .checkpointing import checkpoint_hook, fingerprint, last_checkpoint_hint, restore_and_store
-from .compiled import compile_options
 from .console import log_effective_options
 from .errors import NonFiniteError, SaveError, TintingConfigError
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
@@ -66,11 +65,16 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
 
     def __init__(self, **options):
         """Every option is declared once, with its default and what it allows, in :mod:`.tinting_options`."""
-        TINTING_OPTIONS.refuse_unknown(options)  # before any model is loaded: a bad option never wastes a run
-        super().__init__(**{k: v for k, v in options.items() if k not in TINTING_OPTIONS.names})
+        self.OPTIONS.refuse_unknown(options)  # before any model is loaded: a bad option never wastes a run
+        super().__init__(**{k: v for k, v in options.items() if k not in self.OPTIONS.names})
         self._check_options()
 
     __init__.__signature__ = TINTING_OPTIONS.signature()
+
+    #: the declared options (a front end that adds its own extends them: :meth:`.options.Options.extended`)
+    OPTIONS = TINTING_OPTIONS
+    #: the adaptation loop (a front end may pass it more settings through :meth:`_trainer_settings`)
+    trainer_class = TintingTrainer
 
     # How, not what, a run computes: not options, set on an instance by the speed benchmark (docs/speed.md).
     #: data-loading workers and batch size of the one preprocessing pass (auto: see ``data.resolve_num_workers``)
@@ -80,7 +84,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     teacher_pass = TeacherPass
     #: time data/merge/forward/backward/optimizer of each step (adds device syncs)
     profile_steps: bool = False
-    compile_backend: str = "inductor"
     log_every: int = 10
     keep_checkpoints: int = 2
 
@@ -91,11 +94,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
 
     def _check_options(self) -> None:
         """Types, ranges and combinations of every option (see :mod:`.options`)."""
-        TINTING_OPTIONS.check({name: getattr(self, name) for name in TINTING_OPTIONS.names})
+        self.OPTIONS.check({name: getattr(self, name) for name in self.OPTIONS.names})
         if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
         check_init_values(self.init_values, self.clamp_weights, self._clamp_range())
-        compile_options(self.compile_step, self.compile_backend)  # raises on a bad mode
         if self.init_from == "adamerging":
             resolve_adamerging_weights(self.adamerging_weights)  # the file exists, before any model is loaded
             if self.init_values != "auto":
@@ -201,7 +203,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             run.tasks,
             OmegaConf.to_container(run.family.modelpool.config, resolve=True),
             OmegaConf.to_container(self.config),
-            ignore=TINTING_OPTIONS.not_changing_result(),
+            ignore=self.OPTIONS.not_changing_result(),
         )
         store = restore_and_store(
             trainer,
@@ -212,7 +214,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             keep=self.keep_checkpoints,
             every=self.checkpoint_every,
             fabric=self.fabric,
-            option_defaults=TINTING_OPTIONS.defaults(),
+            option_defaults=self.OPTIONS.defaults(),
         )
         with (
             self.profile("adaptation"),
@@ -244,7 +246,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         """The adaptation loop over this run's merger and task states, with the pieces Fabric supplies."""
         options = self._options_as(AdaptationOptions, max_steps=run.max_steps, lr=run.plan.lr)
         pretrained, family = run.pretrained, run.family
-        return TintingTrainer(
+        return self.trainer_class(
             run.merger,
             lambda params, x: family.encode(pretrained, x, params),
             run.states,
@@ -256,9 +258,13 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             log_metrics=self._log_metrics,
             data_parallel=data_parallel(self.fabric, self.batch_size),
             section=step_sections(self.fabric, self.profile, self.profile_steps),
-            compile_options=compile_options(self.compile_step, self.compile_backend),
             grad_scaler=grad_scaler(self.fabric),
+            **self._trainer_settings(),
         )
+
+    def _trainer_settings(self) -> Dict[str, Any]:
+        """More keyword arguments of :attr:`trainer_class` (none for the core's loop)."""
+        return {}
 
     def _resolved_values(self, plan: RunPlan) -> Dict[str, float]:
         """What the ``auto`` options stood for in this run."""
@@ -284,7 +290,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                     iterations=run.max_steps,
                     lr=run.plan.lr,
                     init_values=run.plan.init_value,
-                    compile_step=self.compile_step,
                     confidence_filter=self.confidence_filter,
                 )
             )

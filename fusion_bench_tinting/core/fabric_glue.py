@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator, List, Optional
 
@@ -62,6 +63,13 @@ def data_parallel(fabric: Any, batch_size: int) -> ProcessShare:
         world_size=fabric.world_size,
         all_reduce_sum=lambda tensor: fabric.all_reduce(tensor, reduce_op="sum"),
     )
+
+
+def seconds_since(start: float, device: torch.device) -> float:
+    """Seconds since ``start`` with the device's queued work done (one synchronisation per run)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def grad_scaler(fabric: Any) -> Optional[torch.amp.GradScaler]:

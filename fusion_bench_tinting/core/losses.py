@@ -8,6 +8,7 @@ the teacher's hard argmax label. Regression tasks (one output) use the squared e
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Dict, List
 
 import torch
@@ -119,6 +120,16 @@ def confidence_filter(student: Tensor, teacher: Tensor) -> Tensor:
     conf_s, pred_s = p_student.max(dim=-1)
     conf_t, pred_t = p_teacher.max(dim=-1)
     return ~((pred_s != pred_t) & (conf_s > conf_t))
+
+
+def warn_about_filtered_regression(regression_tasks: List[str]) -> None:
+    """Model Tinting++'s filter compares class confidences: a regression task has none."""
+    if regression_tasks:
+        logging.getLogger(__name__).warning(
+            "Model Tinting++'s confidence filter is undefined for regression tasks %s: "
+            "their steps use the plain loss on every sample.",
+            regression_tasks,
+        )
 
 
 def l2_to_start(params: List[Tensor], starts: List[Tensor], strength: float) -> Tensor:

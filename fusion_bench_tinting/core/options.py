@@ -90,6 +90,10 @@ class Options:
         self.config_file = config_file
         self.options = {option.name: option for option in options}
 
+    def extended(self, more: Sequence[Option]) -> "Options":
+        """These options and ``more`` (a front end's own), declared in the same file."""
+        return Options(self.config_file, [*self.options.values(), *more])
+
     @property
     def names(self) -> Tuple[str, ...]:
         return tuple(self.options)

@@ -94,14 +94,12 @@ def adaptation_report(
     iterations: int,
     lr: float,
     init_values: float,
-    compile_step: Any,
     confidence_filter: bool,
 ) -> Dict[str, Any]:
     """The report's account of an adaptation: its time, steps, resolved options and final losses."""
     report = {
         "adaptation_time_s": round(stats.seconds, 3),
         "first_iteration_s": round(stats.first_iteration_seconds, 3),
-        "compile_step": compile_step,
         "optimizer_steps": stats.optimizer_steps,
         "skipped_steps": stats.skipped_steps,
         "iterations": iterations,

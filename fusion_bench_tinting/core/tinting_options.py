@@ -7,7 +7,6 @@ docs/generalization.md).
 
 from __future__ import annotations
 
-from .compiled import COMPILE_MODES
 from .families.base import SPLITS
 from .losses import LOSSES
 from .options import (
@@ -32,10 +31,6 @@ INIT_FROM = ("task_arithmetic", "lot", "adamerging")
 
 def _block_or_head(value) -> bool:
     return value == "head" or (is_int(value) and value >= 0) or (isinstance(value, str) and value.isdigit())
-
-
-def _compile_mode(value) -> bool:
-    return isinstance(value, bool) or value in COMPILE_MODES
 
 
 TINTING_OPTIONS = Options(
@@ -194,15 +189,6 @@ TINTING_OPTIONS = Options(
             one_of(TENSOR_DTYPES),
             f"one of {list(TENSOR_DTYPES)}",
             "dtype of the stored task vectors (bfloat16 halves the largest buffer; merges compute in float32)",
-        ),
-        Option(
-            "compile_step",
-            False,
-            _compile_mode,
-            "false, true or a torch.compile mode",
-            "torch.compile the merge + encoder forward: false | true | reduce-overhead (CUDA graphs) | ...; the "
-            "compilation counts in the adaptation time",
-            changes_result=False,
         ),
     ],
 )

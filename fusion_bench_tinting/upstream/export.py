@@ -160,8 +160,11 @@ def method_sources() -> Dict[str, str]:
 
 def method_configs() -> Dict[str, str]:
     configs = {}
+    from ..method_configs import core_rendered
+
     for name, target in METHOD_CONFIGS.items():
-        text = rename_imports((CONFIG_DIR / "method" / name).read_text())
+        source = core_rendered() if name == "model_tinting.yaml" else (CONFIG_DIR / "method" / name).read_text()
+        text = rename_imports(source)
         text = text.replace("method=model_tinting_plusplus ", "method=model_tinting/model_tinting_plusplus ")
         text = text.replace("method=model_tinting ", "method=model_tinting/model_tinting ")
         text = text.replace("method=lot_merging ", "method=lot_merging/lot_merging ")
