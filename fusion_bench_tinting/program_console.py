@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
-from .core.evaluation import task_aware
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
 from .quiet import bars_of, quiet_run, verbose
 
 #: the method configs of this package (``method=<name>`` on the command line)
@@ -43,12 +44,49 @@ def one_line_call(panel: Any) -> None:
     print(f"Instantiate {code.split('(', 1)[0].strip()}", flush=True)
 
 
+@rank_zero_only
+def print_report_table(report: Dict[str, Any]) -> None:
+    """Print the per-task headline metric (``score`` where the task pool reports one, else accuracy)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    key = "score" if any(isinstance(v, dict) and "score" in v for v in report.values()) else "accuracy"
+    method = report.get("adaptation", {}).get("method", "merged model")
+    table = Table(title=f"{method}: {'score' if key == 'score' else 'accuracy'} per task (%)", min_width=48)
+    table.add_column("task")
+    if key == "score":
+        table.add_column("metric", justify="left")
+    table.add_column(key, justify="right")
+    table.add_column("ECE", justify="right")  # expected calibration error, %, where reported
+
+    def ece(result: Dict[str, Any]) -> str:
+        return _percent(result["ece"]) if "ece" in result else ""
+
+    for task, result in report.items():
+        if isinstance(result, dict) and key in result and task != "average":
+            metric = [result.get("metric", "")] if key == "score" else []
+            table.add_row(task, *metric, _percent(result[key]), ece(result))
+    average = report.get("average", {})
+    if key in average:
+        metric = [""] if key == "score" else []
+        table.add_row("[bold]average[/bold]", *metric, f"[bold]{_percent(average[key])}[/bold]", ece(average))
+    Console().print(table)
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+#: the report :func:`print_report_table` printed last (FusionBench's program need not list it again)
+last_printed_report: Optional[Dict[str, Any]] = None
+
+
 def skip_printed_report(print_json: Callable[..., None]) -> Callable[..., None]:
-    """``print_json`` that leaves out a report the task-aware task pool already printed as a table."""
+    """``print_json`` that leaves out a report already printed as a table."""
 
     @functools.wraps(print_json)
     def wrapper(report: Any, *args: Any, **kwargs: Any) -> None:
-        if report is not None and report is task_aware.last_printed_report:
+        if report is not None and report is last_printed_report:
             return
         print_json(report, *args, **kwargs)
 
@@ -56,13 +94,18 @@ def skip_printed_report(print_json: Callable[..., None]) -> Callable[..., None]:
 
 
 def quiet_evaluation(evaluate_merged_model: Callable[..., Any]) -> Callable[..., Any]:
-    """FusionBench's evaluation of the merged model with its expected noise hidden and the task pool's bars
-    drawn as the run's (:mod:`.quiet`)."""
+    """FusionBench's evaluation of the merged model with its expected noise hidden, the task pool's bars drawn
+    as the run's (:mod:`.quiet`) and the report printed as a per-task table."""
 
     @functools.wraps(evaluate_merged_model)
     def wrapper(program: Any, taskpool: Any, *args: Any, **kwargs: Any) -> Any:
+        global last_printed_report
         with quiet_run(), bars_of(taskpool):
-            return evaluate_merged_model(program, taskpool, *args, **kwargs)
+            report = evaluate_merged_model(program, taskpool, *args, **kwargs)
+        if isinstance(report, dict) and isinstance(report.get("average"), dict):
+            print_report_table(report)
+            last_printed_report = report
+        return report
 
     return wrapper
 

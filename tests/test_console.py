@@ -101,14 +101,12 @@ def test_outside_a_terminal_a_phase_writes_a_line_every_tenth_and_nested_bars_no
 
 
 def test_program_output_is_changed_for_our_methods_only_and_skips_a_printed_report(monkeypatch):
-    from fusion_bench_tinting.core.evaluation import task_aware
-
     assert program_console.runs_our_method(["fusion_bench", "modelpool=x", "method=model_tinting_plusplus"])
     assert not program_console.runs_our_method(["fusion_bench", "method=ties_merging"])
     printed = []
     print_json = program_console.skip_printed_report(lambda report, **kwargs: printed.append(report))
     shown, other = {"a": {"accuracy": 0.5}}, {"b": {"accuracy": 0.5}}
-    monkeypatch.setattr(task_aware, "last_printed_report", shown)
+    monkeypatch.setattr(program_console, "last_printed_report", shown)
     print_json(shown, print_type=False)
     print_json(other, print_type=False)
     assert printed == [other]

@@ -3,7 +3,7 @@
 Before each task, a task-aware task pool calls ``model.set_task(task)`` when the model has it (Model
 Tinting, EMR-Merging, any FusionBench ``ModulatedModel``) and uses ``model.task_head(task)`` as the
 task's head when the model provides one. After evaluation it adds the model's ``report_extras``
-(adaptation figures) to the report under ``adaptation`` and prints a per-task table.
+(adaptation figures) to the report under ``adaptation``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import os
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 log = logging.getLogger(__name__)
-
-#: the report :func:`print_report_table` printed last (FusionBench's program need not list it again)
-last_printed_report: Optional[Dict[str, Any]] = None
 
 
 class TaskAwareEvaluation:
@@ -73,9 +69,7 @@ class TaskAwareEvaluation:
         extras = getattr(model, "report_extras", None)
         if extras:
             report["adaptation"] = extras
-        report = finite_or_none(report)
-        print_report_table(report)
-        return report
+        return finite_or_none(report)
 
 
 def finite_or_none(value: Any) -> Any:
@@ -98,41 +92,6 @@ def _average_calibration_error(report: Dict[str, Any]) -> None:
     values = [v["ece"] for k, v in report.items() if k != "average" and isinstance(v, dict) and "ece" in v]
     if values and isinstance(report.get("average"), dict) and "ece" not in report["average"]:
         report["average"]["ece"] = sum(values) / len(values)
-
-
-@rank_zero_only
-def print_report_table(report: Dict[str, Any]) -> None:
-    """Print the per-task headline metric (``score`` where the task pool reports one, else accuracy)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    key = "score" if any(isinstance(v, dict) and "score" in v for v in report.values()) else "accuracy"
-    method = report.get("adaptation", {}).get("method", "merged model")
-    table = Table(title=f"{method}: {'score' if key == 'score' else 'accuracy'} per task (%)", min_width=48)
-    table.add_column("task")
-    if key == "score":
-        table.add_column("metric", justify="left")
-    table.add_column(key, justify="right")
-    table.add_column("ECE", justify="right")  # expected calibration error, %, where reported
-
-    def ece(result: Dict[str, Any]) -> str:
-        return _percent(result["ece"]) if "ece" in result else ""
-
-    for task, result in report.items():
-        if isinstance(result, dict) and key in result and task != "average":
-            metric = [result.get("metric", "")] if key == "score" else []
-            table.add_row(task, *metric, _percent(result[key]), ece(result))
-    average = report.get("average", {})
-    if key in average:
-        metric = [""] if key == "score" else []
-        table.add_row("[bold]average[/bold]", *metric, f"[bold]{_percent(average[key])}[/bold]", ece(average))
-    Console().print(table)
-    global last_printed_report
-    last_printed_report = report
-
-
-def _percent(value: Any) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 class PredictionRecorder:
