@@ -46,6 +46,8 @@ LEVERS=(
   # the tinted layer held near its fine-tuned start: an L2 penalty towards it
   "mt_tint_l2_0.1|model_tinting|method.tint_l2=0.1"
   "mt_tint_l2_1|model_tinting|method.tint_l2=1.0"
+  # options kept without a measurement until now: AdaMerging's joint update (one step over all tasks' losses)
+  "mt_update_joint|model_tinting|method.update=joint"
   # fewer iterations (a row's own method.max_steps replaces STEPS)
   "mt_20_iterations|model_tinting|method.max_steps=20"
   "mt_50_iterations|model_tinting|method.max_steps=50"
