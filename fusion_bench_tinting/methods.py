@@ -58,30 +58,21 @@ class CommandLineMethod(SuiteTaskPoolMixin):
             super().print_profile_summary(*args, **kwargs)
 
 
-@auto_register_config
-class ModelTintingAlgorithm(
-    CommandLineMethod,
-    CachedTeacherPassMixin,
-    CoefficientHeatmapMixin,
-    CompiledStepMixin,
-    algorithm.ModelTintingAlgorithm,
-):
-    __doc__ = algorithm.ModelTintingAlgorithm.__doc__
-    OPTIONS = COMMAND_OPTIONS
-    __init__ = _one_line_constructor(algorithm.ModelTintingAlgorithm, [COMPILE_STEP_OPTION])
+def _command_line_tinting(core: type) -> type:
+    """``core`` (Model Tinting or ++) as the plugin's commands run it, with the plugin's option ``compile_step``."""
+    members = {
+        "__doc__": core.__doc__,
+        "__module__": __name__,
+        "__qualname__": core.__name__,
+        "OPTIONS": COMMAND_OPTIONS,
+        "__init__": _one_line_constructor(core, [COMPILE_STEP_OPTION]),
+    }
+    bases = (CommandLineMethod, CachedTeacherPassMixin, CoefficientHeatmapMixin, CompiledStepMixin, core)
+    return auto_register_config(type(core.__name__, bases, members))
 
 
-@auto_register_config
-class ModelTintingPlusPlus(
-    CommandLineMethod,
-    CachedTeacherPassMixin,
-    CoefficientHeatmapMixin,
-    CompiledStepMixin,
-    algorithm.ModelTintingPlusPlus,
-):
-    __doc__ = algorithm.ModelTintingPlusPlus.__doc__
-    OPTIONS = COMMAND_OPTIONS
-    __init__ = _one_line_constructor(algorithm.ModelTintingPlusPlus, [COMPILE_STEP_OPTION])
+ModelTintingAlgorithm = _command_line_tinting(algorithm.ModelTintingAlgorithm)
+ModelTintingPlusPlus = _command_line_tinting(algorithm.ModelTintingPlusPlus)
 
 
 class LOTMergingAlgorithm(CommandLineMethod, lot_algorithm.LOTMergingAlgorithm):
