@@ -208,3 +208,19 @@ def test_the_constructors_refuse_unknown_options_and_accept_fusion_bench_keys():
         cls(_recursive_=False, _usage_="a note")  # FusionBench's own keys
     with pytest.raises(TintingConfigError, match=r"method.frobnicate: no such option; Every option"):
         ModelTintingAlgorithm(frobnicate=1)
+
+
+def test_pyproject_lists_exactly_the_package_folders():
+    """A package folder that pyproject.toml does not list is left out of the installed wheel; a listed folder
+    that no longer exists stops ``pip install`` on a fresh clone."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {
+        ".".join(path.parent.relative_to(root).parts)
+        for top in ("fusion_bench_tinting", "hydra_plugins")
+        for path in (root / top).rglob("__init__.py")
+        if "__pycache__" not in path.parts and path.parent.relative_to(root).parts[-1] != "config"
+    }
+    assert listed == folders
