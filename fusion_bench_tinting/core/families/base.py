@@ -58,6 +58,29 @@ def processed_images(
     )
 
 
+class ProcessedImageInputs:
+    """For a family whose images go through a Hugging Face processor (its ``processor``): the adaptation inputs."""
+
+    def adaptation_inputs(
+        self,
+        task: str,
+        *,
+        batch_size: int,
+        num_workers: int,
+        dtype: torch.dtype,
+        indices: Optional[Sequence[int]] = None,
+    ) -> TensorInputs:
+        return processed_images(
+            self.adaptation_dataset(task),
+            self.processor,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            dtype=dtype,
+            indices=indices,
+            desc=f"Preprocessing {task}",
+        )
+
+
 class ModelFamily(ABC):
     """Adapter between one FusionBench model pool type and the family-agnostic algorithm."""
 

@@ -18,9 +18,8 @@ from fusion_bench.tasks.clip_classification import CLIPTemplateFactory, get_clas
 from torch import Tensor, nn
 
 from ..console import progress
-from ..data import TensorInputs
 from ..errors import TintingConfigError
-from .base import PRETRAINED, ModelFamily, processed_images
+from .base import PRETRAINED, ModelFamily, ProcessedImageInputs
 
 #: the weights of a whole CLIP checkpoint that ``CLIPVisionModel`` does not read
 CLIP_PARTS_OUTSIDE_THE_VISION_TOWER = ("text_model.", "text_projection", "visual_projection", "logit_scale")
@@ -44,7 +43,7 @@ def zero_shot_embeddings(
     return (embeddings / embeddings.norm(p=2, dim=-1, keepdim=True)).float()
 
 
-class HFCLIPVisionFamily(ModelFamily):
+class HFCLIPVisionFamily(ProcessedImageInputs, ModelFamily):
     modelpool: CLIPVisionModelPool
 
     def __init__(self, modelpool: CLIPVisionModelPool, device: torch.device, **options: Any):
@@ -119,25 +118,6 @@ class HFCLIPVisionFamily(ModelFamily):
 
     def block_prefixes(self, encoder: nn.Module) -> List[str]:
         return [f"vision_model.encoder.layers.{i}." for i in range(len(encoder.vision_model.encoder.layers))]
-
-    def adaptation_inputs(
-        self,
-        task: str,
-        *,
-        batch_size: int,
-        num_workers: int,
-        dtype: torch.dtype,
-        indices: Optional[Sequence[int]] = None,
-    ) -> TensorInputs:
-        return processed_images(
-            self.adaptation_dataset(task),
-            self.processor,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            dtype=dtype,
-            indices=indices,
-            desc=f"Preprocessing {task}",
-        )
 
 
 __all__ = ["HFCLIPVisionFamily", "PRETRAINED"]

@@ -23,9 +23,8 @@ import torch
 from fusion_bench.tasks.clip_classification import get_num_classes
 from torch import Tensor, nn
 
-from ..data import TensorInputs
 from ..errors import TintingConfigError
-from .base import PRETRAINED, ModelFamily, processed_images
+from .base import PRETRAINED, ModelFamily, ProcessedImageInputs
 
 
 def _pooled(output: Any) -> Tensor:
@@ -96,7 +95,7 @@ def architecture_of(model: nn.Module, name: str) -> Architecture:
     return ARCHITECTURES[kind]
 
 
-class ImageClassifierFamily(ModelFamily):
+class ImageClassifierFamily(ProcessedImageInputs, ModelFamily):
     """FusionBench's ConvNeXt, DINOv2 and (transformers) ResNet image-classification pools."""
 
     def __init__(self, modelpool, device: torch.device, **options: Any):
@@ -184,25 +183,6 @@ class ImageClassifierFamily(ModelFamily):
             source = entry if isinstance(entry, str) else entry["config_path"]
             self._processor = AutoImageProcessor.from_pretrained(source)
         return self._processor
-
-    def adaptation_inputs(
-        self,
-        task: str,
-        *,
-        batch_size: int,
-        num_workers: int,
-        dtype: torch.dtype,
-        indices: Optional[Sequence[int]] = None,
-    ) -> TensorInputs:
-        return processed_images(
-            self.adaptation_dataset(task),
-            self.processor,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            dtype=dtype,
-            indices=indices,
-            desc=f"Preprocessing {task}",
-        )
 
 
 def task_classifier(modelpool, task: str, model: nn.Module) -> nn.Module:
