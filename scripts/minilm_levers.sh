@@ -43,6 +43,7 @@ LEVERS=(
   # the fine-tuning inputs for longer: 500 iterations of 16 inputs are 4 passes over 2000 inputs (200 are 1.6)
   "mt_train_500_iterations|model_tinting|method.adaptation_data=train method.max_steps=500"
   "mt_train_tint_l2_0.1|model_tinting|method.adaptation_data=train method.tint_l2=0.1"
+  "mt_train_pooler_merged|model_tinting|method.adaptation_data=train method.head_projection=merged"
   # the tinted layer held near its fine-tuned start: an L2 penalty towards it
   "mt_tint_l2_0.1|model_tinting|method.tint_l2=0.1"
   "mt_tint_l2_1|model_tinting|method.tint_l2=1.0"
