@@ -14,8 +14,8 @@ The classes are imported lazily: Hydra imports this package's search-path plugin
 
 from typing import TYPE_CHECKING
 
+from .compat import ensure_typing_override
 from .core import lazy_exports
-from .core.compat import ensure_typing_override
 
 ensure_typing_override()
 

@@ -16,6 +16,7 @@ from fusion_bench.mixins import LightningFabricMixin
 from fusion_bench.models.modulator.base import ModulatedModel, TaskModulator
 from torch import Tensor
 
+from . import families  # noqa: F401  (the plugin's model families join the core's table)
 from .core.families import PRETRAINED, family_for
 from .exits import one_line_config_errors
 from .suites import SuiteTaskPoolMixin

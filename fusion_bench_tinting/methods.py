@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 from fusion_bench import BaseModelPool, auto_register_config
 
+from . import families  # noqa: F401  (the plugin's model families join the core's table)
 from .caching import CachedTeacherPassMixin
 from .compiled import COMPILE_STEP_OPTION, CompiledStepMixin
 from .core import algorithm

@@ -16,8 +16,6 @@ from fusion_bench.modelpool import BaseModelPool, ResNetForImageClassificationPo
 from omegaconf import DictConfig
 from torch import nn
 
-from .core.families import register_pools
-
 
 class SequenceClassificationEncoderPool(SequenceClassificationModelPool):
     def load_classifier(self, name: str, *args, **kwargs) -> nn.Module:
@@ -125,6 +123,3 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_batches_tracked is not None:
             module.num_batches_tracked = module.num_batches_tracked.float()
     return model.eval()
-
-
-register_pools("image_classifier", f"{__name__}:TimmImageClassifierPool")

@@ -27,7 +27,7 @@ from fusion_bench.utils.pylogger import get_rankzero_logger
 from lightning.fabric.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .core.compat import ensure_typing_override
+from .compat import ensure_typing_override
 from .core.errors import TintingConfigError
 from .exits import one_line_config_errors
 
@@ -56,10 +56,11 @@ def _stock_to_task_aware():
     from fusion_bench.taskpool.nyuv2_taskpool import NYUv2TaskPool
     from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
-    from .core.evaluation.image_taskpool import TaskAwareImageClassificationTaskPool
-    from .core.evaluation.nyuv2_taskpool import TaskAwareNYUv2TaskPool
-    from .core.evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool, TaskAwareOpenCLIPVisionModelTaskPool
+    from .core.evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool
     from .core.evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
+    from .families.image_taskpool import TaskAwareImageClassificationTaskPool
+    from .families.nyuv2_taskpool import TaskAwareNYUv2TaskPool
+    from .families.open_clip_taskpool import TaskAwareOpenCLIPVisionModelTaskPool
 
     upgrades = {
         NYUv2TaskPool: TaskAwareNYUv2TaskPool,

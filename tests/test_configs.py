@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fusion_bench_tinting.core.compat import ensure_typing_override
+from fusion_bench_tinting.compat import ensure_typing_override
 from hydra_plugins.fusion_bench_tinting.search_path import fusion_bench_config_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_open_clip_suite_aliases(model):
     assert ours["modelpool"] == reference["modelpool"]
     assert (
         ours["taskpool"]["_target_"]
-        == "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
+        == "fusion_bench_tinting.families.open_clip_taskpool.TaskAwareOpenCLIPVisionModelTaskPool"
     )
     assert ours["taskpool"]["classification_heads"] == reference["taskpool"]["classification_heads"]
 

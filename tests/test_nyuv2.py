@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from conftest import cpu_fabric, run_cli
 from omegaconf import OmegaConf
@@ -83,11 +85,12 @@ def test_a_task_without_its_decoder_is_refused_before_any_model_is_loaded():
 def test_a_run_without_the_nyuv2_task_pool_or_its_images_is_refused_saying_where_they_are_looked_for(tmp_path):
     import torch
 
-    from fusion_bench_tinting.core.families.nyuv2 import NYUv2Family
+    from fusion_bench_tinting.families.nyuv2 import NYUv2Family
 
     pool = _pool({"_pretrained_": PRETRAINED, "depth": {"encoder": "resnet50", "decoders": ["depth"]}})
     with pytest.raises(TintingConfigError, match="task pool config has no `data_dir`.*taskpool=nyuv2_taskpool"):
         _run(pool)
-    family = NYUv2Family(pool, torch.device("cpu"), taskpool_config=OmegaConf.create({"data_dir": str(tmp_path)}))
+    taskpool = SimpleNamespace(config=OmegaConf.create({"data_dir": str(tmp_path)}))
+    family = NYUv2Family(pool, torch.device("cpu"), taskpool=taskpool)
     with pytest.raises(TintingConfigError, match=rf"No NYUv2 validation images in {tmp_path}/nyuv2/val/image"):
         family.validate_task("depth")

@@ -11,10 +11,6 @@ stays cheap.
 import importlib
 from typing import TYPE_CHECKING, Any, Callable, Dict
 
-from .compat import ensure_typing_override
-
-ensure_typing_override()
-
 __all__ = ["ModelTintingAlgorithm", "ModelTintingPlusPlus", "TintedModel"]
 
 _LAZY = {

@@ -143,7 +143,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             self.fabric,
             adaptation_split=self.adaptation_data,
             head_projection=self.head_projection,
-            taskpool_config=getattr(getattr(self, "_program", None), "_taskpool", None),
+            taskpool=getattr(getattr(self, "_program", None), "taskpool", None),
         )
 
     def _plan(self, family: ModelFamily) -> RunPlan:

@@ -31,7 +31,7 @@ POOL_TARGETS = {
     "resnet": "fusion_bench.modelpool.ResNetForImageClassificationPool",
     "torchvision": "fusion_bench_tinting.modelpools.TorchvisionResNetPool",
 }
-TASKPOOL_TARGET = "fusion_bench_tinting.core.evaluation.image_taskpool.TaskAwareImageClassificationTaskPool"
+TASKPOOL_TARGET = "fusion_bench_tinting.families.image_taskpool.TaskAwareImageClassificationTaskPool"
 
 
 @dataclass

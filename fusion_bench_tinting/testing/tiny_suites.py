@@ -350,7 +350,7 @@ def _write_open_clip_suite(config: Path, name: str, data, models, heads) -> str:
     (config / "taskpool" / f"{name}.yaml").write_text(
         _yaml(
             {
-                "_target_": "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareOpenCLIPVisionModelTaskPool",
+                "_target_": "fusion_bench_tinting.families.open_clip_taskpool.TaskAwareOpenCLIPVisionModelTaskPool",
                 "_recursive_": False,
                 "classification_heads": heads,
                 "test_datasets": _dataset_configs(data, "test"),

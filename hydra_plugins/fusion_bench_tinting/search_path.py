@@ -22,7 +22,7 @@ from typing import Optional
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from fusion_bench_tinting.core.compat import ensure_typing_override
+from fusion_bench_tinting.compat import ensure_typing_override
 
 # Applied at plugin discovery, i.e. before any FusionBench model pool is imported (see compat.py).
 ensure_typing_override()

@@ -1,6 +1,6 @@
 """Task pools that evaluate models carrying a part per task.
 
-FusionBench's CLIP task pools evaluate one shared model with their own zero-shot (or pool) heads and
+FusionBench's CLIP task pool evaluates one shared model with their own zero-shot (or pool) heads and
 never tell the model which task it is on. These subclasses, before each task:
 
 - call ``model.set_task(task)`` when the model has it (Model Tinting, EMR-Merging, any
@@ -19,13 +19,8 @@ from typing import Optional
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
 from torch import nn
 
-from ..compat import ensure_typing_override
 from .metrics import expected_calibration_error
 from .task_aware import PredictionRecorder, TaskAwareEvaluation
-
-ensure_typing_override()
-
-from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +43,7 @@ class TaskHeadCLIPClassifier(nn.Module):
         return (logits, embeddings) if return_image_embeds else logits
 
 
-def _recorded_evaluation(pool, evaluate, classifier, test_loader, task_name, logits_of, **kwargs):
+def recorded_evaluation(pool, evaluate, classifier, test_loader, task_name, logits_of, **kwargs):
     """Run the stock per-task evaluation, keeping its logits and labels: they add the expected calibration
     error to the task's result and are saved when predictions are."""
     recorder = PredictionRecorder()
@@ -78,7 +73,7 @@ class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskP
         head = self._switch_to_task(task_name)
         if head is not None:
             classifier = TaskHeadCLIPClassifier(classifier, head)
-        return _recorded_evaluation(
+        return recorded_evaluation(
             self,
             super()._evaluate,
             classifier,
@@ -86,34 +81,4 @@ class TaskAwareCLIPVisionModelTaskPool(TaskAwareEvaluation, CLIPVisionModelTaskP
             task_name,
             lambda out: out["logits"],
             num_classes=num_classes,
-        )
-
-
-class TaskAwareOpenCLIPVisionModelTaskPool(TaskAwareEvaluation, OpenCLIPVisionModelTaskPool):
-    """``OpenCLIPVisionModelTaskPool`` that switches per-task models to each task (see module doc)."""
-
-    def setup(self):
-        program = getattr(self, "_program", None)
-        modelpool = getattr(program, "modelpool", None)
-        if modelpool is not None and getattr(modelpool, "_test_processor", "unset") is None:
-            # FusionBench's pool cannot unpickle the task_vectors checkpoints on torch >= 2.6; load the
-            # pretrained encoder our way so that its preprocessing is known (see families.open_clip).
-            from ..families.open_clip import load_pickled_encoder
-
-            load_pickled_encoder(modelpool, "_pretrained_" if modelpool.has_pretrained else modelpool.model_names[0])
-        super().setup()
-
-    def __init__(self, *args, save_predictions: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.save_predictions = save_predictions
-
-    def evaluate(self, model, **kwargs):
-        return self._evaluate_task_aware(super().evaluate, model, **kwargs)
-
-    def _evaluate(self, classifier, test_loader, num_classes: int, task_name: str):
-        head = self._switch_to_task(task_name)
-        if head is not None:
-            classifier.classification_head = head
-        return _recorded_evaluation(
-            self, super()._evaluate, classifier, test_loader, task_name, lambda out: out, num_classes=num_classes
         )

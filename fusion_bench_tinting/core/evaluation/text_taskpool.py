@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 _MODEL_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "label")
 
 
-def _modelpool_of(taskpool) -> nn.Module:
+def modelpool_of(taskpool) -> nn.Module:
     program = getattr(taskpool, "_program", None)
     modelpool = getattr(program, "modelpool", None)
     if modelpool is None:
@@ -74,7 +74,7 @@ class SequenceClassificationTaskPool(TaskAwareEvaluation, LightningFabricMixin, 
     def _evaluate_tasks(self, model: nn.Module, name: Optional[str] = None) -> Dict:
         from transformers import DataCollatorWithPadding
 
-        modelpool = _modelpool_of(self)
+        modelpool = modelpool_of(self)
         collate = DataCollatorWithPadding(resolve_tokenizer(self.tokenizer))
         loader_kwargs = {"batch_size": 64, "num_workers": 0, **dict(self.dataloader_kwargs or {})}
         loader_kwargs["shuffle"] = False
@@ -100,7 +100,7 @@ class TaskAwareGPT2TextClassificationTaskPool(TaskAwareEvaluation, GPT2TextClass
     """FusionBench's GPT-2 GLUE task pool, switching per-task models and using their own heads."""
 
     def get_classifier(self, task_name: str, model: nn.Module) -> nn.Module:
-        return task_classifier(_modelpool_of(self), task_name, model)
+        return task_classifier(modelpool_of(self), task_name, model)
 
     def evaluate(self, model: nn.Module, name: Optional[str] = None):
         return self._evaluate_task_aware(super().evaluate, model, name=name)

@@ -95,7 +95,7 @@ class ModelFamily(ABC):
         device: torch.device,
         adaptation_split: str = "test",
         head_projection: str = "merged",
-        taskpool_config: Optional[Any] = None,
+        taskpool: Optional[Any] = None,
     ):
         self.modelpool = modelpool
         self.device = device
@@ -106,8 +106,8 @@ class ModelFamily(ABC):
         #: FusionBench's merging methods and LOT Merging do) or ``own`` (each task's, part of its head: Model
         #: Tinting's ``head_projection`` option, whose default it is)
         self.head_projection = head_projection
-        #: the run's task pool config, for families whose model pool does not say where the test data is (NYUv2)
-        self.taskpool_config = taskpool_config
+        #: the run's task pool, for families whose model pool does not say where the test data is
+        self.taskpool = taskpool
         self._datasets: Dict[str, Any] = {}
 
     def expected_load_report(self, source: str, rows: List[Tuple[str, str]]) -> bool:

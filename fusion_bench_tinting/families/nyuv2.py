@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..data import TensorInputs
-from ..errors import TintingConfigError
-from ..provenance import describe_source
-from .base import PRETRAINED, ModelFamily
+from ..core.data import TensorInputs
+from ..core.errors import TintingConfigError
+from ..core.families.base import PRETRAINED, ModelFamily
+from ..core.provenance import describe_source
 
 #: per task, the loss its outputs need (FusionBench's training losses for these decoders); None: ``loss``
 OBJECTIVES: Dict[str, Optional[str]] = {"segmentation": None, "depth": "l1", "normal": "cosine"}
@@ -113,7 +113,8 @@ class NYUv2Family(ModelFamily):
 
     # ----- data --------------------------------------------------------------------------------
     def _data_root(self) -> str:
-        data_dir = self.taskpool_config.get("data_dir") if self.taskpool_config is not None else None
+        config = getattr(self.taskpool, "config", None)
+        data_dir = config.get("data_dir") if config is not None else None
         if data_dir is None:
             raise TintingConfigError(
                 "Where are the NYUv2 images? The run's task pool config has no `data_dir`: evaluate with "

@@ -23,8 +23,9 @@ import torch
 from fusion_bench.tasks.clip_classification import get_num_classes
 from torch import Tensor, nn
 
-from ..errors import TintingConfigError
-from .base import PRETRAINED, ModelFamily, ProcessedImageInputs
+from ..core.errors import TintingConfigError
+from ..core.families.base import PRETRAINED, ModelFamily, ProcessedImageInputs
+from . import refuse_torchvision_resnet_pool
 
 
 def _pooled(output: Any) -> Tensor:
@@ -99,6 +100,7 @@ class ImageClassifierFamily(ProcessedImageInputs, ModelFamily):
     """FusionBench's ConvNeXt, DINOv2 and (transformers) ResNet image-classification pools."""
 
     def __init__(self, modelpool, device: torch.device, **options: Any):
+        refuse_torchvision_resnet_pool(modelpool)
         super().__init__(modelpool, device, **options)
         self._architecture: Optional[Tuple[str, Architecture]] = None
         self._last: Optional[Tuple[str, nn.Module]] = None  # the encoder and head of a task come from one load

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from torch.utils.data import Subset
 
 from ..compat import ensure_typing_override
-from ..data import TensorInputs, cache_inputs
-from ..errors import TintingConfigError
-from .base import PRETRAINED, ModelFamily
+from ..core.data import TensorInputs, cache_inputs
+from ..core.errors import TintingConfigError
+from ..core.families.base import PRETRAINED, ModelFamily
 
 ensure_typing_override()
 

@@ -13,10 +13,10 @@ from typing import Any, Dict
 
 from fusion_bench.taskpool.image_classification import ImageClassificationTaskPool
 
-from ..families.image_classifier import task_classifier
-from .task_aware import TaskAwareEvaluation
-from .taskpool import _recorded_evaluation
-from .text_taskpool import _modelpool_of
+from ..core.evaluation.task_aware import TaskAwareEvaluation
+from ..core.evaluation.taskpool import recorded_evaluation
+from ..core.evaluation.text_taskpool import modelpool_of
+from .image_classifier import task_classifier
 
 
 class TaskAwareImageClassificationTaskPool(TaskAwareEvaluation, ImageClassificationTaskPool):
@@ -35,7 +35,7 @@ class TaskAwareImageClassificationTaskPool(TaskAwareEvaluation, ImageClassificat
 
     def _evaluate(self, classifier, test_loader, num_classes: int, task_name: str = None):
         model = self._model_under_evaluation if self._model_under_evaluation is not None else classifier
-        classifier = self.fabric.to_device(task_classifier(_modelpool_of(self), task_name, model))
-        return _recorded_evaluation(
+        classifier = self.fabric.to_device(task_classifier(modelpool_of(self), task_name, model))
+        return recorded_evaluation(
             self, super()._evaluate, classifier, test_loader, task_name, lambda out: out, num_classes=num_classes
         )

@@ -1,0 +1,44 @@
+"""The model families beyond the core's (HF CLIP, sequence classification): OpenCLIP, image classifiers and
+NYUv2, each with its task-aware task pool. They join the core's family table when this package is imported
+(the plugin's methods import it), and would go upstream as follow-up pull requests."""
+
+from __future__ import annotations
+
+from fusion_bench import BaseModelPool
+
+from ..core.errors import TintingConfigError
+from ..core.families import register_family
+
+register_family(
+    (
+        "fusion_bench.modelpool:ConvNextForImageClassificationPool",
+        "fusion_bench.modelpool:Dinov2ForImageClassificationPool",
+        "fusion_bench.modelpool:ResNetForImageClassificationPool",
+        "fusion_bench_tinting.modelpools:TorchvisionResNetPool",
+        "fusion_bench_tinting.modelpools:TimmImageClassifierPool",
+    ),
+    f"{__name__}.image_classifier:ImageClassifierFamily",
+    "the ConvNeXt, DINOv2 and ResNet image-classification pools (transformers, or torchvision through "
+    "fusion_bench_tinting.modelpools.TorchvisionResNetPool)",
+)
+register_family(
+    ("fusion_bench.modelpool.nyuv2_modelpool:NYUv2ModelPool",),
+    f"{__name__}.nyuv2:NYUv2Family",
+    "NYUv2ModelPool (modelpool=nyuv2_modelpool)",
+)
+register_family(  # tried first: the CLIP vision family must not take these pools
+    ("fusion_bench.modelpool:OpenCLIPVisionModelPool",),
+    f"{__name__}.open_clip:OpenCLIPVisionFamily",
+    "OpenCLIPVisionModelPool (e.g. modelpool=OpenCLIPVisionModelPool/ViT-B-32_TA8)",
+)
+
+
+def refuse_torchvision_resnet_pool(modelpool: BaseModelPool) -> None:
+    """FusionBench's torchvision ResNet pool cannot hold fine-tuned weights; name a pool that can."""
+    if getattr(modelpool, "type", None) == "torchvision" and not getattr(modelpool, "loads_fine_tuned_weights", False):
+        raise TintingConfigError(
+            "modelpool.type='torchvision': FusionBench's ResNetForImageClassificationPool builds torchvision "
+            "ResNets with torchvision's own weights only, so it holds no fine-tuned models; use "
+            "_target_: fusion_bench_tinting.modelpools.TorchvisionResNetPool, whose entries "
+            "{model_name, num_classes, state_dict} load fine-tuned checkpoints."
+        )
