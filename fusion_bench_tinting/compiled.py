@@ -155,8 +155,8 @@ class CompiledStepMixin:
             "compile_options": compile_options(self.compile_step, self.compile_backend),
         }
 
-    def _result(self, run: Any, stats: Any, checkpoints: Any) -> Any:
-        model = super()._result(run, stats, checkpoints)
+    def _result(self, run: Any, stats: Any) -> Any:
+        model = super()._result(run, stats)
         if stats is not None:
             model.report_extras["compile_step"] = self.compile_step
         return model

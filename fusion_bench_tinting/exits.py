@@ -17,7 +17,7 @@ import sys
 from typing import Iterator, List, NoReturn
 
 from .core.errors import TintingConfigError
-from .core.interrupts import AdaptationInterrupted
+from .interrupts import AdaptationInterrupted
 
 CONFIG_ERROR_EXIT_STATUS = 2
 INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a process ended by Ctrl-C

@@ -2,8 +2,8 @@
 upstream contribution) with the suite's task-aware task pool completed at the start of the run
 (:mod:`.suites`), the core's exceptions ended in one line under the command (:mod:`.exits`), the expected
 noise of the run hidden and its profile written to the log folder (:mod:`.quiet`), and each task's inputs and
-teacher outputs cached on disk (:mod:`.caching`), the learned coefficients drawn in TensorBoard (:mod:`.heatmap`)
-and the option ``compile_step`` (:mod:`.compiled`)."""
+teacher outputs cached on disk (:mod:`.caching`), the learned coefficients drawn in TensorBoard (:mod:`.heatmap`),
+the option ``compile_step`` (:mod:`.compiled`) and checkpoints and resume (:mod:`.resumable`)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ from .exits import one_line_config_errors, one_line_interruption
 from .heatmap import CoefficientHeatmapMixin
 from .lot_merging import algorithm as lot_algorithm
 from .quiet import profile_to_log_dir, quiet_run
+from .resumable import RESUME_OPTIONS, ResumableMixin
 from .suites import SuiteTaskPoolMixin
 
-#: the options of the plugin's Model Tinting: the core's and ``compile_step``
-COMMAND_OPTIONS = TINTING_OPTIONS.extended([COMPILE_STEP_OPTION])
+#: the plugin's own options of Model Tinting
+PLUGIN_OPTIONS = (COMPILE_STEP_OPTION, *RESUME_OPTIONS)
+#: the options of the plugin's Model Tinting: the core's and the plugin's
+COMMAND_OPTIONS = TINTING_OPTIONS.extended(PLUGIN_OPTIONS)
 
 
 def _one_line_constructor(core: type, more: Sequence[Option] = ()) -> Callable:
@@ -60,15 +63,23 @@ class CommandLineMethod(SuiteTaskPoolMixin):
 
 
 def _command_line_tinting(core: type) -> type:
-    """``core`` (Model Tinting or ++) as the plugin's commands run it, with the plugin's option ``compile_step``."""
+    """``core`` (Model Tinting or ++) as the plugin's commands run it, with the plugin's options (``compile_step``,
+    ``checkpoint_every``, ``resume``)."""
     members = {
         "__doc__": core.__doc__,
         "__module__": __name__,
         "__qualname__": core.__name__,
         "OPTIONS": COMMAND_OPTIONS,
-        "__init__": _one_line_constructor(core, [COMPILE_STEP_OPTION]),
+        "__init__": _one_line_constructor(core, PLUGIN_OPTIONS),
     }
-    bases = (CommandLineMethod, CachedTeacherPassMixin, CoefficientHeatmapMixin, CompiledStepMixin, core)
+    bases = (
+        CommandLineMethod,
+        CachedTeacherPassMixin,
+        CoefficientHeatmapMixin,
+        CompiledStepMixin,
+        ResumableMixin,
+        core,
+    )
     return auto_register_config(type(core.__name__, bases, members))
 
 

@@ -139,7 +139,7 @@ def test_each_method_config_file_is_its_option_declaration(name):
 
 
 def test_an_option_that_does_not_change_the_result_stays_out_of_the_checkpoint_fingerprint():
-    from fusion_bench_tinting.core.checkpointing import fingerprint
+    from fusion_bench_tinting.checkpointing import fingerprint
     from fusion_bench_tinting.methods import COMMAND_OPTIONS
 
     ignored = COMMAND_OPTIONS.not_changing_result()

@@ -15,7 +15,7 @@ from conftest import build_tinting, cpu_fabric, load_pool, run_cli
 from safetensors.torch import load_file
 
 from fusion_bench_tinting import ModelTintingAlgorithm
-from fusion_bench_tinting.core.checkpointing import CheckpointStore
+from fusion_bench_tinting.checkpointing import CheckpointStore
 from fusion_bench_tinting.core.errors import TintingConfigError
 
 
@@ -145,8 +145,8 @@ class _TwoProcesses:
 def test_with_several_processes_the_stop_is_decided_together_at_check_steps():
     from types import SimpleNamespace
 
-    from fusion_bench_tinting.core.checkpointing import checkpoint_hook
-    from fusion_bench_tinting.core.interrupts import AdaptationInterrupted
+    from fusion_bench_tinting.checkpointing import checkpoint_hook
+    from fusion_bench_tinting.interrupts import AdaptationInterrupted
 
     trainer = SimpleNamespace(visits=0)
     # this process saw no signal, the other did: both stop at the next check step (every 3rd)
@@ -322,7 +322,7 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
 
 
 def test_an_option_added_after_the_checkpoint_resumes_at_its_default_only():
-    from fusion_bench_tinting.core.checkpointing import check_resumable, fingerprint
+    from fusion_bench_tinting.checkpointing import check_resumable, fingerprint
     from fusion_bench_tinting.core.tinting_options import TINTING_OPTIONS
 
     defaults = TINTING_OPTIONS.defaults()

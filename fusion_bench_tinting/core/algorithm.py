@@ -26,13 +26,11 @@ from .adamerging_start import resolve_adamerging_weights
 from .adaptation import AdaptationOptions, TintingTrainer
 from .adaptation_data import warn_about_overlap
 from .atomic import write_atomically
-from .checkpointing import checkpoint_hook, fingerprint, last_checkpoint_hint, restore_and_store
 from .console import log_effective_options
-from .errors import NonFiniteError, SaveError, TintingConfigError
+from .errors import SaveError, TintingConfigError
 from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
 from .families import ModelFamily, family_for
 from .input_checks import reading, source_in_pool
-from .interrupts import AdaptationInterrupted, stop_requests
 from .losses import check_loss_for_regression
 from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
@@ -85,7 +83,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     #: time data/merge/forward/backward/optimizer of each step (adds device syncs)
     profile_steps: bool = False
     log_every: int = 10
-    keep_checkpoints: int = 2
 
     # ----- options -----------------------------------------------------------------------------
     @property
@@ -131,11 +128,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         run = TintingRun(plan, base, states)
         if saved is not None:
             self._load_saved(run, saved)
-            stats, checkpoints = None, None
-        else:
-            stats, checkpoints = self._adapt(run)
+        stats = None if saved is not None else self._adapt(run)
         self.print_profile_summary()
-        return self._result(run, stats, checkpoints)
+        return self._result(run, stats)
 
     def _family(self, modelpool: BaseModelPool) -> ModelFamily:
         return family_for(
@@ -194,28 +189,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         )
         load_saved(saved, run.merger, run.states)
 
-    def _adapt(self, run: TintingRun) -> Tuple[AdaptationStats, Any]:
-        """Train coefficients and tinted layers (resuming from ``method.resume``, checkpointing as asked); on
-        Ctrl-C or SIGTERM, a last checkpoint and :class:`AdaptationInterrupted` saying how to continue.
-        Returns the adaptation's statistics and its checkpoint store."""
+    def _adapt(self, run: TintingRun) -> AdaptationStats:
+        """Train coefficients and tinted layers; returns the adaptation's statistics."""
         trainer = self._trainer(run)
-        run_fingerprint = fingerprint(
-            run.tasks,
-            OmegaConf.to_container(run.family.modelpool.config, resolve=True),
-            OmegaConf.to_container(self.config),
-            ignore=self.OPTIONS.not_changing_result(),
-        )
-        store = restore_and_store(
-            trainer,
-            resume=self.resume,
-            run_fingerprint=run_fingerprint,
-            max_steps=run.max_steps,
-            log_dir=self.log_dir,
-            keep=self.keep_checkpoints,
-            every=self.checkpoint_every,
-            fabric=self.fabric,
-            option_defaults=self.OPTIONS.defaults(),
-        )
         with (
             self.profile("adaptation"),
             explain_out_of_memory(
@@ -224,18 +200,14 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 "method.task_vector_dtype=bfloat16, or keep the cached inputs on the host "
                 "(method.inputs_on_device=false).",
             ),
-            stop_requests() as stop,
         ):
-            hook = checkpoint_hook(store, self.checkpoint_every, run_fingerprint, stop, self.fabric, self.log_every)
-            try:
-                stats = trainer.run(on_visit=hook)
-            except AdaptationInterrupted as interrupted:
-                interrupted.log_dir = self.log_dir  # what method.resume continues
-                raise
-            except NonFiniteError as error:
-                raise NonFiniteError(f"{error} {last_checkpoint_hint(store)}") from None
+            stats = self._train(trainer, run)
         self._log_summary(run, stats)
-        return stats, store
+        return stats
+
+    def _train(self, trainer: TintingTrainer, run: TintingRun) -> AdaptationStats:
+        """The loop (a front end may wrap it, e.g. to checkpoint and resume)."""
+        return trainer.run()
 
     def _log_summary(self, run: TintingRun, stats: AdaptationStats) -> None:
         """The options (``auto`` resolved) and the final loss to Fabric's loggers."""
@@ -270,7 +242,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         """What the ``auto`` options stood for in this run."""
         return {"lr": plan.lr, "max_steps": plan.max_steps, "init_values": plan.init_value, "seed": self.run_seed}
 
-    def _result(self, run: TintingRun, stats: Optional[AdaptationStats], checkpoints: Any) -> TintedModel:
+    def _result(self, run: TintingRun, stats: Optional[AdaptationStats]) -> TintedModel:
         """The merged model with each task's tinted layer, its report, and (after an adaptation: ``stats``) the
         saved coefficients and tinted layers with the config that reproduces them."""
         report = {
@@ -308,8 +280,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 write_atomically(os.path.join(self.log_dir, CONFIG_FILE), lambda path: OmegaConf.save(config, path))
         except OSError as error:
             raise SaveError(
-                f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error}). "
-                f"{last_checkpoint_hint(checkpoints)}"
+                f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error})."
             ) from error
         return model
 

@@ -1,6 +1,6 @@
 """The options of Model Tinting, each declared once (see :mod:`.options` for what is derived from it).
 
-An option is here because it is the paper's, because a run needs it (paths, seed, saving, resume), because it
+An option is here because it is the paper's, because a run needs it (paths, seed, saving), because it
 fits a model on a GPU, or because it was measured to change a result (docs/minilm_levers.md,
 docs/generalization.md).
 """
@@ -133,7 +133,7 @@ TINTING_OPTIONS = Options(
             or_none(is_int),
             "null (the program's seed) or an integer",
             "seeds task order, batches and random initialisations (null: the program's `seed=`, else 42)",
-            section="The run: seed, saved weights, checkpoints",
+            section="The run: seed, saved weights",
         ),
         Option(
             "weights",
@@ -148,22 +148,6 @@ TINTING_OPTIONS = Options(
             True,
             *BOOLEAN,
             "save the coefficients and tinted layers in the log folder",
-            changes_result=False,
-        ),
-        Option(
-            "checkpoint_every",
-            0,
-            int_at_least(0),
-            "an integer >= 0 (0: no checkpoints)",
-            "task steps between checkpoints in <log dir>/checkpoints (0: none; the last two are kept)",
-            changes_result=False,
-        ),
-        Option(
-            "resume",
-            None,
-            or_none(is_path),
-            "null or a run's log folder",
-            "a run's log folder (or its checkpoints/) to continue from; refused if pool, tasks or options differ",
             changes_result=False,
         ),
         Option(

@@ -17,8 +17,8 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .atomic import remove_stale_temporaries
-from .errors import TintingConfigError
+from .core.atomic import remove_stale_temporaries
+from .core.errors import TintingConfigError
 from .interrupts import AdaptationInterrupted
 
 log = logging.getLogger(__name__)

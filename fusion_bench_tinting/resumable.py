@@ -1,0 +1,79 @@
+"""Checkpoints and resume for the plugin's Model Tinting: the options ``checkpoint_every`` and ``resume``, a
+checkpoint on Ctrl-C or SIGTERM, and the last checkpoint named when a run fails (:class:`ResumableMixin`
+around the core's :meth:`_train`). The core's loop keeps its whole state in ``state_dict``; this module decides
+when it is written and read (:mod:`.checkpointing`, :mod:`.interrupts`)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from .checkpointing import CheckpointStore, checkpoint_hook, fingerprint, last_checkpoint_hint, restore_and_store
+from .core.errors import NonFiniteError, SaveError
+from .core.options import Option, int_at_least, is_path, or_none
+from .interrupts import AdaptationInterrupted, stop_requests
+
+RESUME_OPTIONS = (
+    Option(
+        "checkpoint_every",
+        0,
+        int_at_least(0),
+        "an integer >= 0 (0: no checkpoints)",
+        "task steps between checkpoints in <log dir>/checkpoints (0: none; the last two are kept)",
+        changes_result=False,
+        section="Checkpoints and resume",
+    ),
+    Option(
+        "resume",
+        None,
+        or_none(is_path),
+        "null or a run's log folder",
+        "a run's log folder (or its checkpoints/) to continue from; refused if pool, tasks or options differ",
+        changes_result=False,
+    ),
+)
+
+
+class ResumableMixin:
+    """Model Tinting whose adaptation resumes from ``method.resume``, checkpoints every ``checkpoint_every``
+    task steps and once more on Ctrl-C or SIGTERM (ending with :class:`AdaptationInterrupted`)."""
+
+    keep_checkpoints: int = 2
+    _checkpoints: Optional[CheckpointStore] = None
+
+    def _train(self, trainer: Any, run: Any) -> Any:
+        run_fingerprint = fingerprint(
+            run.tasks,
+            OmegaConf.to_container(run.family.modelpool.config, resolve=True),
+            OmegaConf.to_container(self.config),
+            ignore=self.OPTIONS.not_changing_result(),
+        )
+        self._checkpoints = restore_and_store(
+            trainer,
+            resume=self.resume,
+            run_fingerprint=run_fingerprint,
+            max_steps=run.max_steps,
+            log_dir=self.log_dir,
+            keep=self.keep_checkpoints,
+            every=self.checkpoint_every,
+            fabric=self.fabric,
+            option_defaults=self.OPTIONS.defaults(),
+        )
+        with stop_requests() as stop:
+            save = checkpoint_hook(
+                self._checkpoints, self.checkpoint_every, run_fingerprint, stop, self.fabric, self.log_every
+            )
+            try:
+                return trainer.run(on_visit=save)
+            except AdaptationInterrupted as interrupted:
+                interrupted.log_dir = self.log_dir  # what method.resume continues
+                raise
+            except NonFiniteError as error:
+                raise NonFiniteError(f"{error} {last_checkpoint_hint(self._checkpoints)}") from None
+
+    def _result(self, run: Any, stats: Any) -> Any:
+        try:
+            return super()._result(run, stats)
+        except SaveError as error:
+            raise SaveError(f"{error} {last_checkpoint_hint(self._checkpoints)}") from error.__cause__
