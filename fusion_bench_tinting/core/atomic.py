@@ -54,10 +54,6 @@ def write_atomically(path: PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_text_atomically(path: PathLike, text: str) -> None:
-    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
-
-
 def remove_stale_temporaries(folder: PathLike, patterns: Iterable[str] = ("*.tmp", ".tmp*")) -> int:
     """Remove files matching ``patterns`` in ``folder`` that were last written before this process started
     (``.tmp*``: safetensors' own temporaries); returns how many went."""
