@@ -8,9 +8,7 @@ graphs (``reduce-overhead``), is what brings a step near the device's floor.
 What is compiled is the part of a step that is the same for every task: merge the task vectors with the
 current coefficients, overlay the task's own tensors (a tinted block; none when the tinted layer is the
 head) and run the encoder. The heads, whose shapes differ from task to task, and the loss stay eager
-(a few small kernels), so K tasks share one compiled graph instead of compiling K times. The joint update
-(one step over all K tasks) compiles the merge and the encoder apart instead, so that the step merges once,
-not once per task.
+(a few small kernels), so K tasks share one compiled graph instead of compiling K times.
 """
 
 from __future__ import annotations
@@ -76,16 +74,16 @@ def compile_merge_and_encoder(
     merger: torch.nn.Module, encode: Callable, options: Mapping[str, Any]
 ) -> Tuple[Callable[[], Dict[str, Tensor]], Callable]:
     """The merge and the encoder compiled apart (``torch.compile`` compiles at the first call), for steps
-    where one merge serves every task's forward (the joint update), or where the coefficients are frozen:
-    then the trainer merges once, eagerly, and only the compiled encoder runs at each step."""
+    where the coefficients are frozen: then the trainer merges once, eagerly, and only the compiled encoder runs
+    at each step."""
     return torch.compile(merger, **options), torch.compile(encode, **options)
 
 
 def compiled_step(
     merger: torch.nn.Module, encode: Callable, options: Optional[Mapping[str, Any]], merges_per_step: bool
 ) -> Tuple[Optional[MergedFeatures], Callable[[], Dict[str, Tensor]], Callable]:
-    """``(merged_features, merge, encode)`` for ``compile_step``: with ``merges_per_step`` (a sequential update
-    of trained coefficients) merge + encoder as one compiled function shared by every task; else the two
+    """``(merged_features, merge, encode)`` for ``compile_step``: with ``merges_per_step`` (trained
+    coefficients) merge + encoder as one compiled function shared by every task; else the two
     compiled apart (:func:`compile_merge_and_encoder`); without ``options`` (no compilation), as given."""
     if options is None:
         return None, merger, encode
@@ -120,7 +118,7 @@ class CompiledTintingTrainer(TintingTrainer):
 
     def __init__(self, *args: Any, compile_options: Optional[Mapping[str, Any]] = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        merges_per_step = self.options.update == "sequential" and self.options.train_coefficients
+        merges_per_step = self.options.train_coefficients
         self._compiled, self._merge, self.encode = compiled_step(
             self.merger, self.encode, compile_options, merges_per_step
         )

@@ -24,7 +24,7 @@ default_out=docs/minilm_levers
 OUT=${OUT:-$default_out}
 
 # name | base method | overrides (space-separated) beyond max_steps. The rows of options that were measured to
-# change nothing and then removed (coefficient_lr, zero_grad, empty_batch, surgery) stay in docs/minilm_levers.md
+# change nothing and then removed (coefficient_lr, zero_grad, empty_batch, surgery, update) stay in docs/minilm_levers.md
 # with their runs; their commands need a checkout from before the removal.
 LEVERS=(
   "mt|model_tinting|"
@@ -44,11 +44,12 @@ LEVERS=(
   "mt_train_500_iterations|model_tinting|method.adaptation_data=train method.max_steps=500"
   "mt_train_tint_l2_0.1|model_tinting|method.adaptation_data=train method.tint_l2=0.1"
   "mt_train_pooler_merged|model_tinting|method.adaptation_data=train method.head_projection=merged"
+  # the iterate chosen on a fifth of the adaptation inputs held out (select_on_holdout)
+  "mt_holdout_0.2|model_tinting|method.select_on_holdout=0.2"
+  "mt_train_holdout_0.2|model_tinting|method.adaptation_data=train method.select_on_holdout=0.2"
   # the tinted layer held near its fine-tuned start: an L2 penalty towards it
   "mt_tint_l2_0.1|model_tinting|method.tint_l2=0.1"
   "mt_tint_l2_1|model_tinting|method.tint_l2=1.0"
-  # options kept without a measurement until now: AdaMerging's joint update (one step over all tasks' losses)
-  "mt_update_joint|model_tinting|method.update=joint"
   # fewer iterations (a row's own method.max_steps replaces STEPS)
   "mt_20_iterations|model_tinting|method.max_steps=20"
   "mt_50_iterations|model_tinting|method.max_steps=50"

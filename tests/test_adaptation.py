@@ -70,34 +70,11 @@ def test_a_sequential_step_moves_coefficients_and_only_the_current_tasks_head():
     assert torch.equal(before_heads[2], after_heads[2])
 
 
-def test_sequential_makes_one_step_per_task_per_iteration_and_joint_one_per_iteration():
+def test_each_iteration_makes_one_step_per_task():
     merger, encode, states = _toy()
     stats = _trainer(merger, encode, states, max_steps=4).run()
     assert stats.optimizer_steps == 4 * K and stats.skipped_steps == 0
     assert stats.samples_seen == {f"task{k}": 4 * 8 for k in range(K)}
-
-    merger, encode, states = _toy()
-    _, heads_before = _snapshot(merger, states)
-    stats = _trainer(merger, encode, states, max_steps=4, update="joint").run()
-    assert stats.optimizer_steps == 4
-    _, heads_after = _snapshot(merger, states)
-    assert all(not torch.equal(b, a) for b, a in zip(heads_before, heads_after))
-
-
-def test_joint_step_is_the_gradient_of_the_summed_losses():
-    merger, encode, states = _toy()
-    trainer = _trainer(merger, encode, states, update="joint", max_steps=1, batch_size=20)
-    # batch = whole task, so the order of samples does not matter: compute the expected gradient
-    reference = copy.deepcopy(merger)
-    total = 0
-    for state in states:
-        logits = state.head(encode(reference(), state.inputs.tensor))
-        total = total + torch.nn.functional.cross_entropy(logits, state.teacher.argmax(-1))
-    total.backward()
-    trainer.optimizer.zero_grad(set_to_none=True)
-    merged = trainer.merged()
-    torch.stack([trainer.task_loss(i, merged) for i in range(K)]).sum().backward()
-    assert torch.allclose(merger.coefficients.grad, reference.coefficients.grad, atol=1e-6)
 
 
 def test_frozen_parts_stay_frozen():
@@ -299,15 +276,15 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize(
-    "update, fused",
-    [("sequential", None), ("joint", None), ("sequential", True)],
-    ids=["sequential", "joint", "sequential-fused"],
+    "fused",
+    [None, True],
+    ids=["host-check", "fused"],
 )
-def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(update, fused):
+def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(fused):
     import io
 
     merger, encode, states = _toy()
-    options = dict(max_steps=4, update=update, confidence_filter=True, fused_optimizer=fused)
+    options = dict(max_steps=4, confidence_filter=True, fused_optimizer=fused)
     uninterrupted = _trainer(merger, encode, states, **options)
     expected_stats = uninterrupted.run()
     expected = _snapshot(merger, states)
@@ -315,7 +292,7 @@ def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(upd
     saved = {}
 
     def stop_after_five(trainer):
-        if trainer.visits == (5 if update == "sequential" else 2):  # mid-iteration for sequential
+        if trainer.visits == 5:  # mid-iteration
             buffer = io.BytesIO()
             torch.save(trainer.state_dict(), buffer)
             saved["state"] = buffer.getvalue()

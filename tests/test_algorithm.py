@@ -187,7 +187,7 @@ def test_tinted_block_out_of_range_is_refused(tiny_suites):
     "options, message",
     [
         ({"loss": "hinge"}, r"method.loss='hinge': one of \['ce'"),
-        ({"update": "parallel"}, "update='parallel'"),
+        ({"select_on_holdout": 0.7}, r"select_on_holdout=0.7: a number in \[0, 0.5\)"),
         ({"tinted_layer": "neck"}, "tinted_layer='neck'"),
         ({"tinted_layer": -1}, r"index \(>= 0\)"),
         ({"train_coefficients": False, "train_tinted_layer": False}, "nothing to adapt"),

@@ -47,7 +47,6 @@ def _adapt(
     *,
     compile_step=False,
     backend="aot_eager",
-    update="sequential",
     block=False,
     confidence_filter=False,
     fused_optimizer=None,
@@ -87,7 +86,6 @@ def _adapt(
             max_steps=3,
             lr=0.05,
             batch_size=8,
-            update=update,
             confidence_filter=confidence_filter,
             train_coefficients=train_coefficients,
         ),
@@ -126,11 +124,10 @@ def _fresh_dynamo():
     "variant",
     [
         {},
-        {"update": "joint"},
         {"block": True},
         {"confidence_filter": True},
     ],
-    ids=["sequential", "joint", "tinted-block", "plusplus"],
+    ids=["head", "tinted-block", "plusplus"],
 )
 def test_compiled_step_matches_the_eager_loop(variant):
     toy = _toy_tasks()
@@ -146,16 +143,6 @@ def test_one_graph_serves_every_task(block):
     _adapt(_toy_tasks(), compile_step=True, block=block)
     # three tasks with 3, 5 and 2 classes (or their own LayerNorm each), nine steps: captured once
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
-
-
-def test_joint_compiled_step_merges_once_for_all_tasks():
-    """The joint update compiles the merge and the encoder apart: one merge per step serves the three tasks'
-    forwards (one graph each, whatever the task), with the eager loop's results."""
-    toy, merges = _toy_tasks(), []
-    compiled = _adapt(toy, compile_step=True, update="joint", merges=merges)
-    assert len(merges) == 3  # three steps
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
-    _assert_same(compiled, _adapt(toy, update="joint"), atol=1e-6)
 
 
 def test_compiled_step_with_frozen_coefficients_merges_once():
@@ -230,8 +217,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @needs_cuda
 @pytest.mark.parametrize(
     "variant",
-    [{}, {"block": True}, {"confidence_filter": True}, {"update": "joint"}],
-    ids=["head", "tinted-block", "plusplus", "joint"],  # joint: several graph replays before one backward
+    [{}, {"block": True}, {"confidence_filter": True}],
+    ids=["head", "tinted-block", "plusplus"],
 )
 def test_cuda_graphs_step_matches_the_eager_loop_on_cuda(variant, tmp_path, monkeypatch):
     """reduce-overhead = inductor + CUDA graphs; a ++ step skipped before its backward, per-task blocks as

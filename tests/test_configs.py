@@ -96,9 +96,8 @@ def test_method_configs_compose_with_reference_defaults():
         32,
         "auto",
     )
-    assert (method["loss"], method["update"], method["tinted_layer"], method["clamp_weights"]) == (
+    assert (method["loss"], method["tinted_layer"], method["clamp_weights"]) == (
         "ce",
-        "sequential",
         "head",
         True,
     )

@@ -326,9 +326,9 @@ def test_an_option_added_after_the_checkpoint_resumes_at_its_default_only():
     from fusion_bench_tinting.core.tinting_options import TINTING_OPTIONS
 
     defaults = TINTING_OPTIONS.defaults()
-    old = fingerprint(["a"], {"pool": 1}, {"lr": 0.01})  # written before `update` existed
-    check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "update": "sequential"}), "ckpt", defaults)
-    with pytest.raises(TintingConfigError, match=r"method\.update: checkpoint 'sequential', now 'joint'"):
-        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "update": "joint"}), "ckpt", defaults)
-    with pytest.raises(TintingConfigError, match=r"method\.update is new"):
-        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "update": "sequential"}), "ckpt")
+    old = fingerprint(["a"], {"pool": 1}, {"lr": 0.01})  # written before `tint_l2` existed
+    check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "tint_l2": 0.0}), "ckpt", defaults)
+    with pytest.raises(TintingConfigError, match=r"method\.tint_l2: checkpoint 0\.0, now 0\.5"):
+        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "tint_l2": 0.5}), "ckpt", defaults)
+    with pytest.raises(TintingConfigError, match=r"method\.tint_l2 is new"):
+        check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "tint_l2": 0.0}), "ckpt")

@@ -3,13 +3,11 @@
 Reference behaviour (docs/algorithm.md): Adam, one parameter group with the merging coefficients and every
 task's tinted layer; each iteration visits the tasks in a fresh random order and makes one optimizer
 step per task (gradients set to None first, so Adam leaves the other tasks' tinted layers alone).
-``update="joint"`` sums all tasks' losses into one step per iteration instead (AdaMerging's way).
 
 Teacher outputs are precomputed; the inputs are preprocessed once; nothing in a step synchronises with
 the host. Model Tinting++ must not step on a batch whose every sample it dropped: with the fused Adam
 (the default on CUDA) a sequential step cancels that update on the device (the optimizer's ``found_inf``,
-as AMP's gradient scaler does); otherwise, and for ``update="joint"``, it asks the host whether the batch
-kept a sample.
+as AMP's gradient scaler does); otherwise it asks the host whether the batch kept a sample.
 
 Data parallel (``ProcessShare``): every process draws the same global batch (same seed), computes the
 loss of its own slice normalised by the *global* sample count, and the gradients are summed across
@@ -33,6 +31,7 @@ from .losses import confidence_filter, l2_to_start, per_sample_loss, warn_about_
 from .merging import LayerWiseMerger
 from .metric_window import MetricWindow, dropped_fractions
 from .run_state import AdaptationStats, TaskState
+from .selection import HoldoutSelection, split_holdout
 from .step_guard import StepGuard, make_optimizer
 
 EncodeFn = Callable[[Mapping[str, Tensor], Tensor], Tensor]
@@ -44,13 +43,14 @@ class AdaptationOptions:
     lr: float
     batch_size: int
     loss: str = "ce"
-    update: str = "sequential"
     confidence_filter: bool = False
     train_coefficients: bool = True
     train_tinted_layer: bool = True
     #: L2 penalty towards each tinted layer's start (0: off, the paper)
     tint_l2: float = 0.0
-    #: iterations between logged loss and coefficient figures
+    #: share of each task's inputs held out to choose the iterate kept (0: off, the paper: the last one)
+    select_on_holdout: float = 0.0
+    #: iterations between logged loss and coefficient figures (and hold-out measurements)
     log_every: int = 10
 
 
@@ -72,8 +72,6 @@ class TintingTrainer:
         fused_optimizer: Optional[bool] = None,
         grad_scaler: Optional[torch.amp.GradScaler] = None,
     ):
-        if options.update not in ("sequential", "joint"):
-            raise ValueError(f"update must be 'sequential' or 'joint', got {options.update!r}")
         self.merger = merger
         self.encode = encode
         self.tasks = tasks
@@ -86,7 +84,13 @@ class TintingTrainer:
         self.data_parallel = data_parallel or ProcessShare()
         #: times the parts of a step (data, merge, forward, backward, optimizer) when profiling
         self.section = section
-        self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator) for t in tasks]
+        self.selection: Optional[HoldoutSelection] = None
+        kept: List[Optional[Tensor]] = [None] * len(tasks)
+        if options.select_on_holdout:
+            splits = split_holdout([len(t.inputs) for t in tasks], options.select_on_holdout, generator.initial_seed())
+            kept = [split["kept"] for split in splits]
+            self.selection = HoldoutSelection(tasks, [split["held"] for split in splits], options.batch_size)
+        self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator, k) for t, k in zip(tasks, kept)]
         self._reset_counters()
         fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
         self.fused = fused
@@ -94,10 +98,9 @@ class TintingTrainer:
         #: fp16 autocast (``fabric.precision=16-mixed``): losses are scaled so that small gradients do not
         #: underflow in fp16; a step whose gradients overflow is skipped (Fabric's own GradScaler)
         self.scaler = grad_scaler
-        per_iteration = len(tasks) if options.update == "sequential" else 1
-        self.guard = StepGuard([t.name for t in tasks], per_iteration, device, fused, grad_scaler, self.data_parallel)
+        self.guard = StepGuard([t.name for t in tasks], device, fused, grad_scaler, self.data_parallel)
         # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
-        self._skip_on_device = options.confidence_filter and fused and options.update == "sequential"
+        self._skip_on_device = options.confidence_filter and fused
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
         #: each task's tinted layer as it starts, for the ``tint_l2`` penalty
         self._starts = [[p.detach().clone() for p in t.tinted_parameters()] for t in tasks] if options.tint_l2 else None
@@ -212,21 +215,6 @@ class TintingTrainer:
         self.steps -= cancelled
         self.skipped += cancelled
 
-    def _joint_step(self, order: List[int]) -> None:
-        self._begin_step()
-        with self.section("merge"):
-            merged = self.merged()
-        losses = [loss for loss in (self.task_loss(i, merged) for i in order) if loss is not None]
-        if not losses:
-            self.skipped += 1
-            return
-        total = torch.stack(losses).sum()
-        cancelled = self._backward_and_step(total, self.guard.flag_non_finite(total, self.visits, None, None))
-        self.steps += 1
-        self.window.add_step(total / len(losses))
-        if cancelled is not None:
-            self.guard.cancelled += cancelled
-
     def _log_window(self, iteration: int, progress) -> None:
         self._settle_empty_steps()
         count = float(self.window.count)
@@ -250,7 +238,7 @@ class TintingTrainer:
 
     def run(self, on_visit: Optional[Callable[["TintingTrainer"], None]] = None) -> AdaptationStats:
         """Adapt until ``max_steps`` iterations are done (from where :meth:`load_state_dict` left off).
-        ``on_visit`` is called after every task step (sequential) or joint step, e.g. to checkpoint."""
+        ``on_visit`` is called after every task step, e.g. to checkpoint."""
         start = time.perf_counter()
         bar = progress(total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation")
         try:
@@ -259,6 +247,8 @@ class TintingTrainer:
             bar.close()
         self._settle_empty_steps()
         self.seconds += time.perf_counter() - start
+        if self.selection is not None:
+            self.selection.restore_best(self)
         kept = [int(k) for k in self._kept]
         final_losses = self.data_parallel.all_reduce_sum(torch.stack(self._last_loss))  # each process's share
         return AdaptationStats(
@@ -269,31 +259,29 @@ class TintingTrainer:
             samples_dropped={t.name: seen - k for t, seen, k in zip(self.tasks, self._seen, kept)},
             final_loss={t.name: float(loss) for t, loss in zip(self.tasks, final_losses)},
             first_iteration_seconds=first_iteration or 0.0,
+            selection=None if self.selection is None else self.selection.report(),
         )
 
     def _iterate(self, progress, on_visit, start: float) -> Optional[float]:
         """The loop itself; returns the seconds of this run's first iteration."""
         num_tasks = len(self.tasks)
         first_iteration: Optional[float] = None
+        if self.selection is not None and not self.selection.scores:
+            self.selection.measure(self, self.iteration)  # the start is a candidate too
         while self.iteration < self.options.max_steps:
             if self.order is None:  # a new iteration: a fresh random task order
                 self.order = torch.randperm(num_tasks, generator=self.generator).tolist()
                 self.position = 0
-            if self.options.update == "sequential":
-                while self.position < num_tasks:
-                    self._sequential_step(self.order[self.position])
-                    self.position += 1
-                    self.visits += 1
-                    if on_visit is not None:
-                        on_visit(self)
-            elif self.position == 0:
-                self._joint_step(self.order)
-                self.position = num_tasks
+            while self.position < num_tasks:
+                self._sequential_step(self.order[self.position])
+                self.position += 1
                 self.visits += 1
                 if on_visit is not None:
                     on_visit(self)
             if (self.iteration + 1) % self.options.log_every == 0 or self.iteration + 1 == self.options.max_steps:
                 self._log_window(self.iteration, progress)
+                if self.selection is not None:
+                    self.selection.measure(self, self.iteration + 1)
             self.iteration += 1
             self.order = None
             progress.update(1)
@@ -322,6 +310,7 @@ class TintingTrainer:
             "generator": self.generator.get_state(),
             "samplers": [s.state_dict() for s in self.samplers],
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            **({"selection": self.selection.state_dict()} if self.selection is not None else {}),
         }
 
     @torch.no_grad()
@@ -342,4 +331,6 @@ class TintingTrainer:
             sampler.load_state_dict(sampler_state)
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        if self.selection is not None and "selection" in state:
+            self.selection.load_state_dict(state["selection"], self.device)
         self._fixed_merge = None

@@ -291,11 +291,13 @@ def cache_inputs(
 
 class EpochSampler:
     """Random batches of one task: a fresh permutation each epoch, every batch of the same size
-    (the last partial batch of an epoch is dropped, unless the task has fewer samples than a batch)."""
+    (the last partial batch of an epoch is dropped, unless the task has fewer samples than a batch).
+    ``indices``: the samples to draw from (default: all ``num_samples``)."""
 
-    def __init__(self, num_samples: int, batch_size: int, generator: torch.Generator):
-        self.num_samples = num_samples
-        self.batch_size = min(batch_size, num_samples)
+    def __init__(self, num_samples: int, batch_size: int, generator: torch.Generator, indices: Optional[Tensor] = None):
+        self.indices = indices
+        self.num_samples = num_samples if indices is None else indices.numel()
+        self.batch_size = min(batch_size, self.num_samples)
         self.generator = generator
         self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
@@ -306,7 +308,7 @@ class EpochSampler:
             self._cursor = 0
         batch = self._order[self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
-        return batch
+        return batch if self.indices is None else self.indices[batch]
 
     def state_dict(self) -> dict:
         return {"order": self._order.clone(), "cursor": self._cursor}

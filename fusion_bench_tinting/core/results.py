@@ -109,6 +109,8 @@ def adaptation_report(
     }
     if confidence_filter:
         report["filter_dropped_fraction"] = stats.dropped_fraction()
+    if stats.selection is not None:
+        report["selection"] = stats.selection
     return report
 
 

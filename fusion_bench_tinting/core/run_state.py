@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -68,6 +68,8 @@ class AdaptationStats:
     final_loss: Dict[str, float]
     #: the first iteration of this run, compilation included (``compile_step``)
     first_iteration_seconds: float = 0.0
+    #: the hold-out measurements and the iterate kept (``select_on_holdout``), else None
+    selection: Optional[Dict[str, Any]] = None
 
     def dropped_fraction(self) -> Dict[str, float]:
         return {task: (self.samples_dropped[task] / seen if seen else 0.0) for task, seen in self.samples_seen.items()}

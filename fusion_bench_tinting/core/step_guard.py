@@ -40,23 +40,20 @@ class StepGuard:
     def __init__(
         self,
         task_names: Sequence[str],
-        steps_per_iteration: int,
         device: torch.device,
         fused: bool,
         scaler: Optional[torch.amp.GradScaler],
         share: ProcessShare,
     ):
-        self.task_names, self.steps_per_iteration = list(task_names), steps_per_iteration
+        self.task_names = list(task_names)
         self.device, self.fused, self.scaler, self.share = device, fused, scaler, share
         #: steps cancelled on the device (++ batches with no kept sample, fp16 overflows) not yet counted
         self.cancelled = torch.zeros((), dtype=torch.long, device=device)
-        #: fused steps: the first (task step * (tasks + 1) + task) whose loss was not finite, -1 while none was
+        #: fused steps: the first (task step * tasks + task) whose loss was not finite, -1 while none was
         self.non_finite_at = torch.full((), -1, dtype=torch.long, device=device)
 
-    def flag_non_finite(
-        self, loss: Tensor, visit: int, index: Optional[int], empty: Optional[Tensor]
-    ) -> Optional[Tensor]:
-        """Stop on a NaN or infinite loss (task ``index``; None: the joint loss) before it reaches a parameter.
+    def flag_non_finite(self, loss: Tensor, visit: int, index: int, empty: Optional[Tensor]) -> Optional[Tensor]:
+        """Stop on a NaN or infinite loss (task ``index``) before it reaches a parameter.
         Under fp16 loss scaling the scaler skips such steps. A fused step is cancelled on the device instead,
         and the run stops at the next :meth:`settle`. Returns the flag of the steps to cancel."""
         if self.scaler is not None:
@@ -68,15 +65,14 @@ class StepGuard:
             if bool(bad):
                 raise self.error(visit, index)
             return empty
-        slots = len(self.task_names) + 1  # the last slot: the joint loss
-        where = torch.tensor(visit * slots + (slots - 1 if index is None else index), device=self.device)
+        where = torch.tensor(visit * len(self.task_names) + index, device=self.device)
         self.non_finite_at = torch.where((self.non_finite_at == -1) & bad, where, self.non_finite_at)
         return bad if empty is None else bad | empty
 
-    def error(self, visit: int, index: Optional[int]) -> NonFiniteError:
-        task = "the summed loss of all tasks" if index is None else f"the loss of task {self.task_names[index]!r}"
+    def error(self, visit: int, index: int) -> NonFiniteError:
         return NonFiniteError(
-            f"{task} was NaN or infinite at step {visit + 1} (iteration {visit // self.steps_per_iteration + 1}): "
+            f"the loss of task {self.task_names[index]!r} was NaN or infinite at step {visit + 1} "
+            f"(iteration {visit // len(self.task_names) + 1}): "
             "the adaptation stopped before updating any parameter with it. Lower method.lr, or check the task's "
             "inputs and teacher outputs."
         )
@@ -119,8 +115,7 @@ class StepGuard:
         the last read (then zero)."""
         at = int(self.non_finite_at)
         if at >= 0:
-            visit, index = divmod(at, len(self.task_names) + 1)
-            raise self.error(visit, None if index == len(self.task_names) else index)
+            raise self.error(*divmod(at, len(self.task_names)))
         cancelled = int(self.cancelled)
         if cancelled:
             self.cancelled.zero_()

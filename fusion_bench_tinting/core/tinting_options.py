@@ -83,11 +83,13 @@ TINTING_OPTIONS = Options(
             "loss + tint_l2 / 2 * ||theta - theta_start||^2 (docs/generalization.md); 0: off, as the paper",
         ),
         Option(
-            "update",
-            "sequential",
-            one_of(("sequential", "joint")),
-            "'sequential' (reference) or 'joint'",
-            "sequential (one step per task, random task order) | joint (summed losses, one step)",
+            "select_on_holdout",
+            0.0,
+            lambda value: is_number(value) and 0 <= value < 0.5,
+            "a number in [0, 0.5) (0: off, the paper)",
+            "share of each task's adaptation inputs held out; the result is the state (measured at the start and "
+            "every 10 iterations) that agrees most with the teachers on them (docs/generalization.md); 0: the "
+            "last state, as the paper",
         ),
         Option(
             "confidence_filter",
