@@ -121,17 +121,9 @@ def test_a_share_outside_zero_to_one_half_is_refused_when_the_method_is_built(va
 
 
 def test_a_run_with_a_hold_out_reports_the_selected_iteration(tiny_suites, tmp_path):
-    report = run_cli(
-        [
-            "--config-dir",
-            str(tiny_suites / "config"),
-            "method=model_tinting",
-            "modelpool=tiny-clip_TA4",
-            "method.max_steps=20",
-            "method.select_on_holdout=0.25",
-        ],
-        tmp_path / "log",
-    )
+    method = ["method=model_tinting", "method.max_steps=20", "method.select_on_holdout=0.25"]
+    overrides = ["modelpool=tiny-clip_TA4", *method]
+    report = run_cli(["--config-dir", str(tiny_suites / "config"), *overrides], tmp_path / "log")
     selection = report["adaptation"]["selection"]
     assert sorted(int(i) for i in selection["score_by_iteration"]) == [0, 10, 20]
     assert selection["selected_iteration"] in (0, 10, 20)
