@@ -1,7 +1,7 @@
 """A disk cache of each task's preprocessed inputs and teacher outputs, so that a second run on the same suite
 decodes no image and runs no teacher (the plugin's; the core computes them in every run).
 
-The key describes everything those depend on (the family's ``cache_identity``): the configs of the task's
+The key describes everything those depend on (:func:`.cache_identity.cache_identity`): the configs of the task's
 fine-tuned model, of the pretrained model (zero-shot heads, preprocessing), of the adaptation dataset, of the
 tokenizer or processor, the input dtype and library versions, plus the size and modification time of every
 local file those configs name. A changed model file, dataset or preprocessing gives a new key, so the stale
@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .cache_identity import cache_identity
 from .core.atomic import remove_stale_temporaries, write_atomically
 from .core.data import AdaptationInputs, inputs_kinds
 from .core.families import ModelFamily
@@ -160,7 +161,7 @@ class CachedTeacherPass(TeacherPass):
         compute = lambda: self.compute(family, task, finetuned, head, device)  # noqa: E731
         cache = TaskCache(Path(fusion_bench_cache_dir()) / "model_tinting")
         key = cache.key(
-            {**family.cache_identity(task), "input_dtype": self.input_dtype, "versions": library_versions()}
+            {**cache_identity(family, task), "input_dtype": self.input_dtype, "versions": library_versions()}
         )
         size = family.adaptation_size(task)
         entry = self._cached_entry(cache, key, size) if self.reuse else None

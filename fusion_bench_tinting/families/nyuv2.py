@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..cache_identity import describe_source
 from ..core.data import TensorInputs
 from ..core.errors import TintingConfigError
 from ..core.families.base import PRETRAINED, ModelFamily
-from ..core.provenance import describe_source
 
 #: per task, the loss its outputs need (FusionBench's training losses for these decoders); None: ``loss``
 OBJECTIVES: Dict[str, Optional[str]] = {"segmentation": None, "depth": "l1", "normal": "cosine"}

@@ -13,14 +13,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from fusion_bench import BaseModelPool
-from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..data import AdaptationInputs, TensorInputs
 from ..errors import TintingConfigError
 from ..input_checks import check_image_shape, check_not_empty, source_of
-from ..provenance import describe_source
 
 PRETRAINED = "_pretrained_"
 #: the model pool's dataset splits, each a possible ``adaptation_data``
@@ -198,24 +196,6 @@ class ModelFamily(ABC):
     def is_regression(self, head: nn.Module) -> bool:
         """Whether a task's head has a single output (a regression task, e.g. STS-B)."""
         return False
-
-    def cache_identity(self, task: str) -> Dict[str, Any]:
-        """What the task's preprocessed inputs and teacher outputs depend on (see :mod:`..caching`)."""
-        pool = self.modelpool
-        identity = {
-            "family": type(self).__name__,
-            "task": task,
-            "model": describe_source(pool._models[task]),
-            "pretrained": describe_source(pool._models[PRETRAINED]) if PRETRAINED in pool._models else None,
-            "dataset": describe_source(self.adaptation_configs()[task]),
-        }
-        for attribute in ("_processor", "_tokenizer", "_classification_heads"):
-            value = getattr(pool, attribute, None)
-            if isinstance(value, (dict, DictConfig)) and task in value:
-                value = value[task]
-            if value is not None:
-                identity[attribute.strip("_")] = describe_source(value)
-        return identity
 
     # ----- data --------------------------------------------------------------------------------
     @abstractmethod
