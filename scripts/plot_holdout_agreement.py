@@ -7,6 +7,7 @@ line per run, from the runs' ``program_report.json``; the selected iteration is 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,11 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def main(argv: list) -> int:
-    if len(argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="the chart to write (.png)")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR", help="a legend label and a run's log folder")
+    args = parser.parse_args(argv)
     figure, axes = plt.subplots(figsize=(7, 4))
-    for spec in argv[1:]:
+    for spec in args.runs:
         label, folder = spec.split("=", 1)
         selection = json.loads((Path(folder) / "program_report.json").read_text())["adaptation"]["selection"]
         points = sorted((int(k), 100 * v) for k, v in selection["score_by_iteration"].items())
@@ -35,7 +37,7 @@ def main(argv: list) -> int:
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(argv[0], dpi=120)
+    figure.savefig(args.out, dpi=120)
     return 0
 
 
