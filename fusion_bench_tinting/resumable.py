@@ -76,4 +76,5 @@ class ResumableMixin:
         try:
             return super()._result(run, stats)
         except SaveError as error:
-            raise SaveError(f"{error} {last_checkpoint_hint(self._checkpoints)}") from error.__cause__
+            checkpoints = self._checkpoints if stats is not None else None  # this run's, not an earlier run's
+            raise SaveError(f"{error} {last_checkpoint_hint(checkpoints)}") from error.__cause__
