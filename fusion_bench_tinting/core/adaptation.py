@@ -321,10 +321,7 @@ class TintingTrainer:
         self._seen = list(state["seen"])
         self._kept = [torch.tensor(k, device=self.device) for k in state["kept"]]
         self._last_loss = [torch.tensor(x, device=self.device) for x in state["last_loss"]]
-        self.merger.coefficients.copy_(state["coefficients"])
-        for task, tensors in zip(self.tasks, state["tinted"]):
-            for param, value in zip(task.tinted_parameters(), tensors):
-                param.copy_(value)
+        self.load_adapted(state["coefficients"], state["tinted"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         for sampler, sampler_state in zip(self.samplers, state["samplers"]):
@@ -333,4 +330,12 @@ class TintingTrainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.selection is not None and "selection" in state:
             self.selection.load_state_dict(state["selection"], self.device)
+
+    @torch.no_grad()
+    def load_adapted(self, coefficients: Tensor, tinted: List[List[Tensor]]) -> None:
+        """Set the merging coefficients and every task's tinted layer (a checkpoint's, or a kept iterate's)."""
+        self.merger.coefficients.copy_(coefficients)
+        for task, tensors in zip(self.tasks, tinted):
+            for param, value in zip(task.tinted_parameters(), tensors):
+                param.copy_(value)
         self._fixed_merge = None

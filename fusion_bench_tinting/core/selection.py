@@ -73,7 +73,6 @@ class HoldoutSelection:
         """Score the current state after ``iteration`` iterations and keep it when it is the best so far."""
         with torch.no_grad():
             merged = trainer.merged()
-            merged = None if merged is None else {k: v.detach() for k, v in merged.items()}
             indices = self.classification or range(len(trainer.tasks))
             score = sum(self._task_score(trainer, i, merged) for i in indices) / len(indices)
         self.scores[iteration] = score
@@ -85,15 +84,10 @@ class HoldoutSelection:
                 "tinted": [[p.detach().clone() for p in t.tinted_parameters()] for t in trainer.tasks],
             }
 
-    @torch.no_grad()
     def restore_best(self, trainer: "TintingTrainer") -> None:
         """Put the best measured state back into the merger and the tinted layers."""
-        if self.best is None:
-            return
-        trainer.merger.coefficients.copy_(self.best["coefficients"])
-        for task, tensors in zip(trainer.tasks, self.best["tinted"]):
-            for param, value in zip(task.tinted_parameters(), tensors):
-                param.copy_(value)
+        if self.best is not None:
+            trainer.load_adapted(self.best["coefficients"], self.best["tinted"])
 
     def report(self) -> Dict[str, Any]:
         return {
