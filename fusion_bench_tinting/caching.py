@@ -26,13 +26,17 @@ from torch import Tensor, nn
 
 from .cache_identity import cache_identity
 from .core.atomic import remove_stale_temporaries, write_atomically
-from .core.data import AdaptationInputs, inputs_kinds
+from .core.data import AdaptationInputs, TensorInputs, Uint8ImageInputs
 from .core.families import ModelFamily
 from .core.finite import first_non_finite
 from .core.provenance import library_versions
 from .core.teacher_pass import TeacherPass
+from .families.token_inputs import TokenInputs
 
 log = logging.getLogger(__name__)
+
+#: the inputs classes a cache entry can hold, by their ``KIND``
+INPUTS_KINDS = {cls.KIND: cls for cls in (TensorInputs, Uint8ImageInputs, TokenInputs)}
 
 Entry = Dict[str, Any]
 
@@ -92,7 +96,7 @@ class TaskCache:
             log.warning("Cache entry %s is not valid: %s; rebuilding it.", path, problem)
             return None
         inputs = {name[len("inputs.") :]: t for name, t in tensors.items() if name.startswith("inputs.")}
-        return {"inputs": inputs_kinds()[metadata["inputs_kind"]].from_tensors(inputs), "teacher": tensors["teacher"]}
+        return {"inputs": INPUTS_KINDS[metadata["inputs_kind"]].from_tensors(inputs), "teacher": tensors["teacher"]}
 
     def save(self, key: str, inputs: Any, teacher: torch.Tensor) -> None:
         """Write the entry atomically; a write that fails (a full or read-only folder) is a warning, not an
@@ -129,7 +133,7 @@ def _entry_problem(
     if metadata.get("key") != key:
         key = metadata.get("key")
         return f"it was written under key {key!r}, not this one (an entry of another task or an older format)"
-    if metadata.get("inputs_kind") not in inputs_kinds() or "teacher" not in tensors:
+    if metadata.get("inputs_kind") not in INPUTS_KINDS or "teacher" not in tensors:
         return "it lacks its inputs kind or teacher outputs"
     if checksum(tensors) != metadata.get("checksum"):
         return "its tensors do not match their checksum (altered or damaged bytes)"

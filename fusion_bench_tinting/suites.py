@@ -57,10 +57,10 @@ def _stock_to_task_aware():
     from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
     from .core.evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool
-    from .core.evaluation.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
     from .families.image_taskpool import TaskAwareImageClassificationTaskPool
     from .families.nyuv2_taskpool import TaskAwareNYUv2TaskPool
     from .families.open_clip_taskpool import TaskAwareOpenCLIPVisionModelTaskPool
+    from .families.text_taskpool import TaskAwareGPT2TextClassificationTaskPool
 
     upgrades = {
         NYUv2TaskPool: TaskAwareNYUv2TaskPool,

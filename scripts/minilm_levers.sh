@@ -47,6 +47,9 @@ LEVERS=(
   # the iterate chosen on a fifth of the adaptation inputs held out (select_on_holdout)
   "mt_holdout_0.2|model_tinting|method.select_on_holdout=0.2"
   "mt_train_holdout_0.2|model_tinting|method.adaptation_data=train method.select_on_holdout=0.2"
+  # the LOT start adapted on the fine-tuning inputs, with and without the held-out choice of iterate
+  "mt_train_lot|model_tinting|method.adaptation_data=train method.init_from=lot"
+  "mt_train_lot_holdout_0.2|model_tinting|method.adaptation_data=train method.init_from=lot method.select_on_holdout=0.2"
   # the tinted layer held near its fine-tuned start: an L2 penalty towards it
   "mt_tint_l2_0.1|model_tinting|method.tint_l2=0.1"
   "mt_tint_l2_1|model_tinting|method.tint_l2=1.0"

@@ -343,7 +343,8 @@ def test_cache_entries_are_safetensors_that_give_back_the_same_inputs_and_teache
     from safetensors import safe_open
 
     from fusion_bench_tinting.caching import TaskCache
-    from fusion_bench_tinting.core.data import TensorInputs, TokenInputs, Uint8ImageInputs
+    from fusion_bench_tinting.core.data import TensorInputs, Uint8ImageInputs
+    from fusion_bench_tinting.families.token_inputs import TokenInputs
 
     inputs = {
         "tensor": TensorInputs(torch.randn(5, 3, 4, 4)),

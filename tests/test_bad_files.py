@@ -50,7 +50,7 @@ def test_a_truncated_model_file_names_the_task_and_the_file(tiny_text, tmp_path)
 
 
 def test_a_head_that_cannot_be_built_is_named_as_the_head_not_the_model(tiny_text, monkeypatch):
-    from fusion_bench_tinting.core.families.sequence_classification import SequenceClassificationFamily
+    from fusion_bench_tinting.families.sequence_classification import SequenceClassificationFamily
 
     def no_head(self, task):
         raise KeyError(f"no class names for {task}")

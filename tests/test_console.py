@@ -120,7 +120,7 @@ def test_program_output_is_changed_for_our_methods_only_and_skips_a_printed_repo
     ],
 )
 def test_a_text_pretrained_model_read_as_a_classifier_may_miss_its_head_only(rows, expected):
-    from fusion_bench_tinting.core.families.sequence_classification import SequenceClassificationFamily
+    from fusion_bench_tinting.families.sequence_classification import SequenceClassificationFamily
 
     family = SequenceClassificationFamily.__new__(SequenceClassificationFamily)
     family.modelpool = type("Pool", (), {"_models": {"_pretrained_": "/models/bert"}})()

@@ -12,10 +12,10 @@ from conftest import build_tinting, cpu_fabric, run_cli, run_cli_subprocess
 from fusion_bench.utils import instantiate
 from omegaconf import OmegaConf
 
-from fusion_bench_tinting.core.data import TokenInputs
 from fusion_bench_tinting.core.errors import TintingConfigError
-from fusion_bench_tinting.core.evaluation.metrics import average_scores, compute_metrics, expected_calibration_error
 from fusion_bench_tinting.core.families import family_for
+from fusion_bench_tinting.families.text_metrics import average_scores, compute_metrics, expected_calibration_error
+from fusion_bench_tinting.families.token_inputs import TokenInputs
 
 
 def _pool(root, suite):
@@ -93,7 +93,7 @@ def test_family_head_on_features_equals_the_classifiers_own_forward(tiny_text, s
     encoder, head = family.load_encoder(task), family.load_head(task)
     inputs = family.adaptation_inputs(task, batch_size=32, num_workers=0, dtype=torch.float32)
     batch = inputs.gather(torch.arange(8), torch.device("cpu"))
-    from fusion_bench_tinting.core.families.sequence_classification import load_classifier
+    from fusion_bench_tinting.families.sequence_classification import load_classifier
 
     classifier = load_classifier(pool, task).eval()
     with torch.no_grad():
@@ -105,7 +105,7 @@ def test_family_head_on_features_equals_the_classifiers_own_forward(tiny_text, s
 def test_bert_layout_matches_bert_forward():
     from transformers import BertConfig, BertForSequenceClassification
 
-    from fusion_bench_tinting.core.families.sequence_classification import layout_for
+    from fusion_bench_tinting.families.sequence_classification import layout_for
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(
@@ -189,13 +189,13 @@ POOLER = ["pooler.dense.weight", "pooler.dense.bias"]
 
 
 def _bert_classifiers(pool):
-    from fusion_bench_tinting.core.families.sequence_classification import load_classifier
+    from fusion_bench_tinting.families.sequence_classification import load_classifier
 
     return {task: load_classifier(pool, task) for task in ("sst2", "cola")}
 
 
 def test_bert_head_holds_each_tasks_pooler_and_the_merge_leaves_it_out(tiny_text):
-    from fusion_bench_tinting.core.families.sequence_classification import task_classifier
+    from fusion_bench_tinting.families.sequence_classification import task_classifier
 
     pool = _pool(tiny_text, "tiny-bert_glue")
     finetuned = _bert_classifiers(pool)
@@ -310,7 +310,7 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_text, tmp_path):
 
 
 def test_unknown_glue_task_is_refused():
-    from fusion_bench_tinting.core.evaluation.text_data import load_glue
+    from fusion_bench_tinting.families.text_data import load_glue
 
     with pytest.raises(TintingConfigError, match="GLUE has no task 'mnli-mm'; the tasks are"):
         load_glue("mnli-mm", tokenizer=None)
@@ -335,4 +335,4 @@ def test_roberta_glue_suite_configs_compose():
     assert list(modelpool["models"]) == ["_pretrained_", *tasks]
     assert modelpool["models"]["mnli"]["subfolder"] == "mnli/roberta-base_lr1e-05"
     assert {t: d["max_length"] for t, d in modelpool["test_datasets"].items()} == {t: 128 for t in tasks}
-    assert cfg.taskpool._target_ == "fusion_bench_tinting.core.evaluation.text_taskpool.SequenceClassificationTaskPool"
+    assert cfg.taskpool._target_ == "fusion_bench_tinting.families.text_taskpool.SequenceClassificationTaskPool"

@@ -30,7 +30,7 @@ class AdaptationInputs(Protocol):
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Any]: ...
 
 
-def _pin_if_useful(tensor: Tensor) -> Tensor:
+def pin_if_useful(tensor: Tensor) -> Tensor:
     return tensor.pin_memory() if tensor.device.type == "cpu" and torch.cuda.is_available() else tensor
 
 
@@ -71,7 +71,7 @@ class TensorInputs:
         return self.tensor.numel() * self.tensor.element_size()
 
     def to(self, device: torch.device) -> "TensorInputs":
-        return TensorInputs(_pin_if_useful(self.tensor.to(device)))
+        return TensorInputs(pin_if_useful(self.tensor.to(device)))
 
     def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Tensor:
         """Rows ``index`` on ``device`` (as ``dtype``); no host synchronisation."""
@@ -81,74 +81,6 @@ class TensorInputs:
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
         for start in range(0, len(self), batch_size):
             yield self.tensor[start : start + batch_size].to(device=device, dtype=dtype, non_blocking=True)
-
-
-class TokenInputs:
-    """Tokenized inputs of one task: each column (``input_ids``, ``attention_mask``, ...) in one
-    right-padded (N, max_length) tensor; every batch is cut to its own longest sequence, so padding
-    costs no more than per-batch padding would. Lengths stay on the CPU: cutting needs no host sync."""
-
-    KIND = "tokens"
-
-    def __init__(self, columns: Mapping[str, Tensor], lengths: Tensor):
-        self.columns = dict(columns)
-        self.lengths = lengths.cpu()
-
-    def tensors(self) -> Dict[str, Tensor]:
-        return {"lengths": self.lengths, **{f"column.{k}": v for k, v in self.columns.items()}}
-
-    @classmethod
-    def from_tensors(cls, tensors: Mapping[str, Tensor]) -> "TokenInputs":
-        columns = {k[len("column.") :]: v for k, v in tensors.items() if k.startswith("column.")}
-        return cls(columns, tensors["lengths"])
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Sequence[int]]], pad_token_id: int) -> "TokenInputs":
-        """From tokenized rows (lists of ids, possibly already padded: the attention mask says how long)."""
-        if not rows:
-            raise ValueError("no tokenized rows")
-        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in rows[0]]
-        if "input_ids" not in names:
-            raise ValueError(f"tokenized rows need `input_ids`; got columns {sorted(rows[0])}")
-        lengths = torch.tensor(
-            [int(sum(r["attention_mask"])) if "attention_mask" in r else len(r["input_ids"]) for r in rows]
-        )
-        width = int(lengths.max())
-        columns = {}
-        for name in names:
-            fill = pad_token_id if name == "input_ids" else 0
-            column = torch.full((len(rows), width), fill, dtype=torch.long)
-            for i, (row, length) in enumerate(zip(rows, lengths.tolist())):
-                column[i, :length] = torch.as_tensor(list(row[name])[:length], dtype=torch.long)
-            columns[name] = column
-        if "attention_mask" not in columns:
-            columns["attention_mask"] = (torch.arange(width)[None, :] < lengths[:, None]).long()
-        return cls(columns, lengths)
-
-    def __len__(self) -> int:
-        return self.lengths.numel()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(c.numel() * c.element_size() for c in self.columns.values())
-
-    def to(self, device: torch.device) -> "TokenInputs":
-        return TokenInputs({k: _pin_if_useful(v.to(device)) for k, v in self.columns.items()}, self.lengths)
-
-    def _cut(self, rows: Union[Tensor, slice], width: int, device: torch.device) -> Dict[str, Tensor]:
-        return {k: v[rows, :width].to(device, non_blocking=True) for k, v in self.columns.items()}
-
-    def gather(self, index: Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> Dict[str, Tensor]:
-        width = int(self.lengths[index.cpu()].max())  # CPU tensor: no device sync
-        rows = index.to(next(iter(self.columns.values())).device, non_blocking=True)
-        return self._cut(rows, width, device)
-
-    def batches(
-        self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None
-    ) -> Iterator[Dict[str, Tensor]]:
-        for start in range(0, len(self), batch_size):
-            rows = slice(start, start + batch_size)
-            yield self._cut(rows, int(self.lengths[rows].max()), device)
 
 
 class Uint8ImageInputs(TensorInputs):
@@ -170,7 +102,7 @@ class Uint8ImageInputs(TensorInputs):
         return cls(tensors["tensor"], tensors["mean"], tensors["std"])
 
     def to(self, device: torch.device) -> "Uint8ImageInputs":
-        return Uint8ImageInputs(_pin_if_useful(self.tensor.to(device)), self.mean, self.std)
+        return Uint8ImageInputs(pin_if_useful(self.tensor.to(device)), self.mean, self.std)
 
     def _normalised(self, pixels: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
         return normalise_pixels(pixels, self.mean, self.std).to(dtype or torch.float32)
@@ -181,11 +113,6 @@ class Uint8ImageInputs(TensorInputs):
     def batches(self, batch_size: int, device: torch.device, dtype: Optional[torch.dtype] = None) -> Iterator[Tensor]:
         for start in range(0, len(self), batch_size):
             yield self._normalised(self.tensor[start : start + batch_size].to(device, non_blocking=True), dtype)
-
-
-def inputs_kinds() -> Dict[str, type]:
-    """The inputs classes a cache entry can hold, by their ``KIND``."""
-    return {cls.KIND: cls for cls in (TensorInputs, Uint8ImageInputs, TokenInputs)}
 
 
 def normalise_pixels(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -106,24 +106,6 @@ def check_labels(task: str, labels: Optional[Tensor], classes: int, source: str)
         )
 
 
-def check_token_ids(task: str, input_ids: Tensor, vocabulary: int, positions: Optional[int], source: str) -> None:
-    """Token ids inside the encoder's embedding table and sequences no longer than its position table:
-    otherwise the teacher pass fails with ``index out of range in self`` and names nothing."""
-    if input_ids.numel() == 0:
-        return
-    high = int(input_ids.max())
-    if high >= vocabulary or int(input_ids.min()) < 0:
-        raise TintingConfigError(
-            f"The test set of task {task!r} ({source}) has token ids up to {high}, but the model's vocabulary has "
-            f"{vocabulary} tokens: the data was tokenized with another tokenizer than the model pool's."
-        )
-    if positions is not None and input_ids.shape[-1] > positions:
-        raise TintingConfigError(
-            f"The test set of task {task!r} ({source}) has sequences of {input_ids.shape[-1]} tokens, but the model "
-            f"reads at most {positions}: tokenize it with truncation to the model's maximum length."
-        )
-
-
 def check_image_shape(task: str, shape: Sequence[int], expected: Sequence[int], source: str) -> None:
     """Preprocessed images of the (channels, height, width) the encoder's patch and position embeddings expect."""
     if tuple(shape) != tuple(expected):

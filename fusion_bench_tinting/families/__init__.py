@@ -1,6 +1,7 @@
-"""The model families beyond the core's (HF CLIP, sequence classification): OpenCLIP, image classifiers and
-NYUv2, each with its task-aware task pool. They join the core's family table when this package is imported
-(the plugin's methods import it), and would go upstream as follow-up pull requests."""
+"""The model families beyond the core's (HF CLIP): sequence classification (GLUE with RoBERTa or GPT-2, the
+offline text suites), OpenCLIP, image classifiers and NYUv2, each with its task-aware task pool. They join the
+core's family table when this package is imported (the plugin's methods import it), and would go upstream as
+follow-up pull requests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from fusion_bench import BaseModelPool
 from ..core.errors import TintingConfigError
 from ..core.families import register_family
 
+register_family(
+    (
+        "fusion_bench.modelpool:SequenceClassificationModelPool",
+        "fusion_bench.modelpool.huggingface_gpt2_classification:GPT2ForSequenceClassificationPool",
+    ),
+    f"{__name__}.sequence_classification:SequenceClassificationFamily",
+    "SequenceClassificationModelPool (e.g. modelpool=roberta-base_glue), GPT2ForSequenceClassificationPool "
+    "(modelpool=gpt-2_glue)",
+)
 register_family(
     (
         "fusion_bench.modelpool:ConvNextForImageClassificationPool",

@@ -15,8 +15,8 @@ from fusion_bench.taskpool.image_classification import ImageClassificationTaskPo
 
 from ..core.evaluation.task_aware import TaskAwareEvaluation
 from ..core.evaluation.taskpool import recorded_evaluation
-from ..core.evaluation.text_taskpool import modelpool_of
 from .image_classifier import task_classifier
+from .text_taskpool import modelpool_of
 
 
 class TaskAwareImageClassificationTaskPool(TaskAwareEvaluation, ImageClassificationTaskPool):

@@ -231,7 +231,7 @@ def _write_configs(out: Path, kind: str, root: Path, models: Dict[str, str], dat
             "_recursive_": False,
         }
         taskpool = {
-            "_target_": "fusion_bench_tinting.core.evaluation.text_taskpool.SequenceClassificationTaskPool",
+            "_target_": "fusion_bench_tinting.families.text_taskpool.SequenceClassificationTaskPool",
             "_recursive_": False,
             "dataloader_kwargs": {"batch_size": 32},
         }

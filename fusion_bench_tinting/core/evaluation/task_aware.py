@@ -16,8 +16,23 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 log = logging.getLogger(__name__)
+
+#: confidence bins of the expected calibration error (as the authors' evaluation)
+ECE_BINS = 15
+
+
+def expected_calibration_error(logits: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
+    """Top-label ECE: over ``bins`` equal-width bins of the predicted class's probability, the
+    sample-weighted mean gap between the bin's accuracy and its mean confidence."""
+    probabilities = logits.float().softmax(dim=-1).cpu()
+    return float(
+        multiclass_calibration_error(
+            probabilities, labels.long().cpu(), num_classes=logits.shape[-1], n_bins=bins, norm="l1"
+        )
+    )
 
 
 class TaskAwareEvaluation:

@@ -19,8 +19,7 @@ from typing import Optional
 from fusion_bench.taskpool import CLIPVisionModelTaskPool
 from torch import nn
 
-from .metrics import expected_calibration_error
-from .task_aware import PredictionRecorder, TaskAwareEvaluation
+from .task_aware import PredictionRecorder, TaskAwareEvaluation, expected_calibration_error
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,6 @@ _FAMILIES: List[Tuple[Tuple[str, ...], str, str]] = [
         f"{__name__}.hf_clip:HFCLIPVisionFamily",
         "CLIPVisionModelPool (e.g. modelpool=clip-vit-base-patch32_TA8)",
     ),
-    (
-        (
-            "fusion_bench.modelpool:SequenceClassificationModelPool",
-            "fusion_bench.modelpool.huggingface_gpt2_classification:GPT2ForSequenceClassificationPool",
-        ),
-        f"{__name__}.sequence_classification:SequenceClassificationFamily",
-        "SequenceClassificationModelPool (e.g. modelpool=roberta-base_glue), GPT2ForSequenceClassificationPool "
-        "(modelpool=gpt-2_glue)",
-    ),
 ]
 
 

@@ -13,9 +13,9 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 from torchmetrics.functional import matthews_corrcoef, pearson_corrcoef, spearman_corrcoef
-from torchmetrics.functional.classification import binary_f1_score, multiclass_calibration_error
+from torchmetrics.functional.classification import binary_f1_score
 
-ECE_BINS = 15
+from ..core.evaluation.task_aware import expected_calibration_error
 
 HEADLINE = {"cola": "matthews_correlation", "stsb": "pearson_spearman"}
 WITH_F1 = {"mrpc", "qqp"}
@@ -55,17 +55,6 @@ def compute_metrics(task: str, logits: Tensor, labels: Tensor) -> Dict[str, floa
     if num_outputs > 1:
         ordered["ece"] = expected_calibration_error(logits, labels)
     return {"metric": names[0], "score": ordered[names[0]], **ordered}
-
-
-def expected_calibration_error(logits: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
-    """Top-label ECE: over ``bins`` equal-width bins of the predicted class's probability, the
-    sample-weighted mean gap between the bin's accuracy and its mean confidence."""
-    probabilities = logits.float().softmax(dim=-1).cpu()
-    return float(
-        multiclass_calibration_error(
-            probabilities, labels.long().cpu(), num_classes=logits.shape[-1], n_bins=bins, norm="l1"
-        )
-    )
 
 
 def average_scores(report: Dict[str, Dict]) -> Dict[str, float]:

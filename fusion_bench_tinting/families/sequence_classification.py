@@ -21,11 +21,11 @@ from fusion_bench import BaseModelPool
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from ..data import TokenInputs
-from ..errors import TintingConfigError
-from ..evaluation.text_data import check_glue_task
-from ..input_checks import check_token_ids, source_of
-from .base import PRETRAINED, ModelFamily
+from ..core.errors import TintingConfigError
+from ..core.families.base import PRETRAINED, ModelFamily
+from ..core.input_checks import source_of
+from .text_data import check_glue_task
+from .token_inputs import TokenInputs, check_token_ids
 
 
 def _sequence_output(output, inputs) -> Tensor:

@@ -3,7 +3,7 @@
 Each task is evaluated with its own fine-tuned classifier whose encoder is replaced by the evaluated
 (merged) one, and whose head is replaced by the evaluated model's own head for the task when it has
 one (Model Tinting). Models that switch per task (``set_task``: Model Tinting, EMR-Merging) are
-switched first. Metrics follow the paper: see :mod:`fusion_bench_tinting.core.evaluation.metrics`.
+switched first. Metrics follow the paper: see :mod:`fusion_bench_tinting.families.text_metrics`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..console import progress
-from ..errors import TintingConfigError
-from ..families.sequence_classification import task_classifier
-from .metrics import average_scores, compute_metrics, loss_of
-from .task_aware import TaskAwareEvaluation, evaluation_shard
+from ..core.console import progress
+from ..core.errors import TintingConfigError
+from ..core.evaluation.task_aware import TaskAwareEvaluation, evaluation_shard
+from .sequence_classification import task_classifier
 from .text_data import resolve_tokenizer
+from .text_metrics import average_scores, compute_metrics, loss_of
 
 log = logging.getLogger(__name__)
 

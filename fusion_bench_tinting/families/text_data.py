@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 from omegaconf import DictConfig
 
-from ..errors import TintingConfigError
+from ..core.errors import TintingConfigError
 
 #: GLUE task -> (text columns, number of labels (1 = regression), validation split)
 GLUE_TASKS: Dict[str, Tuple[Tuple[str, ...], int, str]] = {
