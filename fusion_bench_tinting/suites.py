@@ -56,7 +56,7 @@ def _stock_to_task_aware():
     from fusion_bench.taskpool.nyuv2_taskpool import NYUv2TaskPool
     from fusion_bench.taskpool.openclip_vision.openclip_taskpool import OpenCLIPVisionModelTaskPool
 
-    from .core.evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool
+    from .evaluation.taskpool import TaskAwareCLIPVisionModelTaskPool
     from .families.image_taskpool import TaskAwareImageClassificationTaskPool
     from .families.nyuv2_taskpool import TaskAwareNYUv2TaskPool
     from .families.open_clip_taskpool import TaskAwareOpenCLIPVisionModelTaskPool

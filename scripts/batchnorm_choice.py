@@ -77,8 +77,8 @@ def _accuracy(family, backbone: nn.Module, head: nn.Module, images: Tensor, labe
 
 
 def _load(pool) -> Tuple[object, nn.Module, Dict[str, nn.Module], Dict[str, nn.Module], Data]:
-    from fusion_bench_tinting.core.evaluation.task_aware import dataset_labels
     from fusion_bench_tinting.core.families import PRETRAINED
+    from fusion_bench_tinting.core.input_checks import dataset_labels
     from fusion_bench_tinting.families.image_classifier import ImageClassifierFamily
 
     family = ImageClassifierFamily(pool, torch.device("cpu"))

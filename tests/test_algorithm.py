@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -77,6 +78,10 @@ def test_save_then_load_gives_the_same_predictions(tiny_suites, tmp_path):
 
     config = OmegaConf.load(tmp_path / "run" / "model_tinting_config.yaml")
     assert (config.lr, config.max_steps, config.init_values, config.loss) == (0.01, 8, 0.3, "ce")  # `auto` resolved
+    # the report is in the log folder too: FusionBench's own task pools do not copy it into theirs
+    report = json.loads((tmp_path / "run" / "model_tinting_report.json").read_text())
+    assert report["optimizer_steps"] == adapted.report_extras["optimizer_steps"] == 8 * 4
+    assert report["method"] == "model_tinting"
     tensors = load_file(str(saved))
     assert tensors["coefficients"].shape[0] == 4
     assert {"tinted.eurosat.weight", "tinted.eurosat.bias"} <= set(tensors)

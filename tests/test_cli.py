@@ -48,7 +48,7 @@ def test_model_tinting_subprocess_from_the_repository_root(tiny_suites, tmp_path
     # which task pool evaluates the run is said at start-up, before the first model is loaded
     output = result.stdout + result.stderr
     announced = output.find(
-        "Task pool evaluating this run: fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
+        "Task pool evaluating this run: fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
     )
     assert 0 <= announced < output.find("Task vectors and teacher outputs")
 

@@ -48,7 +48,7 @@ def test_suite_alias_selects_fusion_bench_models_data_and_a_matching_task_pool(s
     )
 
     taskpool = ours["taskpool"]
-    assert taskpool["_target_"] == "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
+    assert taskpool["_target_"] == "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool"
     assert taskpool["base_model"] == f"openai/clip-vit-{size}"
     assert taskpool["test_datasets"] == fusion_bench["taskpool"]["test_datasets"]
 

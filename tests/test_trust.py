@@ -114,7 +114,7 @@ def test_a_non_finite_loss_stops_the_run_naming_task_and_step_before_any_paramet
 
 
 def test_the_report_holds_null_for_nan(tmp_path):
-    from fusion_bench_tinting.core.evaluation.task_aware import finite_or_none
+    from fusion_bench_tinting.evaluation.task_aware import finite_or_none
 
     report = finite_or_none({"a": {"accuracy": 0.5, "ece": float("nan")}, "b": [float("inf"), 1.0]})
     assert json.loads(json.dumps(report, allow_nan=False)) == {"a": {"accuracy": 0.5, "ece": None}, "b": [None, 1.0]}

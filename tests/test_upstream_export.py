@@ -50,7 +50,7 @@ def _stock_taskpool_configs(tiny_suites: Path, out: Path) -> Path:
     shutil.copytree(tiny_suites / "config", out)
     path = out / "taskpool" / f"{SUITE}.yaml"
     text = path.read_text().replace(
-        "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
+        "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
         "fusion_bench.taskpool.CLIPVisionModelTaskPool",
     )
     assert "fusion_bench.taskpool.CLIPVisionModelTaskPool" in text

@@ -7,7 +7,7 @@ import io
 import math
 from typing import Dict, List, Optional, Tuple
 
-from ..core.evaluation.task_aware import ECE_BINS
+from ..evaluation.task_aware import ECE_BINS
 from .methods import METHODS
 from .runner import RunResult
 

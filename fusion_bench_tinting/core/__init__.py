@@ -1,9 +1,11 @@
 """Model Tinting and Model Tinting++ (test-time task-wise merging, arXiv 2412.19098) as FusionBench methods.
 
 This folder is the upstream contribution (``fusion_bench/method/model_tinting`` in FusionBench's tree): the
-methods, the merge, the tinted model, the adaptation loop, the losses, the options, the model families and
-the task-aware evaluation. It imports nothing from the plugin around it (``fusion_bench_tinting``: suite
-aliases, the command line's one-line exits, the comparison, the offline suites, the exporter). Its errors are
+methods, the merge, the tinted model, the adaptation loop, the losses, the options and the CLIP family. The
+tinted model switches to a task through FusionBench's ``set_task`` and gives each task's head by ``task_head``,
+which FusionBench's CLIP task pool reads once the export's small edit of it is applied. It imports nothing from
+the plugin around it (``fusion_bench_tinting``: suite aliases, the task-aware task pools, the other model
+families, the command line's one-line exits, the comparison, the offline suites, the exporter). Its errors are
 ordinary exceptions with one-line messages. The classes are imported lazily, so that importing a submodule
 stays cheap.
 """

@@ -12,7 +12,9 @@ This module knows nothing of a particular model family: ``families`` adapts each
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
@@ -48,6 +50,7 @@ log = get_rankzero_logger(__name__)  # progress and summaries from the global-ze
 
 DEFAULT_SEED = 42
 CONFIG_FILE = "model_tinting_config.yaml"
+REPORT_FILE = "model_tinting_report.json"
 
 
 @auto_register_config
@@ -278,6 +281,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 config = self.config
                 config.update({k: v for k, v in self._resolved_values(run.plan).items() if k != "seed"})
                 write_atomically(os.path.join(self.log_dir, CONFIG_FILE), lambda path: OmegaConf.save(config, path))
+                write_atomically(
+                    os.path.join(self.log_dir, REPORT_FILE),
+                    lambda path: Path(path).write_text(json.dumps(model.report_extras, indent=2, default=str)),
+                )
         except OSError as error:
             raise SaveError(
                 f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error})."

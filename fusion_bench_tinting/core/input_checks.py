@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
@@ -92,6 +93,15 @@ def num_classes(head: nn.Module) -> int:
 def check_not_empty(task: str, size: int, source: str) -> None:
     if size == 0:
         raise TintingConfigError(f"The test set of task {task!r} ({source}) is empty: there is nothing to adapt on.")
+
+
+def dataset_labels(dataset: Any) -> Optional[Tensor]:
+    """The labels of an image-classification test set without decoding its images: the ``label`` column
+    of the Hugging Face dataset that FusionBench's ``ImageClassificationDataset`` wraps (None otherwise)."""
+    raw = getattr(dataset, "dataset", dataset)
+    if "label" not in (getattr(raw, "column_names", None) or []):
+        return None
+    return torch.as_tensor(raw["label"], dtype=torch.long)
 
 
 def check_labels(task: str, labels: Optional[Tensor], classes: int, source: str) -> None:

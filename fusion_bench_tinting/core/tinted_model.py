@@ -63,7 +63,8 @@ class TintedModel(ModulatedModel):
 
     def __init__(self, backbone: nn.Module, modulators: Mapping[str, TintModulator], report: Dict[str, Any]):
         super().__init__(backbone, dict(modulators))
-        #: figures of the adaptation, copied into the evaluation report by the task-aware task pools
+        #: figures of the adaptation (also in the log folder's report file; task-aware task pools copy them into
+        #: the evaluation report)
         self.report_extras = report
 
     def __getattr__(self, name: str):

@@ -13,8 +13,8 @@ from typing import Any, Dict
 
 from fusion_bench.taskpool.image_classification import ImageClassificationTaskPool
 
-from ..core.evaluation.task_aware import TaskAwareEvaluation
-from ..core.evaluation.taskpool import recorded_evaluation
+from ..evaluation.task_aware import TaskAwareEvaluation
+from ..evaluation.taskpool import recorded_evaluation
 from .image_classifier import task_classifier
 from .text_taskpool import modelpool_of
 

@@ -1,11 +1,11 @@
 """Task-aware evaluation for FusionBench's OpenCLIP task pool: each task's own classification head on the merged
-encoder switched to the task (see :mod:`fusion_bench_tinting.core.evaluation.taskpool`)."""
+encoder switched to the task (see :mod:`fusion_bench_tinting.evaluation.taskpool`)."""
 
 from __future__ import annotations
 
 from ..compat import ensure_typing_override
-from ..core.evaluation.task_aware import TaskAwareEvaluation
-from ..core.evaluation.taskpool import recorded_evaluation
+from ..evaluation.task_aware import TaskAwareEvaluation
+from ..evaluation.taskpool import recorded_evaluation
 
 ensure_typing_override()
 

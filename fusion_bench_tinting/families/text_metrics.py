@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics.functional import matthews_corrcoef, pearson_corrcoef, spearman_corrcoef
 from torchmetrics.functional.classification import binary_f1_score
 
-from ..core.evaluation.task_aware import expected_calibration_error
+from ..evaluation.task_aware import expected_calibration_error
 
 HEADLINE = {"cola": "matthews_correlation", "stsb": "pearson_spearman"}
 WITH_F1 = {"mrpc", "qqp"}

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from ..core.console import progress
 from ..core.errors import TintingConfigError
-from ..core.evaluation.task_aware import TaskAwareEvaluation, evaluation_shard
+from ..evaluation.task_aware import TaskAwareEvaluation, evaluation_shard
 from .sequence_classification import task_classifier
 from .text_data import resolve_tokenizer
 from .text_metrics import average_scores, compute_metrics, loss_of

@@ -321,7 +321,7 @@ def _write_hf_clip_suite(config: Path, name: str, data, hf_paths) -> str:
         "defaults:\n  - CLIPVisionModelTaskPool@: _template\n  - _self_\n"
         + _yaml(
             {
-                "_target_": "fusion_bench_tinting.core.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
+                "_target_": "fusion_bench_tinting.evaluation.taskpool.TaskAwareCLIPVisionModelTaskPool",
                 "base_model": hf_paths["_pretrained_"],
                 "test_datasets": _dataset_configs(data, "test"),
                 "dataloader_kwargs": _LOADER,

@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from ..data import AdaptationInputs, TensorInputs
 from ..errors import TintingConfigError
-from ..input_checks import check_image_shape, check_not_empty, source_of
+from ..input_checks import check_image_shape, check_not_empty, dataset_labels, source_of
 
 PRETRAINED = "_pretrained_"
 #: the model pool's dataset splits, each a possible ``adaptation_data``
@@ -217,8 +217,6 @@ class ModelFamily(ABC):
     def adaptation_labels(self, task: str) -> Optional[Tensor]:
         """The adaptation set's labels when they can be read without decoding its inputs, else None (never
         used to adapt: only to check they are classes of the task's head)."""
-        from ..evaluation.task_aware import dataset_labels
-
         return dataset_labels(self.adaptation_dataset(task))
 
     def adaptation_dataset(self, task: str) -> Any:

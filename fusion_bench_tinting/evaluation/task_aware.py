@@ -140,15 +140,6 @@ class PredictionRecorder:
         return torch.cat(self.logits), torch.cat(self.labels)
 
 
-def dataset_labels(dataset: Any) -> Optional[Tensor]:
-    """The labels of an image-classification test set without decoding its images: the ``label`` column
-    of the Hugging Face dataset that FusionBench's ``ImageClassificationDataset`` wraps (None otherwise)."""
-    raw = getattr(dataset, "dataset", dataset)
-    if "label" not in (getattr(raw, "column_names", None) or []):
-        return None
-    return torch.as_tensor(raw["label"], dtype=torch.long)
-
-
 def evaluation_shard(num_samples: int, rank: int, world_size: int) -> Tensor:
     """The test samples process ``rank`` of ``world_size`` evaluates in FusionBench's CLIP task pools: Fabric
     puts a ``DistributedSampler`` in their loaders (the last shard padded with the first samples, so every
