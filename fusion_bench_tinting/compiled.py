@@ -110,6 +110,7 @@ COMPILE_STEP_OPTION = Option(
     "torch.compile the merge + encoder forward: false | true | reduce-overhead (CUDA graphs) | ...; the "
     "compilation counts in the adaptation time",
     changes_result=False,
+    section="The plugin's speed option",
 )
 
 

@@ -26,7 +26,7 @@ METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
 # Model Tinting (arXiv 2412.19098): layer-wise merging coefficients plus one trainable layer per
 # task, adapted on unlabelled data against the fine-tuned models' predictions.
 # Defaults are the reference implementation's. Written from fusion_bench_tinting/core/tinting_options.py and
-# the plugin's options (fusion_bench_tinting/compiled.py, resumable.py) by
+# the plugin's options (fusion_bench_tinting/tint_l2.py, holdout.py, families/, compiled.py, resumable.py) by
 # python -m fusion_bench_tinting.method_configs.
 # Usage:
 #   fusion_bench method=model_tinting modelpool=clip-vit-base-patch32_TA8

@@ -3,7 +3,9 @@ upstream contribution) with the suite's task-aware task pool completed at the st
 (:mod:`.suites`), the core's exceptions ended in one line under the command (:mod:`.exits`), the expected
 noise of the run hidden and its profile written to the log folder (:mod:`.quiet`), and each task's inputs and
 teacher outputs cached on disk (:mod:`.caching`), the learned coefficients drawn in TensorBoard (:mod:`.heatmap`),
-the option ``compile_step`` (:mod:`.compiled`) and checkpoints and resume (:mod:`.resumable`)."""
+the levers that depart from the paper (``tint_l2``: :mod:`.tint_l2`; ``select_on_holdout``: :mod:`.holdout`), the
+sequence-classification family's ``head_projection`` (:mod:`.families`), the option ``compile_step``
+(:mod:`.compiled`) and checkpoints and resume (:mod:`.resumable`)."""
 
 from __future__ import annotations
 
@@ -14,20 +16,23 @@ from fusion_bench import BaseModelPool, auto_register_config
 
 from . import families  # noqa: F401  (the plugin's model families join the core's table)
 from .caching import CachedTeacherPassMixin
-from .compiled import COMPILE_STEP_OPTION, CompiledStepMixin
+from .compiled import COMPILE_STEP_OPTION, CompiledStepMixin, CompiledTintingTrainer
 from .core import algorithm
 from .core.families import family_for
 from .core.options import Option
 from .core.tinting_options import TINTING_OPTIONS
 from .exits import one_line_config_errors, one_line_interruption
+from .families import HEAD_PROJECTION_OPTION, FamilyOptionsMixin
 from .heatmap import CoefficientHeatmapMixin
+from .holdout import HOLDOUT_OPTION, HoldoutMixin, HoldoutTrainer
 from .lot_merging import algorithm as lot_algorithm
 from .quiet import profile_to_log_dir, quiet_run
 from .resumable import RESUME_OPTIONS, ResumableMixin
 from .suites import SuiteTaskPoolMixin
+from .tint_l2 import TINT_L2_OPTION, TintL2Mixin, TintL2Trainer
 
 #: the plugin's own options of Model Tinting
-PLUGIN_OPTIONS = (COMPILE_STEP_OPTION, *RESUME_OPTIONS)
+PLUGIN_OPTIONS = (TINT_L2_OPTION, HOLDOUT_OPTION, HEAD_PROJECTION_OPTION, COMPILE_STEP_OPTION, *RESUME_OPTIONS)
 #: the options of the plugin's Model Tinting: the core's and the plugin's
 COMMAND_OPTIONS = TINTING_OPTIONS.extended(PLUGIN_OPTIONS)
 
@@ -47,6 +52,10 @@ def _one_line_constructor(core: type, more: Sequence[Option] = ()) -> Callable:
     return __init__
 
 
+class PluginTrainer(HoldoutTrainer, TintL2Trainer, CompiledTintingTrainer):
+    """The core's loop with the plugin's options: ``select_on_holdout``, ``tint_l2`` and ``compile_step``."""
+
+
 class CommandLineMethod(SuiteTaskPoolMixin):
     """A failed or interrupted run ends the command in one line; the load reports that the pool's model family
     expects are not shown."""
@@ -63,19 +72,23 @@ class CommandLineMethod(SuiteTaskPoolMixin):
 
 
 def _command_line_tinting(core: type) -> type:
-    """``core`` (Model Tinting or ++) as the plugin's commands run it, with the plugin's options (``compile_step``,
-    ``checkpoint_every``, ``resume``)."""
+    """``core`` (Model Tinting or ++) as the plugin's commands run it, with the plugin's options (``tint_l2``,
+    ``select_on_holdout``, ``head_projection``, ``compile_step``, ``checkpoint_every``, ``resume``)."""
     members = {
         "__doc__": core.__doc__,
         "__module__": __name__,
         "__qualname__": core.__name__,
         "OPTIONS": COMMAND_OPTIONS,
         "__init__": _one_line_constructor(core, PLUGIN_OPTIONS),
+        "trainer_class": PluginTrainer,
     }
     bases = (
         CommandLineMethod,
         CachedTeacherPassMixin,
         CoefficientHeatmapMixin,
+        HoldoutMixin,
+        TintL2Mixin,
+        FamilyOptionsMixin,
         CompiledStepMixin,
         ResumableMixin,
         core,

@@ -1,6 +1,7 @@
 """The adaptation loop on a toy model: what moves at each optimizer step."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrain
 from fusion_bench_tinting.core.data import TensorInputs
 from fusion_bench_tinting.core.merging import LayerWiseMerger
 from fusion_bench_tinting.core.run_state import TaskState
+from fusion_bench_tinting.methods import PluginTrainer
 
 K = 3
 
@@ -38,9 +40,12 @@ def _toy(seed=0, teacher_fn=None):
 
 
 def _trainer(merger, encode, states, fused_optimizer=None, **options):
+    """The core's loop; with a plugin option (``tint_l2``, ``select_on_holdout``) the plugin's."""
     defaults = dict(max_steps=2, lr=0.05, batch_size=8)
     defaults.update(options)
-    return TintingTrainer(
+    core = {f.name for f in dataclasses.fields(AdaptationOptions)}
+    settings = {name: defaults.pop(name) for name in list(defaults) if name not in core}
+    return (PluginTrainer if settings else TintingTrainer)(
         merger,
         encode,
         states,
@@ -48,6 +53,7 @@ def _trainer(merger, encode, states, fused_optimizer=None, **options):
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(0),
         fused_optimizer=fused_optimizer,
+        **settings,
     )
 
 

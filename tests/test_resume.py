@@ -323,9 +323,9 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_resume_and_resumes_bitwise(tiny_
 
 def test_an_option_added_after_the_checkpoint_resumes_at_its_default_only():
     from fusion_bench_tinting.checkpointing import check_resumable, fingerprint
-    from fusion_bench_tinting.core.tinting_options import TINTING_OPTIONS
+    from fusion_bench_tinting.methods import COMMAND_OPTIONS
 
-    defaults = TINTING_OPTIONS.defaults()
+    defaults = COMMAND_OPTIONS.defaults()  # the plugin's options (tint_l2 is one) with the core's
     old = fingerprint(["a"], {"pool": 1}, {"lr": 0.01})  # written before `tint_l2` existed
     check_resumable(old, fingerprint(["a"], {"pool": 1}, {"lr": 0.01, "tint_l2": 0.0}), "ckpt", defaults)
     with pytest.raises(TintingConfigError, match=r"method\.tint_l2: checkpoint 0\.0, now 0\.5"):

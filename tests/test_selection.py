@@ -12,7 +12,7 @@ from test_adaptation import _snapshot, _toy, _trainer
 
 from fusion_bench_tinting import ModelTintingAlgorithm
 from fusion_bench_tinting.core.errors import TintingConfigError
-from fusion_bench_tinting.core.selection import HoldoutSelection, split_holdout
+from fusion_bench_tinting.holdout import HoldoutSelection, split_holdout
 
 
 def _noisy_teacher(x):
@@ -56,8 +56,8 @@ def test_the_result_is_the_measured_state_with_the_best_agreement(monkeypatch):
     scores = trainer.selection.scores
     assert sorted(scores) == list(range(0, 41, 5))  # the start and every logging point
     best = max(scores, key=lambda iteration: (scores[iteration], -iteration))  # the first of equal scores
-    assert stats.selection["selected_iteration"] == best
-    assert stats.selection["held_out_per_task"] == [8, 8, 8]
+    assert stats.extras["selection"]["selected_iteration"] == best
+    assert stats.extras["selection"]["held_out_per_task"] == [8, 8, 8]
     coefficients, heads = _snapshot(merger, states)
     assert torch.equal(coefficients, measured[best][0])
     assert all(torch.equal(a, b) for a, b in zip(heads, measured[best][1]))
@@ -104,7 +104,7 @@ def test_resuming_with_a_hold_out_keeps_the_same_best_state():
     resumed.load_state_dict(torch.load(io.BytesIO(saved["state"]), weights_only=False))
     stats = resumed.run()
     actual = _snapshot(merger, states)
-    assert stats.selection == expected_stats.selection
+    assert stats.extras["selection"] == expected_stats.extras["selection"]
     assert torch.equal(expected[0], actual[0])
     assert all(torch.equal(a, b) for a, b in zip(expected[1], actual[1]))
 

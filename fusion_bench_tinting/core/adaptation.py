@@ -27,11 +27,10 @@ from torch import Tensor
 from .console import progress
 from .data import EpochSampler
 from .fabric_glue import ProcessShare, seconds_since
-from .losses import confidence_filter, l2_to_start, per_sample_loss, warn_about_filtered_regression
+from .losses import confidence_filter, per_sample_loss, warn_about_filtered_regression
 from .merging import LayerWiseMerger
 from .metric_window import MetricWindow, dropped_fractions
 from .run_state import AdaptationStats, TaskState
-from .selection import HoldoutSelection, split_holdout
 from .step_guard import StepGuard, make_optimizer
 
 EncodeFn = Callable[[Mapping[str, Tensor], Tensor], Tensor]
@@ -46,11 +45,7 @@ class AdaptationOptions:
     confidence_filter: bool = False
     train_coefficients: bool = True
     train_tinted_layer: bool = True
-    #: L2 penalty towards each tinted layer's start (0: off, the paper)
-    tint_l2: float = 0.0
-    #: share of each task's inputs held out to choose the iterate kept (0: off, the paper: the last one)
-    select_on_holdout: float = 0.0
-    #: iterations between logged loss and coefficient figures (and hold-out measurements)
+    #: iterations between logged loss and coefficient figures
     log_every: int = 10
 
 
@@ -84,13 +79,7 @@ class TintingTrainer:
         self.data_parallel = data_parallel or ProcessShare()
         #: times the parts of a step (data, merge, forward, backward, optimizer) when profiling
         self.section = section
-        self.selection: Optional[HoldoutSelection] = None
-        kept: List[Optional[Tensor]] = [None] * len(tasks)
-        if options.select_on_holdout:
-            splits = split_holdout([len(t.inputs) for t in tasks], options.select_on_holdout, generator.initial_seed())
-            kept = [split["kept"] for split in splits]
-            self.selection = HoldoutSelection(tasks, [split["held"] for split in splits], options.batch_size)
-        self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator, k) for t, k in zip(tasks, kept)]
+        self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator) for t in tasks]
         self._reset_counters()
         fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
         self.fused = fused
@@ -102,8 +91,6 @@ class TintingTrainer:
         # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
         self._skip_on_device = options.confidence_filter and fused
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
-        #: each task's tinted layer as it starts, for the ``tint_l2`` penalty
-        self._starts = [[p.detach().clone() for p in t.tinted_parameters()] for t in tasks] if options.tint_l2 else None
         #: what merges at each step (a subclass may compile it)
         self._merge: Callable[[], Dict[str, Tensor]] = merger
         if options.confidence_filter:
@@ -158,7 +145,7 @@ class TintingTrainer:
                 self._empty_batch = kept == 0
                 loss = (losses * keep).sum() / kept.clamp(min=1)
                 self._last_loss[index] = torch.where(self._empty_batch, self._last_loss[index], loss.detach())
-                return self._with_penalty(index, loss)
+                return loss
             if not bool(kept > 0):  # host sync: a step on no sample must be skipped
                 return None
             loss = (losses * keep).sum() / kept
@@ -167,14 +154,7 @@ class TintingTrainer:
             loss = (losses.flatten(1).mean(1) if losses.ndim > 1 else losses).sum() / global_batch.numel()
         # the logged loss is this process's share; summed over processes it is the global batch's
         self._last_loss[index] = loss.detach()
-        return self._with_penalty(index, loss)
-
-    def _with_penalty(self, index: int, loss: Tensor) -> Tensor:
-        """``loss`` plus this process's share of the ``tint_l2`` penalty (gradients are summed over processes)."""
-        if self._starts is None:
-            return loss
-        penalty = l2_to_start(self.tasks[index].tinted_parameters(), self._starts[index], self.options.tint_l2)
-        return loss + penalty / self.data_parallel.world_size
+        return loss
 
     # ----- loop --------------------------------------------------------------------------------
     def _begin_step(self) -> None:
@@ -247,8 +227,6 @@ class TintingTrainer:
             bar.close()
         self._settle_empty_steps()
         self.seconds += time.perf_counter() - start
-        if self.selection is not None:
-            self.selection.restore_best(self)
         kept = [int(k) for k in self._kept]
         final_losses = self.data_parallel.all_reduce_sum(torch.stack(self._last_loss))  # each process's share
         return AdaptationStats(
@@ -259,15 +237,12 @@ class TintingTrainer:
             samples_dropped={t.name: seen - k for t, seen, k in zip(self.tasks, self._seen, kept)},
             final_loss={t.name: float(loss) for t, loss in zip(self.tasks, final_losses)},
             first_iteration_seconds=first_iteration or 0.0,
-            selection=None if self.selection is None else self.selection.report(),
         )
 
     def _iterate(self, progress, on_visit, start: float) -> Optional[float]:
         """The loop itself; returns the seconds of this run's first iteration."""
         num_tasks = len(self.tasks)
         first_iteration: Optional[float] = None
-        if self.selection is not None and not self.selection.scores:
-            self.selection.measure(self, self.iteration)  # the start is a candidate too
         while self.iteration < self.options.max_steps:
             if self.order is None:  # a new iteration: a fresh random task order
                 self.order = torch.randperm(num_tasks, generator=self.generator).tolist()
@@ -280,8 +255,6 @@ class TintingTrainer:
                     on_visit(self)
             if (self.iteration + 1) % self.options.log_every == 0 or self.iteration + 1 == self.options.max_steps:
                 self._log_window(self.iteration, progress)
-                if self.selection is not None:
-                    self.selection.measure(self, self.iteration + 1)
             self.iteration += 1
             self.order = None
             progress.update(1)
@@ -310,7 +283,6 @@ class TintingTrainer:
             "generator": self.generator.get_state(),
             "samplers": [s.state_dict() for s in self.samplers],
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-            **({"selection": self.selection.state_dict()} if self.selection is not None else {}),
         }
 
     @torch.no_grad()
@@ -328,12 +300,10 @@ class TintingTrainer:
             sampler.load_state_dict(sampler_state)
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        if self.selection is not None and "selection" in state:
-            self.selection.load_state_dict(state["selection"], self.device)
 
     @torch.no_grad()
     def load_adapted(self, coefficients: Tensor, tinted: List[List[Tensor]]) -> None:
-        """Set the merging coefficients and every task's tinted layer (a checkpoint's, or a kept iterate's)."""
+        """Set the merging coefficients and every task's tinted layer (a checkpoint's, or another iterate's)."""
         self.merger.coefficients.copy_(coefficients)
         for task, tensors in zip(self.tasks, tinted):
             for param, value in zip(task.tinted_parameters(), tensors):

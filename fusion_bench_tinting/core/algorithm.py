@@ -140,9 +140,13 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             modelpool,
             self.fabric,
             adaptation_split=self.adaptation_data,
-            head_projection=self.head_projection,
             taskpool=getattr(getattr(self, "_program", None), "taskpool", None),
+            **self._family_options(),
         )
+
+    def _family_options(self) -> Dict[str, Any]:
+        """More keyword arguments of the model families (a front end that adds family options passes them)."""
+        return {}
 
     def _plan(self, family: ModelFamily) -> RunPlan:
         """The pool's tasks (each checked before anything is loaded) and the values that the ``auto`` options

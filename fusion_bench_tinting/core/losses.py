@@ -130,9 +130,3 @@ def warn_about_filtered_regression(regression_tasks: List[str]) -> None:
             "their steps use the plain loss on every sample.",
             regression_tasks,
         )
-
-
-def l2_to_start(params: List[Tensor], starts: List[Tensor], strength: float) -> Tensor:
-    """``strength / 2 * ||theta - theta_start||^2`` over a tinted layer's tensors (the ``tint_l2`` option): an
-    L2 penalty holding the layer near where it started."""
-    return strength / 2 * sum(((p.float() - s.float()) ** 2).sum() for p, s in zip(params, starts))

@@ -109,8 +109,7 @@ def adaptation_report(
     }
     if confidence_filter:
         report["filter_dropped_fraction"] = stats.dropped_fraction()
-    if stats.selection is not None:
-        report["selection"] = stats.selection
+    report.update(stats.extras)
     return report
 
 

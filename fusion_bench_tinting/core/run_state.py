@@ -68,8 +68,8 @@ class AdaptationStats:
     final_loss: Dict[str, float]
     #: the first iteration of this run, compilation included (``compile_step``)
     first_iteration_seconds: float = 0.0
-    #: the hold-out measurements and the iterate kept (``select_on_holdout``), else None
-    selection: Optional[Dict[str, Any]] = None
+    #: more of the adaptation's account from a loop that extends the core's (the report shows them as given)
+    extras: Dict[str, Any] = field(default_factory=dict)
 
     def dropped_fraction(self) -> Dict[str, float]:
         return {task: (self.samples_dropped[task] / seen if seen else 0.0) for task, seen in self.samples_seen.items()}

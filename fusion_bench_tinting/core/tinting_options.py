@@ -18,7 +18,6 @@ from .options import (
     is_int,
     is_number,
     is_path,
-    number_at_least,
     one_of,
     or_auto,
     or_none,
@@ -75,23 +74,6 @@ TINTING_OPTIONS = Options(
         Option("train_tinted_layer", True, *BOOLEAN, "train each task's tinted layer (false: coefficients only)"),
         Option("loss", "ce", one_of(LOSSES), f"one of {list(LOSSES)}", " | ".join(LOSSES)),
         Option(
-            "tint_l2",
-            0.0,
-            number_at_least(0),
-            "a number >= 0 (0: off, the paper)",
-            "strength of an L2 penalty pulling each task's tinted layer towards its start (the fine-tuned head): "
-            "loss + tint_l2 / 2 * ||theta - theta_start||^2 (docs/generalization.md); 0: off, as the paper",
-        ),
-        Option(
-            "select_on_holdout",
-            0.0,
-            lambda value: is_number(value) and 0 <= value < 0.5,
-            "a number in [0, 0.5) (0: off, the paper)",
-            "share of each task's adaptation inputs held out; the result is the state (measured at the start and "
-            "every 10 iterations) that agrees most with the teachers on them (docs/generalization.md); 0: the "
-            "last state, as the paper",
-        ),
-        Option(
             "confidence_filter",
             False,
             *BOOLEAN,
@@ -112,14 +94,6 @@ TINTING_OPTIONS = Options(
             "null or the path of AdaMerging's merging_weights.pt",
             "with init_from=adamerging: the merging_weights.pt FusionBench's layer-wise AdaMerging saved, or its log "
             "folder",
-        ),
-        Option(
-            "head_projection",
-            "own",
-            one_of(("own", "merged")),
-            "one of ['own', 'merged']",
-            "the projection a classifier reads from the encoder (BERT's pooler): own (each task's, tinted with its "
-            "head) | merged (merged like the encoder); others have none",
         ),
         Option(
             "adaptation_data",

@@ -5,10 +5,32 @@ follow-up pull requests."""
 
 from __future__ import annotations
 
+from typing import Any, Dict
+
 from fusion_bench import BaseModelPool
 
 from ..core.errors import TintingConfigError
 from ..core.families import register_family
+from ..core.options import Option, one_of
+
+#: the sequence-classification family's option, passed to every family (the others have no projection to choose)
+HEAD_PROJECTION_OPTION = Option(
+    "head_projection",
+    "own",
+    one_of(("own", "merged")),
+    "one of ['own', 'merged']",
+    "the projection a classifier reads from the encoder (BERT's pooler): own (each task's, tinted with its "
+    "head) | merged (merged like the encoder); others have none",
+    section="The plugin's model families",
+)
+
+
+class FamilyOptionsMixin:
+    """Model Tinting with the option ``head_projection`` of the plugin's sequence-classification family."""
+
+    def _family_options(self) -> Dict[str, Any]:
+        return {**super()._family_options(), "head_projection": self.head_projection}
+
 
 register_family(
     (

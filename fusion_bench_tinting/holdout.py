@@ -1,5 +1,6 @@
-"""Choosing when to stop on held-out inputs (``select_on_holdout``; 0, the default, is the paper's: keep the last
-iterate).
+"""The plugin's option ``select_on_holdout``: choosing when to stop on held-out inputs (0, the default, is the
+paper's: keep the last iterate). A departure from the paper (docs/algorithm.md), measured in
+docs/generalization.md; :class:`HoldoutMixin` adds it to the core's method and :class:`HoldoutTrainer` to its loop.
 
 Adapting on a fixed set of unlabelled inputs, each task's tinted layer ends up fitting the teacher's labels of
 those very inputs (docs/generalization.md): on other inputs accuracy peaks early and then falls. With
@@ -18,12 +19,25 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .errors import TintingConfigError
-from .losses import per_sample_loss
+from .core.data import EpochSampler
+from .core.errors import TintingConfigError
+from .core.losses import per_sample_loss
+from .core.options import Option, is_number
+from .core.run_state import AdaptationStats
 
 if TYPE_CHECKING:
-    from .adaptation import TintingTrainer
-    from .run_state import TaskState
+    from .core.adaptation import TintingTrainer
+    from .core.run_state import TaskState
+
+HOLDOUT_OPTION = Option(
+    "select_on_holdout",
+    0.0,
+    lambda value: is_number(value) and 0 <= value < 0.5,
+    "a number in [0, 0.5) (0: off, the paper)",
+    "share of each task's adaptation inputs held out; the result is the state (measured at the start and "
+    "every 10 iterations) that agrees most with the teachers on them (docs/generalization.md); 0: the "
+    "last state, as the paper",
+)
 
 
 def split_holdout(sizes: List[int], fraction: float, seed: int) -> List[Dict[str, Tensor]]:
@@ -109,3 +123,52 @@ class HoldoutSelection:
                 "tinted": [[t.to(device) for t in tensors] for tensors in best["tinted"]],
             }
         self.best = best
+
+
+class HoldoutTrainer:
+    """A mixin of the core's loop (:class:`~fusion_bench_tinting.core.adaptation.TintingTrainer`) that, with
+    ``select_on_holdout > 0``, adapts on the kept inputs only, measures the held-out agreement at the start and at
+    each logging point, and ends on the best measured state (its report in the statistics' ``extras``)."""
+
+    def __init__(self, *args: Any, select_on_holdout: float = 0.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.selection: Optional[HoldoutSelection] = None
+        if select_on_holdout:
+            sizes = [len(t.inputs) for t in self.tasks]
+            splits = split_holdout(sizes, select_on_holdout, self.generator.initial_seed())
+            batch = self.options.batch_size
+            self.samplers = [EpochSampler(n, batch, self.generator, s["kept"]) for n, s in zip(sizes, splits)]
+            self.selection = HoldoutSelection(self.tasks, [s["held"] for s in splits], batch)
+
+    def _iterate(self, *args: Any) -> Optional[float]:
+        if self.selection is not None and not self.selection.scores:
+            self.selection.measure(self, self.iteration)  # the start is a candidate too
+        return super()._iterate(*args)
+
+    def _log_window(self, iteration: int, progress: Any) -> None:
+        super()._log_window(iteration, progress)
+        if self.selection is not None:
+            self.selection.measure(self, iteration + 1)
+
+    def run(self, *args: Any, **kwargs: Any) -> AdaptationStats:
+        stats = super().run(*args, **kwargs)
+        if self.selection is not None:
+            self.selection.restore_best(self)
+            stats.extras["selection"] = self.selection.report()
+        return stats
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        return state if self.selection is None else {**state, "selection": self.selection.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.selection is not None and "selection" in state:
+            self.selection.load_state_dict(state["selection"], self.device)
+
+
+class HoldoutMixin:
+    """Model Tinting with the option ``select_on_holdout`` (passed to :class:`HoldoutTrainer`)."""
+
+    def _trainer_settings(self) -> Dict[str, Any]:
+        return {**super()._trainer_settings(), "select_on_holdout": self.select_on_holdout}
