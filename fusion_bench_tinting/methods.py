@@ -21,6 +21,7 @@ from .core import algorithm
 from .core.families import family_for
 from .core.options import Option
 from .core.tinting_options import TINTING_OPTIONS
+from .device_steps import DeviceStepTrainer
 from .exits import one_line_config_errors, one_line_interruption
 from .families import HEAD_PROJECTION_OPTION, FamilyOptionsMixin
 from .heatmap import CoefficientHeatmapMixin
@@ -52,8 +53,9 @@ def _one_line_constructor(core: type, more: Sequence[Option] = ()) -> Callable:
     return __init__
 
 
-class PluginTrainer(HoldoutTrainer, TintL2Trainer, CompiledTintingTrainer):
-    """The core's loop with the plugin's options: ``select_on_holdout``, ``tint_l2`` and ``compile_step``."""
+class PluginTrainer(HoldoutTrainer, TintL2Trainer, DeviceStepTrainer, CompiledTintingTrainer):
+    """The core's loop with the plugin's options (``select_on_holdout``, ``tint_l2``, ``compile_step``) and its
+    steps that never wait on the host (:mod:`.device_steps`)."""
 
 
 class CommandLineMethod(SuiteTaskPoolMixin):

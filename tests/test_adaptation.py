@@ -40,12 +40,13 @@ def _toy(seed=0, teacher_fn=None):
 
 
 def _trainer(merger, encode, states, fused_optimizer=None, **options):
-    """The core's loop; with a plugin option (``tint_l2``, ``select_on_holdout``) the plugin's."""
+    """The core's loop; the plugin's with a plugin option (``tint_l2``, ``select_on_holdout``) or the fused Adam
+    (whose steps the plugin cancels on the device)."""
     defaults = dict(max_steps=2, lr=0.05, batch_size=8)
     defaults.update(options)
     core = {f.name for f in dataclasses.fields(AdaptationOptions)}
     settings = {name: defaults.pop(name) for name in list(defaults) if name not in core}
-    return (PluginTrainer if settings else TintingTrainer)(
+    return (PluginTrainer if settings or fused_optimizer else TintingTrainer)(
         merger,
         encode,
         states,
@@ -135,7 +136,7 @@ def test_plusplus_empty_batches_are_cancelled_on_the_device_as_the_host_check_sk
         merger, encode, states = _toy_with_one_hopeless_task()
         hopeless_head = [p.detach().clone() for p in states[0].head.parameters()]
         trainer = _trainer(merger, encode, states, fused_optimizer=fused, confidence_filter=True, max_steps=4)
-        assert trainer._skip_on_device == fused
+        assert trainer.fused == fused
         stats = trainer.run()
         assert all(torch.equal(a, b) for a, b in zip(hopeless_head, states[0].head.parameters()))
         assert stats.optimizer_steps == 4 * 2 and stats.skipped_steps == 4
@@ -191,7 +192,7 @@ def test_plusplus_cuda_steps_never_synchronise():
         TaskState(name=s.name, inputs=s.inputs.to(cuda), teacher=s.teacher.to(cuda), head=s.head.to(cuda))
         for s in states
     ]
-    trainer = TintingTrainer(
+    trainer = PluginTrainer(
         merger,
         encode,
         states,
@@ -199,7 +200,7 @@ def test_plusplus_cuda_steps_never_synchronise():
         device=cuda,
         generator=torch.Generator().manual_seed(0),
     )
-    assert trainer._skip_on_device  # the fused Adam is CUDA's default
+    assert trainer.fused  # the fused Adam is CUDA's default
     for index in (1, 2):  # first steps create Adam's state
         trainer._sequential_step(index)
     torch.cuda.synchronize()

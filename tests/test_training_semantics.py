@@ -6,8 +6,10 @@ from test_adaptation import _toy
 
 
 def _fp16_trainer(scaler, fused=False, **options):
-    """Tasks whose head weights are tiny (1e-7): in fp16 the gradients reaching the coefficients underflow."""
+    """Tasks whose head weights are tiny (1e-7): in fp16 the gradients reaching the coefficients underflow.
+    The core's loop, or with the fused Adam the plugin's (which cancels steps on the device)."""
     from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
+    from fusion_bench_tinting.methods import PluginTrainer
 
     merger, encode, states = _toy()
     with torch.no_grad():
@@ -15,7 +17,7 @@ def _fp16_trainer(scaler, fused=False, **options):
             state.head.weight.mul_(1e-7)
     defaults = dict(max_steps=2, lr=0.05, batch_size=8, train_tinted_layer=False)
     defaults.update(options)
-    return TintingTrainer(
+    return (PluginTrainer if fused else TintingTrainer)(
         merger,
         encode,
         states,

@@ -4,10 +4,9 @@ Reference behaviour (docs/algorithm.md): Adam, one parameter group with the merg
 task's tinted layer; each iteration visits the tasks in a fresh random order and makes one optimizer
 step per task (gradients set to None first, so Adam leaves the other tasks' tinted layers alone).
 
-Teacher outputs are precomputed; the inputs are preprocessed once; nothing in a step synchronises with
-the host. Model Tinting++ must not step on a batch whose every sample it dropped: with the fused Adam
-(the default on CUDA) a sequential step cancels that update on the device (the optimizer's ``found_inf``,
-as AMP's gradient scaler does); otherwise it asks the host whether the batch kept a sample.
+Teacher outputs are precomputed and the inputs preprocessed once. Each step reads the host once: Model
+Tinting++ must not step on a batch whose every sample it dropped, and no step may use a NaN or infinite loss
+(the plugin's loop makes both checks on the device, inside the fused Adam, with no host read per step).
 
 Data parallel (``ProcessShare``): every process draws the same global batch (same seed), computes the
 loss of its own slice normalised by the *global* sample count, and the gradients are summed across
@@ -30,8 +29,8 @@ from .fabric_glue import ProcessShare, seconds_since
 from .losses import confidence_filter, per_sample_loss, warn_about_filtered_regression
 from .merging import LayerWiseMerger
 from .metric_window import MetricWindow, dropped_fractions
+from .optimizer import gradients_finite, make_optimizer, non_finite_error
 from .run_state import AdaptationStats, TaskState
-from .step_guard import StepGuard, make_optimizer
 
 EncodeFn = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 
@@ -81,15 +80,13 @@ class TintingTrainer:
         self.section = section
         self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator) for t in tasks]
         self._reset_counters()
-        fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
-        self.fused = fused
-        self.optimizer, self._trained = make_optimizer(merger, tasks, options, fused)
+        self.fused = device.type == "cuda" if fused_optimizer is None else fused_optimizer
+        self.optimizer, self._trained = make_optimizer(merger, tasks, options, self.fused)
         #: fp16 autocast (``fabric.precision=16-mixed``): losses are scaled so that small gradients do not
         #: underflow in fp16; a step whose gradients overflow is skipped (Fabric's own GradScaler)
         self.scaler = grad_scaler
-        self.guard = StepGuard([t.name for t in tasks], device, fused, grad_scaler, self.data_parallel)
-        # a ++ step on no kept sample is cancelled inside the fused update: no host sync (see module doc)
-        self._skip_on_device = options.confidence_filter and fused
+        #: steps cancelled on the device (fp16 overflows) not yet counted
+        self.cancelled = torch.zeros((), dtype=torch.long, device=device)
         self._fixed_merge: Optional[Dict[str, Tensor]] = None
         #: what merges at each step (a subclass may compile it)
         self._merge: Callable[[], Dict[str, Tensor]] = merger
@@ -107,7 +104,6 @@ class TintingTrainer:
         self.iteration, self.order, self.position = 0, None, 0
         self.visits = self.steps = self.skipped = 0
         self.seconds = 0.0
-        self._empty_batch: Optional[Tensor] = None
 
     # ----- pieces of a step --------------------------------------------------------------------
     def merged(self) -> Optional[Dict[str, Tensor]]:
@@ -141,25 +137,24 @@ class TintingTrainer:
             keep = confidence_filter(logits, teacher)
             kept = self.data_parallel.all_reduce_sum(keep.sum())
             self._kept[index] += kept
-            if self._skip_on_device:  # an empty batch: zero loss, and the step cancels its own update
-                self._empty_batch = kept == 0
-                loss = (losses * keep).sum() / kept.clamp(min=1)
-                self._last_loss[index] = torch.where(self._empty_batch, self._last_loss[index], loss.detach())
-                return loss
-            if not bool(kept > 0):  # host sync: a step on no sample must be skipped
-                return None
-            loss = (losses * keep).sum() / kept
-        else:
-            self._kept[index] += outputs
-            loss = (losses.flatten(1).mean(1) if losses.ndim > 1 else losses).sum() / global_batch.numel()
+            return self._filtered_loss(index, losses * keep, kept)
+        self._kept[index] += outputs
+        loss = (losses.flatten(1).mean(1) if losses.ndim > 1 else losses).sum() / global_batch.numel()
         # the logged loss is this process's share; summed over processes it is the global batch's
+        self._last_loss[index] = loss.detach()
+        return loss
+
+    def _filtered_loss(self, index: int, kept_losses: Tensor, kept: Tensor) -> Optional[Tensor]:
+        """The ++ loss, over the samples the filter kept; None (no step) when it kept none (a host read)."""
+        if not bool(kept > 0):
+            return None
+        loss = kept_losses.sum() / kept
         self._last_loss[index] = loss.detach()
         return loss
 
     # ----- loop --------------------------------------------------------------------------------
     def _begin_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self._empty_batch = None
 
     def _sequential_step(self, index: int) -> None:
         self._begin_step()
@@ -169,31 +164,54 @@ class TintingTrainer:
         if loss is None:
             self.skipped += 1
             return
-        cancelled = self._backward_and_step(
-            loss, self.guard.flag_non_finite(loss, self.visits, index, self._empty_batch)
-        )
+        cancelled = self._backward_and_step(loss, self._cancel_flag(loss, index))
         if self.log_metrics is not None:  # the step's coefficient gradient (unscaled)
             self.window.add_coefficient_gradient(index, self.merger.coefficients.grad)
         self.steps += 1
         self.window.add_step(loss, None if cancelled is None else ~cancelled)  # zero loss for an empty batch
         if cancelled is not None:
-            self.guard.cancelled += cancelled
+            self.cancelled += cancelled
 
-    def _backward_and_step(self, loss: Tensor, empty: Optional[Tensor]) -> Optional[Tensor]:
-        """Backward, gradients summed over processes, optimizer step. Returns a device flag that is true when
-        the step was cancelled (a ++ batch with no kept sample, or fp16 gradients that overflowed), or None
-        when the step was certainly made."""
+    def _non_finite(self, loss: Tensor) -> Tensor:
+        """A device flag: the loss is NaN or infinite (in any data-parallel process: all stop at the same step)."""
+        bad = ~torch.isfinite(loss.detach())
+        return self.data_parallel.all_reduce_sum(bad.float()) > 0 if self.data_parallel.world_size > 1 else bad
+
+    def _cancel_flag(self, loss: Tensor, index: int) -> Optional[Tensor]:
+        """Stop on a NaN or infinite loss before it reaches a parameter (a host read; under fp16 loss scaling the
+        scaler skips such steps instead). Returns the device flag of a step to cancel: None, the step is made."""
+        if self.scaler is None and bool(self._non_finite(loss)):
+            raise non_finite_error(self.tasks[index].name, self.visits, len(self.tasks))
+        return None
+
+    def _backward_and_step(self, loss: Tensor, cancel: Optional[Tensor]) -> Optional[Tensor]:
+        """Backward, gradients summed over processes, optimizer step (see :meth:`_step`)."""
         with self.section("backward"):
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             self.data_parallel.sum_gradients(self._trained)
         with self.section("optimizer"):
-            return self.guard.step(self.optimizer, self._trained, empty)
+            return self._step(cancel)
+
+    def _step(self, cancel: Optional[Tensor]) -> Optional[Tensor]:
+        """The optimizer step. Returns a device flag that is true when the step was cancelled (fp16 gradients
+        that overflowed), or None when it was certainly made. ``cancel`` (None here) is a subclass's."""
+        if self.scaler is None:
+            self.optimizer.step()
+            return None
+        self.scaler.unscale_(self.optimizer)
+        cancelled = ~gradients_finite(self._trained, self.device)
+        if not bool(cancelled):  # a host read: only the fused kernel can cancel a step on the device
+            self.optimizer.step()
+        self.scaler.update()
+        return cancelled
 
     def _settle_empty_steps(self) -> None:
-        """Count the steps cancelled on the device as skipped (one host read); stop on a non-finite loss."""
-        cancelled = self.guard.settle()
-        self.steps -= cancelled
-        self.skipped += cancelled
+        """Count the steps cancelled on the device as skipped (one host read)."""
+        cancelled = int(self.cancelled)
+        if cancelled:
+            self.cancelled.zero_()
+            self.steps -= cancelled
+            self.skipped += cancelled
 
     def _log_window(self, iteration: int, progress) -> None:
         self._settle_empty_steps()
