@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from .core.optimizer import gradients_finite, non_finite_error
+from .core.optimizer import non_finite_error
 
 
 def step_unless(optimizer: torch.optim.Optimizer, cancel: Tensor) -> None:
@@ -60,18 +60,11 @@ class DeviceStepTrainer:
         self.non_finite_at = torch.where((self.non_finite_at == -1) & bad, where, self.non_finite_at)
         return bad if self._empty_batch is None else bad | self._empty_batch
 
-    def _step(self, cancel: Optional[Tensor]) -> Optional[Tensor]:
-        if not self.fused or (self.scaler is None and cancel is None):
-            return super()._step(cancel)
-        if self.scaler is None:
-            step_unless(self.optimizer, cancel)
-            return cancel
-        self.scaler.unscale_(self.optimizer)
-        cancelled = ~gradients_finite(self._trained, self.device)
-        cancelled = cancelled if cancel is None else cancelled | cancel
-        step_unless(self.optimizer, cancelled)
-        self.scaler.update()
-        return cancelled
+    def _step_unless(self, cancel: Optional[Tensor]) -> Optional[Tensor]:
+        if not self.fused or cancel is None:
+            return super()._step_unless(cancel)
+        step_unless(self.optimizer, cancel)
+        return cancel
 
     def _settle_empty_steps(self) -> None:
         """Stop if a step met a non-finite loss (one host read), else count the cancelled steps."""

@@ -194,16 +194,21 @@ class TintingTrainer:
 
     def _step(self, cancel: Optional[Tensor]) -> Optional[Tensor]:
         """The optimizer step. Returns a device flag that is true when the step was cancelled (fp16 gradients
-        that overflowed), or None when it was certainly made. ``cancel`` (None here) is a subclass's."""
+        that overflowed, or ``cancel``: a subclass's), or None when it was certainly made."""
         if self.scaler is None:
-            self.optimizer.step()
-            return None
+            return self._step_unless(cancel)
         self.scaler.unscale_(self.optimizer)
-        cancelled = ~gradients_finite(self._trained, self.device)
-        if not bool(cancelled):  # a host read: only the fused kernel can cancel a step on the device
-            self.optimizer.step()
+        overflow = ~gradients_finite(self._trained, self.device)
+        cancelled = self._step_unless(overflow if cancel is None else overflow | cancel)
         self.scaler.update()
         return cancelled
+
+    def _step_unless(self, cancel: Optional[Tensor]) -> Optional[Tensor]:
+        """The optimizer step unless the device flag ``cancel`` is true (a host read: only the fused kernel can
+        cancel a step on the device). Returns ``cancel``."""
+        if cancel is None or not bool(cancel):
+            self.optimizer.step()
+        return cancel
 
     def _settle_empty_steps(self) -> None:
         """Count the steps cancelled on the device as skipped (one host read)."""
