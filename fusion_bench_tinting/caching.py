@@ -25,13 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from .cache_identity import cache_identity
-from .core.atomic import remove_stale_temporaries, write_atomically
 from .core.data import AdaptationInputs, TensorInputs, Uint8ImageInputs
 from .core.families import ModelFamily
 from .core.finite import first_non_finite
 from .core.provenance import library_versions
 from .core.teacher_pass import TeacherPass
+from .core.weights_io import write_atomically
 from .families.token_inputs import TokenInputs
+from .stale_files import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

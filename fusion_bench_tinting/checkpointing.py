@@ -17,9 +17,9 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .core.atomic import remove_stale_temporaries
 from .core.errors import TintingConfigError
 from .interrupts import AdaptationInterrupted
+from .stale_files import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

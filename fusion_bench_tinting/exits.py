@@ -16,11 +16,51 @@ import shlex
 import sys
 from typing import Iterator, List, NoReturn
 
-from .core.errors import TintingConfigError
+from .core.errors import ReadError, TintingConfigError
 from .interrupts import AdaptationInterrupted
 
 CONFIG_ERROR_EXIT_STATUS = 2
 INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a process ended by Ctrl-C
+
+#: what the hub libraries say when a file is neither cached nor reachable (transformers, datasets, huggingface_hub)
+_UNREACHABLE = (
+    "couldn't connect to",
+    "couldn't reach",
+    "offline mode",
+    "outgoing traffic has been disabled",
+    "localentrynotfounderror",
+    "offlinemodeisenabled",
+)
+
+
+def hub_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the hub could not be reached for a file the cache lacks."""
+    seen = 0
+    while error is not None and seen < 8:
+        text = f"{type(error).__name__} {error}".lower()
+        if any(marker in text for marker in _UNREACHABLE):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+HUB_WAYS_FORWARD = (
+    "Ways forward: allow hub access (a network, HF_HUB_OFFLINE unset); or fetch the suite's models and datasets "
+    "where the hub is reachable (`fusion-bench-tinting-hub-ids --suite <suite>` prints their `huggingface-cli "
+    "download` lines) and point HF_HOME at that cache; or run an offline suite (modelpool=minilm_text or "
+    "lite0_images, see docs/suites.md)."
+)
+
+
+def one_line_message(error: TintingConfigError) -> str:
+    """The error's line under the command; a model or dataset the hub would have to provide is said to be
+    unreachable, with the ways forward."""
+    if isinstance(error, ReadError) and hub_unreachable(error.__cause__):
+        return (
+            f"Cannot fetch from the model hub: {error.what} is not in the local Hugging Face cache and the hub "
+            f"cannot be reached ({error.reason}). {HUB_WAYS_FORWARD}"
+        )
+    return f"{error.label}: {error}"
 
 
 def _from_the_command_line() -> bool:
@@ -53,7 +93,7 @@ def one_line_config_errors() -> Iterator[None]:
     except TintingConfigError as error:
         if not _from_the_command_line():
             raise
-        exit_with_message(f"{error.label}: {error}", CONFIG_ERROR_EXIT_STATUS)
+        exit_with_message(one_line_message(error), CONFIG_ERROR_EXIT_STATUS)
 
 
 @contextlib.contextmanager

@@ -1,12 +1,14 @@
 """The learned merging coefficients as a heat map (tasks x coefficient groups): in TensorBoard after each
-adaptation of the plugin's methods (:class:`CoefficientHeatmapMixin`) and in the comparison's charts."""
+adaptation of the plugin's methods, beside the options and the final loss (:class:`CoefficientHeatmapMixin`),
+and in the comparison's charts."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import matplotlib
+from omegaconf import OmegaConf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -62,5 +64,22 @@ class CoefficientHeatmapMixin:
 
     def _log_summary(self, run: Any, stats: Any) -> None:
         super()._log_summary(run, stats)
+        options = {**OmegaConf.to_container(self.config), **self._resolved_values(run.plan)}
+        log_run_summary(self.fabric, options, run, stats)
         coefficients = run.merger.effective_coefficients().detach().cpu().numpy()
         log_coefficient_heatmap(self.fabric, coefficients, run.tasks, run.merger.group_names, run.max_steps)
+
+
+def log_hyperparameters(fabric: Any, params: Dict[str, Any], metrics: Dict[str, float]) -> None:
+    """The run's options (``auto`` resolved) with its end results to every Fabric logger (TensorBoard: its
+    HPARAMS tab, which needs at least one metric beside the options)."""
+    for logger in fabric.loggers:
+        logger.log_hyperparams(params, metrics=metrics)
+
+
+def log_run_summary(fabric: Any, options: Dict[str, Any], run: Any, stats: Any) -> None:
+    """The options (``auto`` resolved) with the final loss (TensorBoard's HPARAMS tab)."""
+    losses = list(stats.final_loss.values())
+    log_hyperparameters(
+        fabric, {**options, "tasks": ",".join(run.tasks)}, {"hparams/final_loss": sum(losses) / len(losses)}
+    )

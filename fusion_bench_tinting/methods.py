@@ -3,7 +3,8 @@ upstream contribution) with the suite's task-aware task pool completed at the st
 (:mod:`.suites`), the core's exceptions ended in one line under the command (:mod:`.exits`), the expected
 noise of the run hidden and its profile written to the log folder (:mod:`.quiet`), and each task's inputs and
 teacher outputs cached on disk (:mod:`.caching`), the learned coefficients drawn in TensorBoard (:mod:`.heatmap`),
-the levers that depart from the paper (``tint_l2``: :mod:`.tint_l2`; ``select_on_holdout``: :mod:`.holdout`), the
+the levers that depart from the paper (``tint_l2``: :mod:`.tint_l2`; ``select_on_holdout``: :mod:`.holdout`;
+``init_from``: :mod:`.starts`), loading a saved result (``weights``: :mod:`.saved_runs`), the
 sequence-classification family's ``head_projection`` (:mod:`.families`), the option ``compile_step``
 (:mod:`.compiled`) and checkpoints and resume (:mod:`.resumable`)."""
 
@@ -28,12 +29,23 @@ from .heatmap import CoefficientHeatmapMixin
 from .holdout import HOLDOUT_OPTION, HoldoutMixin, HoldoutTrainer
 from .lot_merging import algorithm as lot_algorithm
 from .quiet import profile_to_log_dir, quiet_run
-from .resumable import RESUME_OPTIONS, ResumableMixin
+from .resumable import RESUME_OPTIONS, ResumableMixin, ResumableTrainer
+from .saved_runs import WEIGHTS_OPTION, SavedRunMixin
+from .starts import START_OPTIONS, StartsMixin
+from .step_profile import StepProfileMixin
 from .suites import SuiteTaskPoolMixin
 from .tint_l2 import TINT_L2_OPTION, TintL2Mixin, TintL2Trainer
 
 #: the plugin's own options of Model Tinting
-PLUGIN_OPTIONS = (TINT_L2_OPTION, HOLDOUT_OPTION, HEAD_PROJECTION_OPTION, COMPILE_STEP_OPTION, *RESUME_OPTIONS)
+PLUGIN_OPTIONS = (
+    *START_OPTIONS,
+    TINT_L2_OPTION,
+    HOLDOUT_OPTION,
+    HEAD_PROJECTION_OPTION,
+    COMPILE_STEP_OPTION,
+    WEIGHTS_OPTION,
+    *RESUME_OPTIONS,
+)
 #: the options of the plugin's Model Tinting: the core's and the plugin's
 COMMAND_OPTIONS = TINTING_OPTIONS.extended(PLUGIN_OPTIONS)
 
@@ -53,9 +65,9 @@ def _one_line_constructor(core: type, more: Sequence[Option] = ()) -> Callable:
     return __init__
 
 
-class PluginTrainer(HoldoutTrainer, TintL2Trainer, DeviceStepTrainer, CompiledTintingTrainer):
-    """The core's loop with the plugin's options (``select_on_holdout``, ``tint_l2``, ``compile_step``) and its
-    steps that never wait on the host (:mod:`.device_steps`)."""
+class PluginTrainer(HoldoutTrainer, TintL2Trainer, DeviceStepTrainer, ResumableTrainer, CompiledTintingTrainer):
+    """The core's loop with the plugin's options (``select_on_holdout``, ``tint_l2``, ``compile_step``), its
+    steps that never wait on the host (:mod:`.device_steps`) and its state for checkpoints."""
 
 
 class CommandLineMethod(SuiteTaskPoolMixin):
@@ -74,8 +86,8 @@ class CommandLineMethod(SuiteTaskPoolMixin):
 
 
 def _command_line_tinting(core: type) -> type:
-    """``core`` (Model Tinting or ++) as the plugin's commands run it, with the plugin's options (``tint_l2``,
-    ``select_on_holdout``, ``head_projection``, ``compile_step``, ``checkpoint_every``, ``resume``)."""
+    """``core`` (Model Tinting or ++) as the plugin's commands run it, with the plugin's options
+    (:data:`PLUGIN_OPTIONS`)."""
     members = {
         "__doc__": core.__doc__,
         "__module__": __name__,
@@ -88,11 +100,14 @@ def _command_line_tinting(core: type) -> type:
         CommandLineMethod,
         CachedTeacherPassMixin,
         CoefficientHeatmapMixin,
+        StartsMixin,
+        SavedRunMixin,
         HoldoutMixin,
         TintL2Mixin,
         FamilyOptionsMixin,
         CompiledStepMixin,
         ResumableMixin,
+        StepProfileMixin,
         core,
     )
     return auto_register_config(type(core.__name__, bases, members))

@@ -64,7 +64,7 @@ def test_adamerging_weights_of_another_layout_are_refused_before_adaptation(tiny
 def test_a_run_saves_its_coefficients_as_a_start_for_a_run_that_keeps_the_pooler_per_task(tiny_text, tmp_path):
     """AdaMerging's objective through our loop on BERT (pooler merged, heads frozen) writes merging_weights.pt
     over every encoder tensor; a run with each task's own pooler starts from it without the pooler's columns."""
-    from fusion_bench_tinting.core.adamerging_start import ADAMERGING_FILE
+    from fusion_bench_tinting.core.results import ADAMERGING_FILE
 
     config = ["--config-dir", str(tiny_text / "config"), "modelpool=tiny-bert_glue", "method=model_tinting"]
     run_cli(
@@ -93,11 +93,12 @@ def test_a_run_saves_its_coefficients_as_a_start_for_a_run_that_keeps_the_pooler
 
 
 def test_columns_of_tensors_this_run_does_not_merge_are_left_out(tmp_path):
-    from fusion_bench_tinting.core.adamerging_start import load_adamerging_weights, save_merging_weights
+    from fusion_bench_tinting.adamerging_start import load_adamerging_weights
+    from fusion_bench_tinting.core.results import save_merging_weights
 
     weights = torch.arange(8.0).reshape(2, 4)  # 2 tasks x encoder tensors a, b, c, d
     save_merging_weights(str(tmp_path / "merging_weights.pt"), weights)
     start = load_adamerging_weights(str(tmp_path), ["x", "y"], ["a", "c", "d"], ["a", "b", "c", "d"])
     assert torch.equal(start, torch.tensor([[0.0, 2.0, 3.0], [4.0, 6.0, 7.0]]))
     with pytest.raises(TintingConfigError, match="holds 2 tasks x 4 layers, but this run merges 2 tasks"):
-        load_adamerging_weights(str(tmp_path), ["x", "y"], ["a.qkv", "d"], ["a", "b", "c", "d"])  # grouped
+        load_adamerging_weights(str(tmp_path), ["x", "y"], ["a.qkv", "d"], ["a", "b", "c", "d"])  # not a tensor

@@ -39,14 +39,14 @@ def _toy(seed=0, teacher_fn=None):
     return merger, encode, states
 
 
-def _trainer(merger, encode, states, fused_optimizer=None, **options):
-    """The core's loop; the plugin's with a plugin option (``tint_l2``, ``select_on_holdout``) or the fused Adam
-    (whose steps the plugin cancels on the device)."""
+def _trainer(merger, encode, states, fused_optimizer=None, plugin=False, **options):
+    """The core's loop; the plugin's with ``plugin`` (its state for checkpoints), a plugin option (``tint_l2``,
+    ``select_on_holdout``) or the fused Adam (whose steps the plugin cancels on the device)."""
     defaults = dict(max_steps=2, lr=0.05, batch_size=8)
     defaults.update(options)
     core = {f.name for f in dataclasses.fields(AdaptationOptions)}
     settings = {name: defaults.pop(name) for name in list(defaults) if name not in core}
-    return (PluginTrainer if settings or fused_optimizer else TintingTrainer)(
+    return (PluginTrainer if plugin or settings or fused_optimizer else TintingTrainer)(
         merger,
         encode,
         states,
@@ -291,7 +291,7 @@ def test_resuming_a_saved_state_is_bitwise_identical_to_an_uninterrupted_run(fus
     import io
 
     merger, encode, states = _toy()
-    options = dict(max_steps=4, confidence_filter=True, fused_optimizer=fused)
+    options = dict(max_steps=4, confidence_filter=True, fused_optimizer=fused, plugin=True)
     uninterrupted = _trainer(merger, encode, states, **options)
     expected_stats = uninterrupted.run()
     expected = _snapshot(merger, states)

@@ -16,10 +16,10 @@ def _params(seed):
     }
 
 
-def _merger(coefficients, clamp=True, groups=None):
+def _merger(coefficients, clamp=True):
     pre = _params(0)
     fts = [_params(1), _params(2)]
-    merger = LayerWiseMerger(pre, 2, init_value=0.3, clamp=clamp, coefficient_groups=groups)
+    merger = LayerWiseMerger(pre, 2, init_value=0.3, clamp=clamp)
     for k, ft in enumerate(fts):
         merger.set_task_vector(k, ft)
     with torch.no_grad():
@@ -54,16 +54,6 @@ def test_gradient_reaches_each_coefficient():
     sum(t.sum() for t in merger().values()).backward()
     assert merger.coefficients.grad.shape == (2, 5)
     assert (merger.coefficients.grad != 0).all()
-
-
-def test_tied_groups_share_one_coefficient():
-    groups = ["layer.qkv.weight"] * 3 + ["layer.fc.bias", "scalar"]
-    merger, pre, fts = _merger(torch.tensor([[0.2, 0.4, 0.6], [0.1, 0.3, 0.5]]), groups=groups)
-    assert merger.coefficients.shape == (2, 3)
-    merged = merger()
-    for name in ["layer.q_proj.weight", "layer.k_proj.weight", "layer.v_proj.weight"]:
-        expected = pre[name] + 0.2 * (fts[0][name] - pre[name]) + 0.1 * (fts[1][name] - pre[name])
-        assert torch.allclose(merged[name], expected, atol=1e-6)
 
 
 def test_load_into_writes_merged_weights():

@@ -17,10 +17,11 @@ from test_adaptation import _toy, _trainer
 from fusion_bench_tinting import ModelTintingAlgorithm
 from fusion_bench_tinting.caching import TaskCache
 from fusion_bench_tinting.checkpointing import CheckpointStore, resume_state
-from fusion_bench_tinting.core.atomic import remove_stale_temporaries
 from fusion_bench_tinting.core.data import TensorInputs
 from fusion_bench_tinting.core.errors import NonFiniteError, SaveError, TintingConfigError
-from fusion_bench_tinting.core.weights_io import load_tinting, save_tinting
+from fusion_bench_tinting.core.weights_io import save_tinting
+from fusion_bench_tinting.saved_runs import load_tinting
+from fusion_bench_tinting.stale_files import remove_stale_temporaries
 
 
 def _run(pool, **options):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
+from typing import Callable, ContextManager, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -94,7 +94,7 @@ class TintingTrainer:
             warn_about_filtered_regression([t.name for t in tasks if t.is_regression])
 
     def _reset_counters(self) -> None:
-        """Where the loop is and what it has counted (all of it goes into a checkpoint)."""
+        """Where the loop is and what it has counted (the plugin's checkpoints save all of it)."""
         device, tasks = self.device, self.tasks
         self._kept = [torch.zeros((), dtype=torch.long, device=device) for _ in tasks]
         self._seen = [0 for _ in tasks]
@@ -240,7 +240,7 @@ class TintingTrainer:
         self.window.reset_loss()
 
     def run(self, on_visit: Optional[Callable[["TintingTrainer"], None]] = None) -> AdaptationStats:
-        """Adapt until ``max_steps`` iterations are done (from where :meth:`load_state_dict` left off).
+        """Adapt until ``max_steps`` iterations are done (from where the loop is: a resumed loop continues).
         ``on_visit`` is called after every task step, e.g. to checkpoint."""
         start = time.perf_counter()
         bar = progress(total=self.options.max_steps, initial=self.iteration, desc="Model Tinting adaptation")
@@ -284,51 +284,3 @@ class TintingTrainer:
             if first_iteration is None:
                 first_iteration = seconds_since(start, self.device)
         return first_iteration
-
-    # ----- state (checkpoints) -----------------------------------------------------------------
-    def state_dict(self) -> Dict[str, Any]:
-        """Everything needed to continue exactly where the loop is (between two task steps)."""
-        self._settle_empty_steps()
-        return {
-            "iteration": self.iteration,
-            "order": self.order,
-            "position": self.position,
-            "visits": self.visits,
-            "steps": self.steps,
-            "skipped": self.skipped,
-            "seconds": self.seconds,
-            "seen": list(self._seen),
-            "kept": [int(k) for k in self._kept],
-            "last_loss": [float(x) for x in self._last_loss],
-            "coefficients": self.merger.coefficients.detach().cpu().clone(),
-            "tinted": [[p.detach().cpu().clone() for p in t.tinted_parameters()] for t in self.tasks],
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "samplers": [s.state_dict() for s in self.samplers],
-            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-        }
-
-    @torch.no_grad()
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.iteration, self.order, self.position = state["iteration"], state["order"], state["position"]
-        self.visits, self.steps, self.skipped = state["visits"], state["steps"], state["skipped"]
-        self.seconds = state["seconds"]
-        self._seen = list(state["seen"])
-        self._kept = [torch.tensor(k, device=self.device) for k in state["kept"]]
-        self._last_loss = [torch.tensor(x, device=self.device) for x in state["last_loss"]]
-        self.load_adapted(state["coefficients"], state["tinted"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        for sampler, sampler_state in zip(self.samplers, state["samplers"]):
-            sampler.load_state_dict(sampler_state)
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-
-    @torch.no_grad()
-    def load_adapted(self, coefficients: Tensor, tinted: List[List[Tensor]]) -> None:
-        """Set the merging coefficients and every task's tinted layer (a checkpoint's, or another iterate's)."""
-        self.merger.coefficients.copy_(coefficients)
-        for task, tensors in zip(self.tasks, tinted):
-            for param, value in zip(task.tinted_parameters(), tensors):
-                param.copy_(value)
-        self._fixed_merge = None

@@ -23,27 +23,24 @@ from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
 from omegaconf import OmegaConf
 
-from ..lot_merging.options import LOT_START
-from .adamerging_start import resolve_adamerging_weights
 from .adaptation import AdaptationOptions, TintingTrainer
 from .adaptation_data import warn_about_overlap
-from .atomic import write_atomically
 from .console import log_effective_options
 from .errors import SaveError, TintingConfigError
-from .fabric_glue import data_parallel, grad_scaler, log_run_summary, step_sections
+from .fabric_glue import data_parallel, grad_scaler
 from .families import ModelFamily, family_for
 from .input_checks import reading, source_in_pool
 from .losses import check_loss_for_regression
 from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
-from .preparation import Preparation, build_merger, load_tasks
+from .preparation import MergeStart, Preparation, build_merger, load_tasks
 from .provenance import library_versions
-from .results import adaptation_report, finish_run, load_saved, saved_task_tensors
+from .results import adaptation_report, finish_run
 from .run_state import AdaptationStats, RunPlan, TintingRun
 from .teacher_pass import TeacherPass
 from .tinted_model import TintedModel
 from .tinting_options import TINTING_OPTIONS
-from .weights_io import check_matches, load_tinting, resolve_weights_path
+from .weights_io import write_atomically
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
@@ -83,8 +80,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     preprocess_batch_size: int = 128
     #: computes each task's inputs and teacher outputs (the plugin's caches them)
     teacher_pass = TeacherPass
-    #: time data/merge/forward/backward/optimizer of each step (adds device syncs)
-    profile_steps: bool = False
     log_every: int = 10
 
     # ----- options -----------------------------------------------------------------------------
@@ -95,16 +90,14 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     def _check_options(self) -> None:
         """Types, ranges and combinations of every option (see :mod:`.options`)."""
         self.OPTIONS.check({name: getattr(self, name) for name in self.OPTIONS.names})
-        if not (self.train_coefficients or self.train_tinted_layer) and self.weights is None:
+        if self._adapts and not (self.train_coefficients or self.train_tinted_layer):
             raise TintingConfigError("train_coefficients and train_tinted_layer are both false: nothing to adapt.")
         check_init_values(self.init_values, self.clamp_weights, self._clamp_range())
-        if self.init_from == "adamerging":
-            resolve_adamerging_weights(self.adamerging_weights)  # the file exists, before any model is loaded
-            if self.init_values != "auto":
-                raise TintingConfigError(
-                    f"init_values={self.init_values!r} with init_from=adamerging: the initial coefficients are "
-                    "AdaMerging's (adamerging_weights); leave init_values=auto."
-                )
+
+    @property
+    def _adapts(self) -> bool:
+        """Whether this run adapts (a front end may load a saved result instead: the plugin's ``weights``)."""
+        return True
 
     @property
     def run_seed(self) -> int:
@@ -115,23 +108,25 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return int(program_seed) if program_seed is not None else DEFAULT_SEED
 
     def _clamp_range(self) -> Tuple[float, float]:
-        """[0, 1] as the reference; from LOT, a negative coefficient (away from expert k) is a real direction."""
-        return (-1.0, 1.0) if self.init_from == "lot" else (0.0, 1.0)
+        """[0, 1], as the reference (a front end that starts elsewhere may widen it)."""
+        return (0.0, 1.0)
+
+    def _start(self) -> MergeStart:
+        """Where the coefficients start: Task Arithmetic's merge (a front end may start from another)."""
+        return MergeStart()
 
     # ----- run ---------------------------------------------------------------------------------
     def run(self, modelpool: BaseModelPool) -> TintedModel:
         """Options (checked at construction) -> the plan for this pool -> the merger -> each task's state ->
         adapt, or load saved weights -> the tinted model with its report."""
-        plan = self._plan(self._family(modelpool))
+        start = self._start()
+        plan = self._plan(self._family(modelpool), start)
         log_effective_options(self.method_name, plan.tasks, self._resolved_values(plan))
-        saved = load_tinting(self.weights) if self.weights else None
-        preparation = self._preparation()
+        preparation = self._options_as(Preparation, clamp_range=self._clamp_range(), start=start)
         base = build_merger(plan, preparation, self.profile)
-        states = load_tasks(plan, base, preparation, self.fabric, self.profile, with_teachers=saved is None)
-        run = TintingRun(plan, base, states)
-        if saved is not None:
-            self._load_saved(run, saved)
-        stats = None if saved is not None else self._adapt(run)
+        states = load_tasks(plan, base, preparation, self.fabric, self.profile, with_teachers=self._adapts)
+        run = TintingRun(plan, base, states, start)
+        stats = self._adapt(run)
         self.print_profile_summary()
         return self._result(run, stats)
 
@@ -148,7 +143,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         """More keyword arguments of the model families (a front end that adds family options passes them)."""
         return {}
 
-    def _plan(self, family: ModelFamily) -> RunPlan:
+    def _plan(self, family: ModelFamily, start: MergeStart) -> RunPlan:
         """The pool's tasks (each checked before anything is loaded) and the values that the ``auto`` options
         stand for."""
         modelpool = family.modelpool
@@ -170,13 +165,10 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             family_lr=family.default_lr(self.train_tinted_layer),
             family_max_steps=family.default_max_steps,
             num_tasks=len(tasks),
-            init_from=self.init_from,
+            auto_init_value=start.auto_init_value,
             debug=self.is_debug_mode,
         )
         return RunPlan(family, tasks, torch.device(self.fabric.device), lr, max_steps, init_value)
-
-    def _preparation(self) -> Preparation:
-        return self._options_as(Preparation, clamp_range=self._clamp_range(), seed=self.run_seed)
 
     def _options_as(self, options_class: type, **given: Any) -> Any:
         """``options_class`` (a dataclass) with each field this method's option or setting of the same name,
@@ -184,20 +176,9 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         names = [f.name for f in dataclasses.fields(options_class)]
         return options_class(**{name: given[name] if name in given else getattr(self, name) for name in names})
 
-    def _load_saved(self, run: TintingRun, saved) -> None:
-        """Coefficients and tinted layers of a saved run (``method.weights``), checked to fit this one."""
-        check_matches(
-            saved,
-            task_names=run.tasks,
-            coefficient_groups=run.merger.group_names,
-            tinted_layer=str(self.tinted_layer),
-            tinted_shapes={s.name: {k: v.shape for k, v in saved_task_tensors(s).items()} for s in run.states},
-            origin=self._origin(),
-        )
-        load_saved(saved, run.merger, run.states)
-
-    def _adapt(self, run: TintingRun) -> AdaptationStats:
-        """Train coefficients and tinted layers; returns the adaptation's statistics."""
+    def _adapt(self, run: TintingRun) -> Optional[AdaptationStats]:
+        """Train coefficients and tinted layers; returns the adaptation's statistics (None: a front end loaded
+        them instead)."""
         trainer = self._trainer(run)
         with (
             self.profile("adaptation"),
@@ -217,9 +198,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return trainer.run()
 
     def _log_summary(self, run: TintingRun, stats: AdaptationStats) -> None:
-        """The options (``auto`` resolved) and the final loss to Fabric's loggers."""
-        options = {**OmegaConf.to_container(self.config), **self._resolved_values(run.plan)}
-        log_run_summary(self.fabric, options, run, stats)
+        """After the adaptation (the loop logs its figures as it goes; a front end may add a summary)."""
 
     def _trainer(self, run: TintingRun) -> TintingTrainer:
         """The adaptation loop over this run's merger and task states, with the pieces Fabric supplies."""
@@ -236,7 +215,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             autocast=self.fabric.autocast,
             log_metrics=self._log_metrics,
             data_parallel=data_parallel(self.fabric, self.batch_size),
-            section=step_sections(self.fabric, self.profile, self.profile_steps),
             grad_scaler=grad_scaler(self.fabric),
             **self._trainer_settings(),
         )
@@ -256,13 +234,11 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             "method": self.method_name,
             "tinted_layer": str(self.tinted_layer),
             "adaptation_data": self._adaptation_data_description(run),
-            "init_from": self._start_description(),
+            "init_from": run.start.description(),
             "seed": self.run_seed,
             "versions": library_versions(),
         }
-        if stats is None:
-            report["weights_loaded_from"] = os.path.abspath(resolve_weights_path(self.weights))
-        else:
+        if stats is not None:
             report.update(
                 adaptation_report(
                     stats,
@@ -279,7 +255,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
                 save=stats is not None and self.save_weights and self.fabric.is_global_zero,
                 log_dir=self.log_dir,
                 tinted_layer=str(self.tinted_layer),
-                origin=self._origin(),
+                origin=run.start.origin,
             )
             if saved:
                 config = self.config
@@ -302,20 +278,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             "transductive": self.adaptation_data == "test",
             "inputs_per_task": {s.name: len(s.inputs) for s in run.states if s.inputs is not None},
         }
-
-    def _origin(self) -> str:
-        """What the coefficients are relative to (saved with the weights, checked when loading them)."""
-        if self.init_from == "lot":
-            return (
-                f"lot(num_samples={LOT_START['num_samples']}, ridge={float(LOT_START['ridge'])}, seed={self.run_seed})"
-            )
-        return "task_arithmetic"
-
-    def _start_description(self) -> str:
-        """Where the coefficients started, for the report."""
-        if self.init_from == "adamerging":
-            return f"adamerging({os.path.abspath(resolve_adamerging_weights(self.adamerging_weights))})"
-        return self._origin()
 
     def _log_metrics(self, metrics: Dict[str, float], step: int) -> None:
         if self.fabric.loggers:

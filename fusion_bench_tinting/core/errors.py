@@ -18,10 +18,12 @@ class NonFiniteError(TintingConfigError):
     label = "Non-finite values"
 
 
-class HubUnreachableError(TintingConfigError):
-    """A model or dataset that is neither in the local Hugging Face cache nor fetchable from the hub."""
+class ReadError(TintingConfigError):
+    """A model, head or dataset that could not be read: ``what`` it was and the library's ``reason``."""
 
-    label = "Cannot fetch from the model hub"
+    def __init__(self, what: str, reason: str):
+        super().__init__(f"{what} could not be read: {reason}")
+        self.what, self.reason = what, reason
 
 
 class SaveError(TintingConfigError):

@@ -1,23 +1,19 @@
-"""What the adaptation loop takes from Lightning Fabric: data parallelism over its processes, its gradient
-scaler under fp16 autocast, and device-synchronised profiling sections. The loop calls backward and the
+"""What the adaptation loop takes from Lightning Fabric: data parallelism over its processes and its gradient
+scaler under fp16 autocast. The loop calls backward and the
 optimizer itself (one task per step, its own fused update), so it uses these pieces rather than
 ``fabric.backward``."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterator, List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .errors import TintingConfigError
-
-if TYPE_CHECKING:
-    from .run_state import AdaptationStats, TintingRun
 
 log = logging.getLogger(__name__)
 
@@ -77,37 +73,3 @@ def grad_scaler(fabric: Any) -> Optional[torch.amp.GradScaler]:
     the method trains). None for other precisions (bf16 and fp32 need no scaling)."""
     precision = fabric.strategy.precision
     return getattr(precision, "scaler", None) if getattr(precision, "precision", None) == "16-mixed" else None
-
-
-def step_sections(
-    fabric: Any, profile: Callable[[str], ContextManager], enabled: bool
-) -> Callable[[str], ContextManager]:
-    """The profiler around each part of a step (``profile_steps``), with the device synchronised on both
-    sides so that each time is the part's own; a no-op when not ``enabled`` (the syncs slow the loop)."""
-    if not enabled:
-        return lambda name: contextlib.nullcontext()
-    synchronize = torch.cuda.synchronize if torch.device(fabric.device).type == "cuda" else (lambda: None)
-
-    @contextlib.contextmanager
-    def section(name: str) -> Iterator[None]:
-        synchronize()
-        with profile(f"step: {name}"):
-            yield
-            synchronize()
-
-    return section
-
-
-def log_hyperparameters(fabric: Any, params: Dict[str, Any], metrics: Dict[str, float]) -> None:
-    """The run's options (``auto`` resolved) with its end results to every Fabric logger (TensorBoard: its
-    HPARAMS tab, which needs at least one metric beside the options)."""
-    for logger in fabric.loggers:
-        logger.log_hyperparams(params, metrics=metrics)
-
-
-def log_run_summary(fabric: Any, options: Dict[str, Any], run: "TintingRun", stats: "AdaptationStats") -> None:
-    """The options (``auto`` resolved) with the final loss (TensorBoard's HPARAMS tab)."""
-    losses = list(stats.final_loss.values())
-    log_hyperparameters(
-        fabric, {**options, "tasks": ",".join(run.tasks)}, {"hparams/final_loss": sum(losses) / len(losses)}
-    )

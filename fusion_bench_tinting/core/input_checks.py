@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from .errors import HubUnreachableError, TintingConfigError
+from .errors import ReadError, TintingConfigError
 
 
 def source_of(config: Any) -> str:
@@ -37,51 +37,15 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-#: what the hub libraries say when a file is neither cached nor reachable (transformers, datasets, huggingface_hub)
-_UNREACHABLE = (
-    "couldn't connect to",
-    "couldn't reach",
-    "offline mode",
-    "outgoing traffic has been disabled",
-    "localentrynotfounderror",
-    "offlinemodeisenabled",
-)
-
-
-def hub_unreachable(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says the hub could not be reached for a file the cache lacks."""
-    seen = 0
-    while error is not None and seen < 8:
-        text = f"{type(error).__name__} {error}".lower()
-        if any(marker in text for marker in _UNREACHABLE):
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
-
-
-HUB_WAYS_FORWARD = (
-    "Ways forward: allow hub access (a network, HF_HUB_OFFLINE unset); or fetch the suite's models and datasets "
-    "where the hub is reachable (`fusion-bench-tinting-hub-ids --suite <suite>` prints their `huggingface-cli "
-    "download` lines) and point HF_HOME at that cache; or run an offline suite (modelpool=minilm_text or "
-    "lite0_images, see docs/suites.md)."
-)
-
-
 @contextlib.contextmanager
 def reading(what: str) -> Iterator[None]:
-    """Turn a failure while reading ``what`` (e.g. "the model of task 'mnist' (path)") into one named error;
-    a model or dataset that the hub would have to provide is said to be unreachable, with the ways forward."""
+    """Turn a failure while reading ``what`` (e.g. "the model of task 'mnist' (path)") into one named error."""
     try:
         yield
     except TintingConfigError:
         raise
     except Exception as error:  # any library's reading error: the message adds which task and file
-        if hub_unreachable(error):
-            raise HubUnreachableError(
-                f"{what} is not in the local Hugging Face cache and the hub cannot be reached "
-                f"({_first_line(error)}). {HUB_WAYS_FORWARD}"
-            ) from error
-        raise TintingConfigError(f"{what} could not be read: {_first_line(error)}") from error
+        raise ReadError(what, _first_line(error)) from error
 
 
 def num_classes(head: nn.Module) -> int:

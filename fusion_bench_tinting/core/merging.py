@@ -1,8 +1,7 @@
 """Layer-wise merging of task vectors (AdaMerging's parameterisation) on one flat buffer.
 
-``theta(lambda)[p] = theta_pre[p] + sum_k c(lambda[k, g(p)]) * tau_k[p]`` for every merged tensor p,
-where ``g(p)`` maps a tensor to its coefficient (one per tensor, or one shared by tensors tied
-together, e.g. q/k/v) and ``c`` is the clamp to [0, 1] (optional).
+``theta(lambda)[p] = theta_pre[p] + sum_k c(lambda[k, p]) * tau_k[p]`` for every merged tensor p (one
+coefficient per task and tensor, AdaMerging's layer-wise layout), where ``c`` is the clamp to [0, 1] (optional).
 
 All task vectors live in one (K, N) buffer without grad (``torch.split`` gives each tensor back as a
 view); a merge is one fused multiply-add per tensor with no host synchronisation and no temporary
@@ -62,7 +61,6 @@ class LayerWiseMerger(nn.Module):
         init_value: float,
         clamp: bool = True,
         clamp_range: Tuple[float, float] = (0.0, 1.0),
-        coefficient_groups: Optional[Sequence[str]] = None,
         dtype: Optional[torch.dtype] = None,
         task_vector_dtype: Optional[torch.dtype] = None,
     ):
@@ -87,17 +85,9 @@ class LayerWiseMerger(nn.Module):
         self._unchanged_shapes: List[tuple] = []
         self.register_buffer("unchanged", base[:0].clone(), persistent=False)
 
-        group_names = list(coefficient_groups) if coefficient_groups is not None else list(self.names)
-        if len(group_names) != len(self.names):
-            raise ValueError("coefficient_groups needs one entry per merged tensor")
-        self.group_names: List[str] = list(dict.fromkeys(group_names))
-        #: no two tensors share a coefficient: AdaMerging's layer-wise layout
-        self.one_coefficient_per_tensor = len(self.group_names) == len(group_names)
-        group_index = {g: i for i, g in enumerate(self.group_names)}
-        self._group_of_name = {n: group_index[g] for n, g in zip(self.names, group_names)}
-        self.register_buffer(
-            "group_of_tensor", torch.tensor([group_index[g] for g in group_names], dtype=torch.long), persistent=False
-        )
+        #: the coefficients' columns: every merged tensor (the merge drops unchanged ones, see check_complete)
+        self.group_names: List[str] = list(self.names)
+        self.register_buffer("group_of_tensor", torch.arange(len(self.names)), persistent=False)
         self.clamp = clamp
         self.clamp_range = (float(clamp_range[0]), float(clamp_range[1]))
         self.coefficients = nn.Parameter(torch.full((num_tasks, len(self.group_names)), float(init_value)))
@@ -184,5 +174,5 @@ class LayerWiseMerger(nn.Module):
         return module
 
     def groups_of(self, tensor_names: Sequence[str]) -> List[int]:
-        """Indices of the coefficient groups used by the given tensors."""
-        return sorted({self._group_of_name[n] for n in tensor_names})
+        """The coefficient columns of the given tensors."""
+        return sorted(self.group_names.index(n) for n in tensor_names)

@@ -12,7 +12,7 @@ import inspect
 import textwrap
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -176,17 +176,17 @@ def resolve_auto(
     family_lr: float,
     family_max_steps: int,
     num_tasks: int,
-    init_from: str,
+    auto_init_value: Optional[float],
     debug: bool,
 ) -> Tuple[float, int, float]:
     """Learning rate, iterations and initial coefficient, with ``auto`` replaced by the family's reference
-    values (init 0.3 up to 8 tasks, 0.1 beyond, as the reference; 0 from LOT: start at the LOT merge)."""
+    values (init 0.3 up to 8 tasks, 0.1 beyond, as the reference, unless the start says otherwise)."""
     resolved_lr = family_lr if lr == "auto" else float(lr)
     steps = family_max_steps if max_steps == "auto" else int(max_steps)
     if init_values != "auto":
         init = float(init_values)
-    elif init_from == "lot":
-        init = 0.0
+    elif auto_init_value is not None:
+        init = auto_init_value
     else:
         init = 0.3 if num_tasks <= 8 else 0.1
     return resolved_lr, (min(steps, 1) if debug else steps), init

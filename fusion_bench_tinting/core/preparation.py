@@ -2,8 +2,8 @@
 each fine-tuned model its task vector, head, test inputs and teacher outputs.
 
 Each fine-tuned model is loaded once and let go after its turn, so at most one fine-tuned encoder is in
-memory at any time. With ``init_from=lot`` the same pass feeds LOT Merging's statistics; the merger is then
-rebased on LOT's task vector before adaptation.
+memory at any time. A :class:`MergeStart` sees the merger and every fine-tuned model on the way, so that a
+start other than Task Arithmetic's can be computed in the same pass (the plugin's LOT and AdaMerging starts).
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from typing import Callable, ContextManager, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..lot_merging.expert_pass import observe_expert
-from ..lot_merging.options import LOT_START, make_solver
-from .adamerging_start import load_adamerging_weights
 from .console import progress
 from .families import PRETRAINED
 from .finite import check_finite
@@ -29,6 +26,29 @@ from .teacher_pass import TENSOR_DTYPES, TeacherPass
 Profile = Callable[[str], ContextManager]
 
 
+class MergeStart:
+    """Where the merging coefficients start: Task Arithmetic's merge, every coefficient ``init_values`` (the
+    paper). A front end may start from another merge by overriding the three calls of the preparation."""
+
+    #: what the coefficients are relative to (saved with the weights, checked when loading them)
+    origin = "task_arithmetic"
+    #: the coefficient that ``init_values=auto`` stands for; None: 0.3 up to 8 tasks, 0.1 above (the reference)
+    auto_init_value: Optional[float] = None
+
+    def description(self) -> str:
+        """Where the coefficients started, for the report."""
+        return self.origin
+
+    def begin(self, base: MergeBase, plan: RunPlan) -> None:
+        """The merger is built (every coefficient ``init_values``); no fine-tuned model is loaded yet."""
+
+    def observe(self, task: str, finetuned: torch.nn.Module) -> None:
+        """Task ``task``'s fine-tuned encoder, its task vector stored, before it is let go."""
+
+    def finish(self, merger: LayerWiseMerger) -> None:
+        """Every task vector is stored."""
+
+
 @dataclass
 class Preparation:
     """The method options that shape the merger and the per-task material (see the method's YAML)."""
@@ -37,10 +57,8 @@ class Preparation:
     clamp_weights: bool
     clamp_range: Tuple[float, float]
     task_vector_dtype: str
-    init_from: str
-    adamerging_weights: Optional[str]
+    start: MergeStart
     loss: str
-    seed: int
     input_dtype: str
     preprocess_batch_size: int
     num_workers: Union[int, str]
@@ -78,25 +96,20 @@ def build_merger(plan: RunPlan, options: Preparation, profile: Profile) -> Merge
         clamp_range=options.clamp_range,
         task_vector_dtype=dtype,
     ).to(plan.device)
-    if options.init_from == "adamerging":
-        start = load_adamerging_weights(
-            options.adamerging_weights, plan.tasks, merger.group_names, family.merged_parameter_names(pretrained)
-        )
-        with torch.no_grad():
-            merger.coefficients.copy_(start)
-    return MergeBase(pretrained.to(plan.device), merger, block_names, head_encoder_names)
+    base = MergeBase(pretrained.to(plan.device), merger, block_names, head_encoder_names)
+    options.start.begin(base, plan)
+    return base
 
 
 def load_tasks(
     plan: RunPlan, base: MergeBase, options: Preparation, fabric, profile: Profile, with_teachers: bool
 ) -> List[TaskState]:
     """Load each fine-tuned model once: keep its head (and the encoder tensors that belong to it), store its
-    task vector in the merger, feed LOT's statistics (``init_from=lot``) and, unless adaptation is skipped,
+    task vector in the merger, show it to the start and, unless adaptation is skipped,
     keep the task's preprocessed inputs and the teacher's outputs on them. Then let it go. Returns each
     task's trainable state."""
     family, merger = plan.family, base.merger
     pretrained_params = dict(base.pretrained.named_parameters())
-    lot = _lot_solver(base, plan.device) if options.init_from == "lot" else None
     teacher_pass = options.teacher_pass(
         fabric=fabric,
         input_dtype=options.input_dtype,
@@ -114,46 +127,19 @@ def load_tasks(
         material.head_encoders[task] = {
             n: finetuned_params[n].detach().float().to(plan.device) for n in base.head_encoder_names
         }
-        if lot is not None:
-            with profile("LOT statistics"):
-                observe_expert(
-                    lot,
-                    family,
-                    task,
-                    pretrained_params,
-                    finetuned,
-                    num_samples=LOT_START["num_samples"],
-                    seed=options.seed,
-                    batch_size=options.preprocess_batch_size,
-                    num_workers=options.num_workers,
-                    device=plan.device,
-                )
+        options.start.observe(task, finetuned)
         if with_teachers:
             material.inputs[task], material.teachers[task] = teacher_pass(
                 family, task, finetuned, material.heads[task], plan.device
             )
         del finetuned  # the fine-tuned encoders never stay on the device
-    if lot is not None:
-        with profile("LOT solve"):
-            merger.rebase(lot.task_vector())
+    options.start.finish(merger)
     merger.check_complete()
     objectives: Dict[str, Optional[str]] = {task: family.task_objective(task) for task in plan.tasks}
     check_loss_for_regression(
         options.loss, [t for t, head in material.heads.items() if family.is_regression(head) and objectives[t] is None]
     )
     return task_states(plan.tasks, material, merger, base.block_names, objectives)
-
-
-def _lot_solver(base: MergeBase, device: torch.device):
-    """LOT Merging's solver at its defaults, over the merged tensors (``init_from=lot``)."""
-    return make_solver(
-        base.pretrained,
-        base.merger.names,
-        ridge=LOT_START["ridge"],
-        fallback_scale="auto",
-        statistics_dtype="float64",
-        device=device,
-    )
 
 
 def _load_task(family, task: str, material: TaskMaterial, profile: Profile) -> torch.nn.Module:

@@ -1,5 +1,5 @@
 """What a tinting run hands back and keeps: the merged model with each task's tinted layer, its report, and
-the saved coefficients and tinted layers that ``method.weights=<run>`` loads instead of adapting again."""
+the saved coefficients and tinted layers."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from fusion_bench.utils.pylogger import get_rankzero_logger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
-from .adamerging_start import ADAMERGING_FILE, save_merging_weights
 from .merging import LayerWiseMerger
 from .run_state import AdaptationStats, TaskState
 from .tinted_model import TintedModel, TintModulator
-from .weights_io import WEIGHTS_FILE, save_tinting
+from .weights_io import WEIGHTS_FILE, save_tinting, write_atomically
 
 if TYPE_CHECKING:
     from .run_state import TintingRun
@@ -26,6 +25,8 @@ log = get_rankzero_logger(__name__)  # progress and summaries from the global-ze
 SPARSITY_THRESHOLD = 1e-5
 #: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
 HEAD_ENCODER_PREFIX = "encoder."
+#: the file name FusionBench's CLIP AdaMerging config uses for ``save_merging_weights``
+ADAMERGING_FILE = "merging_weights.pt"
 
 
 def saved_task_tensors(state: TaskState) -> Dict[str, Tensor]:
@@ -34,25 +35,6 @@ def saved_task_tensors(state: TaskState) -> Dict[str, Tensor]:
     if state.block:
         return {**{n: p.detach() for n, p in state.block.items()}, **own}
     return {**{k: v.detach() for k, v in state.head.state_dict().items()}, **own}
-
-
-@torch.no_grad()
-def load_saved(saved: Any, merger: LayerWiseMerger, states: List[TaskState]) -> None:
-    """Coefficients and tinted layers of a saved run into this run's merger and task states (its task order)."""
-    row = {task: i for i, task in enumerate(saved.task_names)}
-    order = [row[s.name] for s in states]
-    merger.coefficients.copy_(saved.coefficients[order].to(merger.coefficients))
-    for state in states:
-        tensors = dict(saved.tinted[state.name])
-        for name, param in state.head_encoder.items():
-            param.copy_(tensors.pop(HEAD_ENCODER_PREFIX + name).to(param))
-        if state.block:
-            for name, param in state.block.items():
-                param.copy_(tensors[name].to(param))
-        else:
-            device = next(state.head.parameters()).device
-            state.head.load_state_dict({k: v.to(device) for k, v in tensors.items()})
-    log.info("Loaded merging coefficients and tinted layers from %s; adaptation skipped.", saved.path)
 
 
 def coefficient_sparsity(merger: LayerWiseMerger, block_names: List[str]) -> float:
@@ -133,12 +115,18 @@ def save_result(
         extra_metadata={"origin": origin},
     )
     written = [WEIGHTS_FILE]
-    if origin == "task_arithmetic" and merger.one_coefficient_per_tensor:
+    if origin == "task_arithmetic":
         # weights of the pretrained model's task vectors: AdaMerging's layout
         save_merging_weights(os.path.join(log_dir, ADAMERGING_FILE), merger.coefficients)
         written.append(f"{ADAMERGING_FILE} (AdaMerging's layout)")
     rank_zero_only(print)(f"Saved in {os.path.abspath(log_dir)}: {', '.join(written)}", flush=True)
     return path
+
+
+def save_merging_weights(path: str, coefficients: Tensor) -> None:
+    """Write (tasks x parameter tensors) coefficients as FusionBench's layer-wise AdaMerging saves its
+    ``merge_weight`` (``torch.save``, rows in the pool's model order, columns in ``named_parameters`` order)."""
+    write_atomically(path, lambda temporary: torch.save(coefficients.detach().cpu().clone(), temporary))
 
 
 def finish_run(

@@ -106,6 +106,8 @@ class TintingRun:
     plan: RunPlan
     base: MergeBase
     states: List[TaskState]
+    #: where the coefficients started (a :class:`.preparation.MergeStart`)
+    start: Any = None
 
     # the fields read most, by their own names
     family = property(lambda self: self.plan.family)

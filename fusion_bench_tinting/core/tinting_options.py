@@ -17,15 +17,12 @@ from .options import (
     is_bool,
     is_int,
     is_number,
-    is_path,
     one_of,
     or_auto,
     or_none,
     positive_number,
 )
 from .teacher_pass import INPUT_DTYPES, TENSOR_DTYPES
-
-INIT_FROM = ("task_arithmetic", "lot", "adamerging")
 
 
 def _block_or_head(value) -> bool:
@@ -80,22 +77,6 @@ TINTING_OPTIONS = Options(
             "Model Tinting++'s confidence filter; a batch with no sample left makes no update (a skipped step)",
         ),
         Option(
-            "init_from",
-            "task_arithmetic",
-            one_of(INIT_FROM),
-            f"one of {list(INIT_FROM)}",
-            "task_arithmetic (reference) | lot: coefficients on top of the LOT-merged encoder | adamerging: "
-            "coefficients start from FusionBench layer-wise AdaMerging's (adamerging_weights)",
-        ),
-        Option(
-            "adamerging_weights",
-            None,
-            or_none(is_path),
-            "null or the path of AdaMerging's merging_weights.pt",
-            "with init_from=adamerging: the merging_weights.pt FusionBench's layer-wise AdaMerging saved, or its log "
-            "folder",
-        ),
-        Option(
             "adaptation_data",
             "test",
             one_of(SPLITS),
@@ -110,14 +91,6 @@ TINTING_OPTIONS = Options(
             "null (the program's seed) or an integer",
             "seeds task order, batches and random initialisations (null: the program's `seed=`, else 42)",
             section="The run: seed, saved weights",
-        ),
-        Option(
-            "weights",
-            None,
-            or_none(is_path),
-            "null or the path of a saved run",
-            "a model_tinting.safetensors (or the log folder holding one): load it and skip adaptation",
-            changes_result=False,
         ),
         Option(
             "save_weights",

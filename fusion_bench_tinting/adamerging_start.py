@@ -4,12 +4,13 @@ FusionBench's layer-wise AdaMerging (``method=adamerging/clip`` with ``method.sa
 ``adamerging/layer_wise_gpt2`` with ``method.merging_weights_save_path=...``) saves its ``merge_weight`` with
 ``torch.save``: a (num_models, num_parameter_tensors) tensor, rows in the model pool's model order, columns in
 the pretrained encoder's ``named_parameters`` order, values before its [0, 1] clamp. That is our layer-wise
-layout (one coefficient per tensor, ``tie_qkv=false``), so the tensor becomes the initial coefficients as is
+layout (one coefficient per tensor), so the tensor becomes the initial coefficients as is
 (the reference code's ``adastart``). Where this run keeps some encoder tensors per task instead of merging them
 (BERT's pooler with ``head_projection=own``), their columns are left out.
 
-Our runs write their coefficients in the same layout (:func:`save_merging_weights`), so a run of ours, e.g. one
-with AdaMerging's entropy objective on a family FusionBench has no AdaMerging for, can start another.
+Our runs write their coefficients in the same layout (the core's ``results.save_merging_weights``), so a run
+of ours, e.g. one with AdaMerging's entropy objective on a family FusionBench has no AdaMerging for, can start
+another.
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .atomic import write_atomically
-from .errors import TintingConfigError
-
-#: the file name FusionBench's CLIP AdaMerging config uses for ``save_merging_weights``
-ADAMERGING_FILE = "merging_weights.pt"
+from .core.errors import TintingConfigError
+from .core.results import ADAMERGING_FILE
 
 
 def resolve_adamerging_weights(path: str) -> str:
@@ -44,11 +42,6 @@ def resolve_adamerging_weights(path: str) -> str:
     return path
 
 
-def save_merging_weights(path: str, coefficients: Tensor) -> None:
-    """Write (tasks x parameter tensors) coefficients as FusionBench's AdaMerging saves them (``torch.save``)."""
-    write_atomically(path, lambda temporary: torch.save(coefficients.detach().cpu().clone(), temporary))
-
-
 def _columns_kept(
     num_columns: int, coefficient_groups: Sequence[str], encoder_tensors: Sequence[str]
 ) -> Optional[List[int]]:
@@ -56,9 +49,7 @@ def _columns_kept(
     if num_columns == len(coefficient_groups) or num_columns != len(encoder_tensors):
         return None
     position = {name: i for i, name in enumerate(encoder_tensors)}
-    if not all(group in position for group in coefficient_groups):
-        return None  # grouped coefficients (tie_qkv): no column per group
-    return [position[group] for group in coefficient_groups]
+    return [position[group] for group in coefficient_groups] if all(g in position for g in coefficient_groups) else None
 
 
 def load_adamerging_weights(
@@ -83,13 +74,7 @@ def load_adamerging_weights(
         raise TintingConfigError(
             f"adamerging_weights={path!r} holds {weights.shape[0]} tasks x {weights.shape[1]} layers, but this run "
             f"merges {expected[0]} tasks ({', '.join(task_names)}) x {expected[1]} layers: the weights come from "
-            "another model pool, task list or architecture"
-            + (
-                ", or tie_qkv=true grouped the q/k/v projections (AdaMerging has one weight each)"
-                if weights.shape[1] > expected[1]
-                else ""
-            )
-            + "."
+            "another model pool, task list or architecture."
         )
     if not torch.isfinite(weights).all():
         raise TintingConfigError(f"adamerging_weights={path!r} holds non-finite values.")
