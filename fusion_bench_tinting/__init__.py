@@ -12,10 +12,10 @@ The classes are imported lazily: Hydra imports this package's search-path plugin
 ``compat``) for every FusionBench launch, and that must stay cheap.
 """
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Dict
 
 from .compat import ensure_typing_override
-from .core import lazy_exports
 
 ensure_typing_override()
 
@@ -34,6 +34,17 @@ if TYPE_CHECKING:
     from .core.tinted_model import TintedModel
     from .individual import IndividualModels
     from .methods import LOTMergingAlgorithm, ModelTintingAlgorithm, ModelTintingPlusPlus
+
+
+def lazy_exports(package: str, table: Dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``table[name]`` (relative to ``package``) on first use of ``name``."""
+
+    def __getattr__(name: str) -> Any:
+        if name in table:
+            return getattr(importlib.import_module(table[name], package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 __getattr__ = lazy_exports(__name__, _LAZY)

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from .cache_identity import cache_identity
 from .core.data import AdaptationInputs, TensorInputs, Uint8ImageInputs
+from .core.errors import first_non_finite
 from .core.families import ModelFamily
-from .core.finite import first_non_finite
-from .core.provenance import library_versions
+from .core.results import library_versions
 from .core.teacher_pass import TeacherPass
 from .core.weights_io import write_atomically
 from .families.token_inputs import TokenInputs
@@ -154,9 +154,6 @@ class CachedTeacherPass(TeacherPass):
     False computes afresh and overwrites it)."""
 
     reuse: bool = True
-
-    def _preprocessing_processes_per_node(self) -> int:
-        return 1  # only each node's first process computes an entry (see _fill_cache)
 
     def __call__(
         self, family: ModelFamily, task: str, finetuned: nn.Module, head: nn.Module, device: torch.device

@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Dict, Tuple
+
+import yaml
 
 from .core.options import Options
 from .core.tinting_options import TINTING_OPTIONS
@@ -25,9 +28,9 @@ METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
         f"""{_RULE}
 # Model Tinting (arXiv 2412.19098): layer-wise merging coefficients plus one trainable layer per
 # task, adapted on unlabelled data against the fine-tuned models' predictions.
-# Defaults are the reference implementation's. Written from fusion_bench_tinting/core/tinting_options.py and
-# the plugin's options (fusion_bench_tinting/tint_l2.py, holdout.py, families/, compiled.py, resumable.py) by
-# python -m fusion_bench_tinting.method_configs.
+# Defaults are the reference implementation's.
+# Written from fusion_bench_tinting/core/tinting_options.py and the plugin's options
+# (fusion_bench_tinting/methods.py: PLUGIN_OPTIONS) by python -m fusion_bench_tinting.method_configs.
 # Usage:
 #   fusion_bench method=model_tinting modelpool=clip-vit-base-patch32_TA8
 {_RULE}""",
@@ -46,20 +49,32 @@ METHOD_CONFIGS: Dict[str, Tuple[Options, str, str]] = {
 }
 
 
+def render(options: Options, header: str, target: str) -> str:
+    """A method's config file: ``header`` (comment lines), ``_target_`` and every option with its help."""
+    lines = [header.rstrip("\n"), f"_target_: {target}"]
+    for option in options.options.values():
+        if option.section:
+            lines += ["", f"# ----- {option.section} " + "-" * max(3, 100 - len(option.section))]
+        lines += [f"# {line}" for line in textwrap.wrap(option.help, 110)]
+        lines.append(yaml.safe_dump({option.name: option.default}, default_flow_style=False).strip())
+    return "\n".join(lines) + "\n"
+
+
 def rendered(name: str) -> str:
     options, header, target = METHOD_CONFIGS[name]
-    return options.yaml(header, target)
+    return render(options, header, target)
 
 
 def core_rendered() -> str:
     """``model_tinting.yaml`` with the core's options only (the upstream export's)."""
     _, header, target = METHOD_CONFIGS["model_tinting.yaml"]
     header = header.replace(
-        "Written from fusion_bench_tinting/core/tinting_options.py\n# and the plugin's compile_step "
-        "(fusion_bench_tinting/compiled.py) by python -m fusion_bench_tinting.method_configs.\n# Usage:",
-        "Every option is declared once, in tinting_options.py. Usage:",
+        "# Written from fusion_bench_tinting/core/tinting_options.py and the plugin's options\n"
+        "# (fusion_bench_tinting/methods.py: PLUGIN_OPTIONS) by python -m fusion_bench_tinting.method_configs.\n",
+        "# Every option is declared once, in tinting_options.py.\n",
     )
-    return TINTING_OPTIONS.yaml(header, target)
+    assert "Written from" not in header, "the export's header still names the plugin"
+    return render(TINTING_OPTIONS, header, target)
 
 
 def main() -> None:

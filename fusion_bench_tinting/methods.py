@@ -16,12 +16,15 @@ from typing import Callable, Sequence
 from fusion_bench import BaseModelPool, auto_register_config
 
 from . import families  # noqa: F401  (the plugin's model families join the core's table)
+from .adaptation_overlap import OverlapWarningMixin
 from .caching import CachedTeacherPassMixin
+from .coefficient_metrics import CoefficientMetricsTrainer
 from .compiled import COMPILE_STEP_OPTION, CompiledStepMixin, CompiledTintingTrainer
 from .core import algorithm
 from .core.families import family_for
 from .core.options import Option
 from .core.tinting_options import TINTING_OPTIONS
+from .data_parallel import DataParallelMixin
 from .device_steps import DeviceStepTrainer
 from .exits import one_line_config_errors, one_line_interruption
 from .families import HEAD_PROJECTION_OPTION, FamilyOptionsMixin
@@ -65,9 +68,17 @@ def _one_line_constructor(core: type, more: Sequence[Option] = ()) -> Callable:
     return __init__
 
 
-class PluginTrainer(HoldoutTrainer, TintL2Trainer, DeviceStepTrainer, ResumableTrainer, CompiledTintingTrainer):
+class PluginTrainer(
+    HoldoutTrainer,
+    TintL2Trainer,
+    DeviceStepTrainer,
+    CoefficientMetricsTrainer,
+    ResumableTrainer,
+    CompiledTintingTrainer,
+):
     """The core's loop with the plugin's options (``select_on_holdout``, ``tint_l2``, ``compile_step``), its
-    steps that never wait on the host (:mod:`.device_steps`) and its state for checkpoints."""
+    steps that never wait on the host (:mod:`.device_steps`), the coefficients' figures in its logs
+    (:mod:`.coefficient_metrics`) and its state for checkpoints."""
 
 
 class CommandLineMethod(SuiteTaskPoolMixin):
@@ -102,12 +113,14 @@ def _command_line_tinting(core: type) -> type:
         CoefficientHeatmapMixin,
         StartsMixin,
         SavedRunMixin,
+        OverlapWarningMixin,
         HoldoutMixin,
         TintL2Mixin,
         FamilyOptionsMixin,
         CompiledStepMixin,
         ResumableMixin,
         StepProfileMixin,
+        DataParallelMixin,
         core,
     )
     return auto_register_config(type(core.__name__, bases, members))

@@ -14,8 +14,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from .core.errors import TintingConfigError
-from .core.finite import check_finite
+from .core.errors import TintingConfigError, check_finite
 from .core.merging import LayerWiseMerger
 from .core.options import Option, is_path, or_none
 from .core.results import HEAD_ENCODER_PREFIX, saved_task_tensors

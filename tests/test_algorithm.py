@@ -281,22 +281,10 @@ def test_num_workers_auto_decodes_large_sets_in_workers_and_small_ones_in_proces
     from fusion_bench_tinting.core.data import SMALL_DATASET, cache_inputs, resolve_num_workers
 
     assert resolve_num_workers(3, 10) == 3 and resolve_num_workers("auto", SMALL_DATASET - 1) == 0
-    # Lightning's suggestion: the node's cores shared among its preprocessing processes, one left to each; at most 8
-    for cores, processes, expected in [(1, 1, 1), (2, 1, 1), (6, 1, 5), (64, 1, 8), (16, 4, 3), (16, 2, 7)]:
+    # Lightning's suggestion: the node's cores, one left to the main process; at most 8
+    for cores, expected in [(1, 1), (2, 1), (6, 5), (64, 8)]:
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)), raising=False)
-        assert resolve_num_workers("auto", SMALL_DATASET, processes) == expected
-    # the core's teacher pass: every process preprocesses, sharing the node's cores; the plugin's cached pass:
-    # only each node's first process does (reuse=False overwrites the entry it reads)
-    from types import SimpleNamespace
-
-    from fusion_bench_tinting.caching import CachedTeacherPass
-    from fusion_bench_tinting.core.teacher_pass import TeacherPass
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    fabric = SimpleNamespace(world_size=8, strategy=SimpleNamespace(num_nodes=2))
-    assert TeacherPass(fabric, num_workers="auto")._workers(SMALL_DATASET) == 3
-    assert CachedTeacherPass(fabric, num_workers="auto", reuse=True)._workers(SMALL_DATASET) == 8
-    assert CachedTeacherPass(fabric, num_workers="auto", reuse=False)._workers(SMALL_DATASET) == 8
+        assert resolve_num_workers("auto", SMALL_DATASET) == expected
     monkeypatch.undo()
     # a large set through real worker processes: same rows, same order as in-process
     images = torch.rand(SMALL_DATASET + 37, 3, 2, 2)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from test_adaptation import _toy
 
 from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
-from fusion_bench_tinting.core.fabric_glue import ProcessShare
+from fusion_bench_tinting.data_parallel import ProcessShare
 
 
 def _sum_across_processes(tensor: torch.Tensor) -> torch.Tensor:

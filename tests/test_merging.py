@@ -150,7 +150,7 @@ def test_half_precision_task_vectors_merge_in_float32_close_to_full_precision():
 
 
 def test_memory_check_refuses_a_merge_that_cannot_fit(monkeypatch):
-    from fusion_bench_tinting.core import memory
+    from fusion_bench_tinting.core import errors as memory
     from fusion_bench_tinting.core.errors import TintingConfigError
 
     # ViT-L/14's vision tower, 20 tasks: 20 fp32 task vectors + 4 fp32 copies; half with bfloat16 vectors

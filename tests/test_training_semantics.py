@@ -76,9 +76,10 @@ def test_the_method_takes_fabrics_scaler_under_16_mixed_only():
 def test_coefficient_trajectories_and_gradient_norms_are_logged_per_task():
     logged = []
     merger, encode, states = _toy()
-    from fusion_bench_tinting.core.adaptation import AdaptationOptions, TintingTrainer
+    from fusion_bench_tinting.core.adaptation import AdaptationOptions
+    from fusion_bench_tinting.methods import PluginTrainer
 
-    trainer = TintingTrainer(
+    trainer = PluginTrainer(  # the plugin's loop logs the coefficients' figures beside the core's losses
         merger,
         encode,
         states,

@@ -8,9 +8,8 @@ Teacher outputs are precomputed and the inputs preprocessed once. Each step read
 Tinting++ must not step on a batch whose every sample it dropped, and no step may use a NaN or infinite loss
 (the plugin's loop makes both checks on the device, inside the fused Adam, with no host read per step).
 
-Data parallel (``ProcessShare``): every process draws the same global batch (same seed), computes the
-loss of its own slice normalised by the *global* sample count, and the gradients are summed across
-processes before each step, so N processes make the same updates as one process with the same batch.
+Data parallelism goes through ``data_parallel`` (one process here; the plugin's ``ProcessShare`` shares each
+batch among Fabric's processes and sums the gradients).
 """
 
 from __future__ import annotations
@@ -18,17 +17,16 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, List, Mapping, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor
 
 from .console import progress
 from .data import EpochSampler
-from .fabric_glue import ProcessShare, seconds_since
+from .fabric_glue import SingleProcess, seconds_since
 from .losses import confidence_filter, per_sample_loss, warn_about_filtered_regression
 from .merging import LayerWiseMerger
-from .metric_window import MetricWindow, dropped_fractions
 from .optimizer import gradients_finite, make_optimizer, non_finite_error
 from .run_state import AdaptationStats, TaskState
 
@@ -61,7 +59,7 @@ class TintingTrainer:
         input_dtype: Optional[torch.dtype] = None,
         autocast: Callable[[], ContextManager] = contextlib.nullcontext,
         log_metrics: Optional[Callable[[Dict[str, float], int], None]] = None,
-        data_parallel: Optional[ProcessShare] = None,
+        data_parallel: Optional[Any] = None,
         section: Callable[[str], ContextManager] = lambda name: contextlib.nullcontext(),
         fused_optimizer: Optional[bool] = None,
         grad_scaler: Optional[torch.amp.GradScaler] = None,
@@ -75,7 +73,7 @@ class TintingTrainer:
         self.input_dtype = input_dtype
         self.autocast = autocast
         self.log_metrics = log_metrics
-        self.data_parallel = data_parallel or ProcessShare()
+        self.data_parallel = data_parallel or SingleProcess()
         #: times the parts of a step (data, merge, forward, backward, optimizer) when profiling
         self.section = section
         self.samplers = [EpochSampler(len(t.inputs), options.batch_size, generator) for t in tasks]
@@ -99,7 +97,8 @@ class TintingTrainer:
         self._kept = [torch.zeros((), dtype=torch.long, device=device) for _ in tasks]
         self._seen = [0 for _ in tasks]
         self._last_loss = [torch.zeros((), device=device) for _ in tasks]
-        self.window = MetricWindow(len(tasks), device)
+        # the loss of the window's steps and how many were made (device tensors, read once per window)
+        self._window_loss, self._window_steps = torch.zeros((), device=device), torch.zeros((), device=device)
         # where the loop is: iteration, its task order and the next position in it
         self.iteration, self.order, self.position = 0, None, 0
         self.visits = self.steps = self.skipped = 0
@@ -165,17 +164,15 @@ class TintingTrainer:
             self.skipped += 1
             return
         cancelled = self._backward_and_step(loss, self._cancel_flag(loss, index))
-        if self.log_metrics is not None:  # the step's coefficient gradient (unscaled)
-            self.window.add_coefficient_gradient(index, self.merger.coefficients.grad)
         self.steps += 1
-        self.window.add_step(loss, None if cancelled is None else ~cancelled)  # zero loss for an empty batch
+        self._window_loss += loss.detach()  # zero for an empty batch
+        self._window_steps += 1 if cancelled is None else ~cancelled
         if cancelled is not None:
             self.cancelled += cancelled
 
     def _non_finite(self, loss: Tensor) -> Tensor:
         """A device flag: the loss is NaN or infinite (in any data-parallel process: all stop at the same step)."""
-        bad = ~torch.isfinite(loss.detach())
-        return self.data_parallel.all_reduce_sum(bad.float()) > 0 if self.data_parallel.world_size > 1 else bad
+        return self.data_parallel.all_reduce_sum((~torch.isfinite(loss.detach())).float()) > 0
 
     def _cancel_flag(self, loss: Tensor, index: int) -> Optional[Tensor]:
         """Stop on a NaN or infinite loss before it reaches a parameter (a host read; under fp16 loss scaling the
@@ -220,24 +217,24 @@ class TintingTrainer:
 
     def _log_window(self, iteration: int, progress) -> None:
         self._settle_empty_steps()
-        count = float(self.window.count)
+        count = float(self._window_steps)
         if count:
             # one all-reduce: the window's loss and each task's latest loss (each process holds its share)
             losses = self.data_parallel.all_reduce_sum(
-                torch.stack([self.window.loss, *(loss.float() for loss in self._last_loss)])
+                torch.stack([self._window_loss, *(loss.float() for loss in self._last_loss)])
             ).tolist()
             mean_loss = losses[0] / count
             progress.set_postfix(loss=f"{mean_loss:.4f}", steps=self.steps, refresh=False)
             if self.log_metrics is not None:
                 names = [t.name for t in self.tasks]
-                coefficients = self.merger.effective_coefficients().detach()
-                metrics = {"train/loss": mean_loss}
-                metrics.update(self.window.coefficient_metrics(coefficients, names, self.options.train_coefficients))
-                metrics.update({f"train/loss/{name}": loss for name, loss in zip(names, losses[1:])})
-                if self.options.confidence_filter:
-                    metrics.update(dropped_fractions(names, torch.stack(self._kept).tolist(), self._seen))
-                self.log_metrics(metrics, iteration + 1)
-        self.window.reset_loss()
+                metrics = {"train/loss": mean_loss, **{f"train/loss/{n}": x for n, x in zip(names, losses[1:])}}
+                self.log_metrics({**metrics, **self._window_metrics()}, iteration + 1)
+        self._window_loss.zero_()
+        self._window_steps.zero_()
+
+    def _window_metrics(self) -> Dict[str, float]:
+        """More figures to log at the end of a window (a subclass's: the plugin logs the coefficients')."""
+        return {}
 
     def run(self, on_visit: Optional[Callable[["TintingTrainer"], None]] = None) -> AdaptationStats:
         """Adapt until ``max_steps`` iterations are done (from where the loop is: a resumed loop continues).

@@ -12,42 +12,32 @@ This module knows nothing of a particular model family: ``families`` adapts each
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
 from fusion_bench.utils.pylogger import get_rankzero_logger
-from omegaconf import OmegaConf
 
 from .adaptation import AdaptationOptions, TintingTrainer
-from .adaptation_data import warn_about_overlap
 from .console import log_effective_options
-from .errors import SaveError, TintingConfigError
-from .fabric_glue import data_parallel, grad_scaler
+from .errors import SaveError, TintingConfigError, explain_out_of_memory
+from .fabric_glue import grad_scaler
 from .families import ModelFamily, family_for
 from .input_checks import reading, source_in_pool
 from .losses import check_loss_for_regression
-from .memory import explain_out_of_memory
 from .options import check_init_values, resolve_auto
 from .preparation import MergeStart, Preparation, build_merger, load_tasks
-from .provenance import library_versions
-from .results import adaptation_report, finish_run
+from .results import adaptation_report, library_versions, save_result, tinted_model
 from .run_state import AdaptationStats, RunPlan, TintingRun
 from .teacher_pass import TeacherPass
 from .tinted_model import TintedModel
 from .tinting_options import TINTING_OPTIONS
-from .weights_io import write_atomically
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
 
 DEFAULT_SEED = 42
-CONFIG_FILE = "model_tinting_config.yaml"
-REPORT_FILE = "model_tinting_report.json"
 
 
 @auto_register_config
@@ -152,9 +142,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         for task in tasks:
             with reading(f"the {split} set of task {task!r} ({source_in_pool(modelpool, task, split)})"):
                 family.validate_task(task)
-            if split != "test" and task in modelpool.test_dataset_names:
-                with reading(f"the test set of task {task!r} ({source_in_pool(modelpool, task, 'test')})"):
-                    warn_about_overlap(task, split, family.adaptation_dataset(task), modelpool.load_test_dataset(task))
         check_loss_for_regression(
             self.loss, [t for t in tasks if family.num_outputs(t) == 1 and family.task_objective(t) is None]
         )
@@ -214,7 +201,6 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
             input_dtype=torch.float32,
             autocast=self.fabric.autocast,
             log_metrics=self._log_metrics,
-            data_parallel=data_parallel(self.fabric, self.batch_size),
             grad_scaler=grad_scaler(self.fabric),
             **self._trainer_settings(),
         )
@@ -228,56 +214,31 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return {"lr": plan.lr, "max_steps": plan.max_steps, "init_values": plan.init_value, "seed": self.run_seed}
 
     def _result(self, run: TintingRun, stats: Optional[AdaptationStats]) -> TintedModel:
-        """The merged model with each task's tinted layer, its report, and (after an adaptation: ``stats``) the
-        saved coefficients and tinted layers with the config that reproduces them."""
+        """The merged model with each task's tinted layer and its report; after an adaptation (``stats``), the
+        coefficients and tinted layers, the config that reproduces them and the report saved in the log folder."""
+        inputs = {s.name: len(s.inputs) for s in run.states if s.inputs is not None}
         report = {
             "method": self.method_name,
             "tinted_layer": str(self.tinted_layer),
-            "adaptation_data": self._adaptation_data_description(run),
+            "adaptation_data": {"split": self.adaptation_data, "transductive": self.adaptation_data == "test"},
             "init_from": run.start.description(),
             "seed": self.run_seed,
             "versions": library_versions(),
+            **({} if stats is None else adaptation_report(stats, run.plan, self.confidence_filter)),
         }
-        if stats is not None:
-            report.update(
-                adaptation_report(
-                    stats,
-                    iterations=run.max_steps,
-                    lr=run.plan.lr,
-                    init_values=run.plan.init_value,
-                    confidence_filter=self.confidence_filter,
-                )
-            )
+        report["adaptation_data"]["inputs_per_task"] = inputs
+        model = tinted_model(run, report)
+        if stats is None or not self.save_weights or not self.fabric.is_global_zero:
+            return model
+        config = self.config
+        config.update({k: v for k, v in self._resolved_values(run.plan).items() if k != "seed"})
         try:
-            model, saved = finish_run(
-                run,
-                report,
-                save=stats is not None and self.save_weights and self.fabric.is_global_zero,
-                log_dir=self.log_dir,
-                tinted_layer=str(self.tinted_layer),
-                origin=run.start.origin,
-            )
-            if saved:
-                config = self.config
-                config.update({k: v for k, v in self._resolved_values(run.plan).items() if k != "seed"})
-                write_atomically(os.path.join(self.log_dir, CONFIG_FILE), lambda path: OmegaConf.save(config, path))
-                write_atomically(
-                    os.path.join(self.log_dir, REPORT_FILE),
-                    lambda path: Path(path).write_text(json.dumps(model.report_extras, indent=2, default=str)),
-                )
+            save_result(self.log_dir, run, str(self.tinted_layer), config, model.report_extras)
         except OSError as error:
             raise SaveError(
                 f"the result could not be written to {self.log_dir} ({type(error).__name__}: {error})."
             ) from error
         return model
-
-    def _adaptation_data_description(self, run: TintingRun) -> Dict[str, object]:
-        """Which inputs the adaptation read: the split and how many per task (the task pool scores the test split)."""
-        return {
-            "split": self.adaptation_data,
-            "transductive": self.adaptation_data == "test",
-            "inputs_per_task": {s.name: len(s.inputs) for s in run.states if s.inputs is not None},
-        }
 
     def _log_metrics(self, metrics: Dict[str, float], step: int) -> None:
         if self.fabric.loggers:

@@ -169,16 +169,13 @@ SMALL_DATASET = 1024
 MAX_AUTO_WORKERS = 8  # FusionBench's own default for its CLIP data loaders
 
 
-def resolve_num_workers(num_workers: Union[int, str], num_samples: int, processes_per_node: int = 1) -> int:
-    """``auto``: the main process for small datasets, else Lightning's suggestion for the processes that
-    preprocess at once on this node (the cores shared among them, one left to each main process), at most 8;
-    decoding and resizing JPEGs runs at a few ms per image, so a single process would make the one
-    preprocessing pass of a large suite take minutes. An integer is used as it is."""
+def resolve_num_workers(num_workers: Union[int, str], num_samples: int) -> int:
+    """``auto``: the main process for small datasets, else Lightning's suggestion for this node (one core left to
+    the main process), at most 8: decoding and resizing JPEGs takes a few ms per image, so a single process would
+    make the one preprocessing pass of a large suite take minutes. An integer is used as it is."""
     if num_workers != "auto":
         return int(num_workers)
-    if num_samples < SMALL_DATASET:
-        return 0
-    return min(MAX_AUTO_WORKERS, suggested_max_num_workers(processes_per_node))
+    return 0 if num_samples < SMALL_DATASET else min(MAX_AUTO_WORKERS, suggested_max_num_workers(1))
 
 
 def cache_inputs(

@@ -8,13 +8,11 @@ conversion error deep in the run or a silently different run.
 
 from __future__ import annotations
 
+import difflib
 import inspect
-import textwrap
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
-
-import yaml
 
 from .errors import TintingConfigError
 
@@ -65,6 +63,8 @@ def is_path(value: Any) -> bool:
 
 
 BOOLEAN = (is_bool, "true or false")
+#: keys FusionBench's own serialisable base class takes beside a method's options
+FUSION_BENCH_KEYS = ("_recursive_", "_usage_", "_version_")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Option:
 
 class Options:
     """A method's declared options: its constructor signature, checks, checkpoint fingerprint and YAML come
-    from here (``python -m fusion_bench_tinting.core.options`` rewrites the YAML files)."""
+    from here (the plugin's ``python -m fusion_bench_tinting.method_configs`` writes the YAML files)."""
 
     def __init__(self, config_file: str, options: Sequence[Option]):
         self.config_file = config_file
@@ -113,46 +113,22 @@ class Options:
         return inspect.Signature(parameters)
 
     def refuse_unknown(self, given: Iterable[str]) -> None:
-        check_known(given, self.names, self.config_file)
+        """Refuse an option the method does not have (``+method.max_step=20`` would otherwise run a full default
+        run with a warning mid-log), naming the closest one."""
+        for name in given:
+            if name in self.options or name in FUSION_BENCH_KEYS:
+                continue
+            closest = difflib.get_close_matches(name, self.names, n=1, cutoff=0.6)
+            hint = f"did you mean method.{closest[0]}? " if closest else ""
+            raise TintingConfigError(
+                f"method.{name}: no such option; {hint}Every option is listed in {self.config_file}."
+            )
 
     def check(self, values: Mapping[str, Any]) -> None:
         """Refuse the first value that breaks its option's rule."""
-        check_values(values, {name: (o.test, o.allowed) for name, o in self.options.items()})
-
-    def yaml(self, header: str, target: str) -> str:
-        """The method's config file: ``header`` (comment lines), ``_target_`` and every option with its help."""
-        lines = [header.rstrip("\n"), f"_target_: {target}"]
-        for option in self.options.values():
-            if option.section:
-                lines += ["", f"# ----- {option.section} " + "-" * max(3, 100 - len(option.section))]
-            lines += [f"# {line}" for line in textwrap.wrap(option.help, 110)]
-            lines.append(yaml.safe_dump({option.name: option.default}, default_flow_style=False).strip())
-        return "\n".join(lines) + "\n"
-
-
-def check_values(values: Mapping[str, Any], option_rules: Mapping[str, Tuple[Test, str]]) -> None:
-    """Raise :class:`TintingConfigError` for the first option whose value breaks its rule."""
-    for name, (test, allowed) in option_rules.items():
-        if name in values and not test(values[name]):
-            raise TintingConfigError(f"method.{name}={values[name]!r}: {allowed}.")
-
-
-#: keys FusionBench's own serialisable base class takes beside a method's options
-FUSION_BENCH_KEYS = ("_recursive_", "_usage_", "_version_")
-
-
-def check_known(given: Iterable[str], options: Iterable[str], config_file: str) -> None:
-    """Refuse an option the method does not have (``+method.max_step=20`` would otherwise run a full default
-    run with a warning mid-log), naming the closest one."""
-    import difflib
-
-    known = list(options)
-    for name in given:
-        if name in known or name in FUSION_BENCH_KEYS:
-            continue
-        closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f"did you mean method.{closest[0]}? " if closest else ""
-        raise TintingConfigError(f"method.{name}: no such option; {hint}Every option is listed in {config_file}.")
+        for name, option in self.options.items():
+            if name in values and not option.test(values[name]):
+                raise TintingConfigError(f"method.{name}={values[name]!r}: {option.allowed}.")
 
 
 def check_init_values(init_values: Any, clamp: bool, clamp_range: Tuple[float, float]) -> None:

@@ -14,11 +14,10 @@ from typing import Callable, ContextManager, Dict, List, Optional, Tuple, Union
 import torch
 
 from .console import progress
+from .errors import check_finite, check_fits, merge_bytes
 from .families import PRETRAINED
-from .finite import check_finite
 from .input_checks import check_test_set, reading, source_in_pool
 from .losses import check_loss_for_regression
-from .memory import check_fits, merge_bytes
 from .merging import LayerWiseMerger, check_same_parameters
 from .run_state import MergeBase, RunPlan, TaskMaterial, TaskState, block_parameter_names, task_states
 from .teacher_pass import TENSOR_DTYPES, TeacherPass

@@ -3,13 +3,18 @@ the saved coefficients and tinted layers."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import torch
 from fusion_bench.utils.pylogger import get_rankzero_logger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from torch import Tensor, nn
+from omegaconf import OmegaConf
+from torch import Tensor
 
 from .merging import LayerWiseMerger
 from .run_state import AdaptationStats, TaskState
@@ -17,7 +22,7 @@ from .tinted_model import TintedModel, TintModulator
 from .weights_io import WEIGHTS_FILE, save_tinting, write_atomically
 
 if TYPE_CHECKING:
-    from .run_state import TintingRun
+    from .run_state import RunPlan, TintingRun
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 
@@ -25,6 +30,7 @@ log = get_rankzero_logger(__name__)  # progress and summaries from the global-ze
 SPARSITY_THRESHOLD = 1e-5
 #: saved tensors of a task that are encoder tensors of its head (BERT's pooler), not of its head module
 HEAD_ENCODER_PREFIX = "encoder."
+CONFIG_FILE, REPORT_FILE = "model_tinting_config.yaml", "model_tinting_report.json"
 #: the file name FusionBench's CLIP AdaMerging config uses for ``save_merging_weights``
 ADAMERGING_FILE = "merging_weights.pt"
 
@@ -45,14 +51,9 @@ def coefficient_sparsity(merger: LayerWiseMerger, block_names: List[str]) -> flo
     return float((coefficients.abs() < SPARSITY_THRESHOLD).float().mean()) if used else 0.0
 
 
-def tinted_model(
-    pretrained: nn.Module,
-    merger: LayerWiseMerger,
-    states: List[TaskState],
-    block_names: List[str],
-    report: Dict[str, Any],
-) -> TintedModel:
-    """The merged encoder (written into ``pretrained``) with each task's tinted layer as its modulator."""
+def tinted_model(run: "TintingRun", report: Dict[str, Any]) -> TintedModel:
+    """The merged encoder (written into the pretrained one) with each task's tinted layer as its modulator."""
+    pretrained, merger, states, block_names = run.pretrained, run.merger, run.states, run.base.block_names
     merger.load_into(pretrained)
     modulators = {}
     for state in states:
@@ -70,43 +71,33 @@ def tinted_model(
     return TintedModel(pretrained.eval(), modulators, report)
 
 
-def adaptation_report(
-    stats: AdaptationStats,
-    *,
-    iterations: int,
-    lr: float,
-    init_values: float,
-    confidence_filter: bool,
-) -> Dict[str, Any]:
+def adaptation_report(stats: AdaptationStats, plan: "RunPlan", confidence_filter: bool) -> Dict[str, Any]:
     """The report's account of an adaptation: its time, steps, resolved options and final losses."""
     report = {
         "adaptation_time_s": round(stats.seconds, 3),
         "first_iteration_s": round(stats.first_iteration_seconds, 3),
         "optimizer_steps": stats.optimizer_steps,
         "skipped_steps": stats.skipped_steps,
-        "iterations": iterations,
-        "lr": lr,
-        "init_values": init_values,
+        "iterations": plan.max_steps,
+        "lr": plan.lr,
+        "init_values": plan.init_value,
         "final_loss_per_task": stats.final_loss,
     }
     if confidence_filter:
         report["filter_dropped_fraction"] = stats.dropped_fraction()
-    report.update(stats.extras)
-    return report
+    return {**report, **stats.extras}
 
 
-def save_result(
-    log_dir: Optional[str], merger: LayerWiseMerger, states: List[TaskState], tinted_layer: str, origin: str
-) -> Optional[str]:
-    """Write the coefficients and tinted layers to ``<log_dir>/`` :data:`WEIGHTS_FILE`; None without a log folder.
-    Coefficients on Task Arithmetic's origin, one per tensor, also go to ``merging_weights.pt`` in FusionBench's
-    AdaMerging layout (a start for ``init_from=adamerging``)."""
+def save_result(log_dir: Optional[str], run: "TintingRun", tinted_layer: str, config: Any, report: Dict) -> None:
+    """Write the coefficients and tinted layers (:data:`WEIGHTS_FILE`), the config that reproduces them and the
+    report to ``log_dir``. Coefficients on Task Arithmetic's origin also go to ``merging_weights.pt`` in
+    FusionBench's layer-wise AdaMerging layout."""
     if log_dir is None:
         log.warning("No log folder (no Fabric logger): merging coefficients and tinted layers are not saved.")
-        return None
-    path = os.path.join(log_dir, WEIGHTS_FILE)
+        return
+    merger, states, origin = run.merger, run.states, run.start.origin
     save_tinting(
-        path,
+        os.path.join(log_dir, WEIGHTS_FILE),
         task_names=[s.name for s in states],
         coefficient_groups=merger.group_names,
         coefficients=merger.coefficients.detach(),
@@ -116,11 +107,12 @@ def save_result(
     )
     written = [WEIGHTS_FILE]
     if origin == "task_arithmetic":
-        # weights of the pretrained model's task vectors: AdaMerging's layout
         save_merging_weights(os.path.join(log_dir, ADAMERGING_FILE), merger.coefficients)
         written.append(f"{ADAMERGING_FILE} (AdaMerging's layout)")
+    write_atomically(os.path.join(log_dir, CONFIG_FILE), lambda path: OmegaConf.save(config, path))
+    text = json.dumps(report, indent=2, default=str)
+    write_atomically(os.path.join(log_dir, REPORT_FILE), lambda path: Path(path).write_text(text))
     rank_zero_only(print)(f"Saved in {os.path.abspath(log_dir)}: {', '.join(written)}", flush=True)
-    return path
 
 
 def save_merging_weights(path: str, coefficients: Tensor) -> None:
@@ -129,12 +121,12 @@ def save_merging_weights(path: str, coefficients: Tensor) -> None:
     write_atomically(path, lambda temporary: torch.save(coefficients.detach().cpu().clone(), temporary))
 
 
-def finish_run(
-    run: "TintingRun", report: Dict[str, Any], *, save: bool, log_dir: Optional[str], tinted_layer: str, origin: str
-) -> Tuple[TintedModel, Optional[str]]:
-    """The merged model with each task's tinted layer and its report; when ``save``, the learned coefficients
-    and tinted layers in ``log_dir``. Returns the model and the saved file (or None)."""
-    model = tinted_model(run.pretrained, run.merger, run.states, run.base.block_names, report)
-    if not save:
-        return model, None
-    return model, save_result(log_dir, run.merger, run.states, tinted_layer, origin)
+def library_versions() -> Dict[str, str]:
+    """The versions of the libraries a report was made with."""
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "fusion-bench", "fusion-bench-tinting", "open_clip_torch", "datasets"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions

@@ -15,10 +15,9 @@ from torch import Tensor, nn
 
 from .console import progress
 from .data import AdaptationInputs, resolve_num_workers
+from .errors import check_finite, explain_out_of_memory
 from .families import ModelFamily
-from .finite import check_finite
 from .input_checks import reading, source_in_pool
-from .memory import explain_out_of_memory
 
 TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: uint8 keeps images on their 8-bit grid (normalised on the device; text inputs are token ids anyway)
@@ -51,7 +50,7 @@ class TeacherPass:
             inputs = family.adaptation_inputs(
                 task,
                 batch_size=self.batch_size,
-                num_workers=self._workers(family.adaptation_size(task)),
+                num_workers=resolve_num_workers(self.num_workers, family.adaptation_size(task)),
                 dtype=INPUT_DTYPES[self.input_dtype],
             )
         family.check_inputs(task, inputs, finetuned)
@@ -65,14 +64,6 @@ class TeacherPass:
             teacher = self._teacher_outputs(family, finetuned.to(device), head, inputs, device)
         check_finite({"teacher outputs": teacher}, f"the teacher (fine-tuned model) of task {task!r} on its inputs")
         return inputs, teacher
-
-    def _workers(self, num_samples: int) -> int:
-        """``num_workers`` for this pass: the node's cores shared among its processes, each preprocessing."""
-        return resolve_num_workers(self.num_workers, num_samples, self._preprocessing_processes_per_node())
-
-    def _preprocessing_processes_per_node(self) -> int:
-        strategy = getattr(self.fabric, "strategy", None)
-        return max(1, self.fabric.world_size // max(1, getattr(strategy, "num_nodes", 1) or 1))
 
     @torch.no_grad()
     def _teacher_outputs(

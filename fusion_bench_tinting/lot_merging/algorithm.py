@@ -20,7 +20,7 @@ from fusion_bench.utils.pylogger import get_rankzero_logger
 from ..core.console import progress
 from ..core.families import PRETRAINED, ModelFamily, family_for
 from ..core.merging import check_same_parameters
-from ..core.provenance import library_versions
+from ..core.results import library_versions
 from ..core.tinted_model import TintedModel, TintModulator
 from .expert_pass import observe_expert
 from .options import LOT_OPTIONS, make_solver

@@ -16,7 +16,7 @@ from fusion_bench import BaseModelPool
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..data import AdaptationInputs, TensorInputs
+from ..data import AdaptationInputs, TensorInputs, cache_inputs
 from ..errors import TintingConfigError
 from ..input_checks import check_image_shape, check_not_empty, dataset_labels, source_of
 
@@ -25,39 +25,9 @@ PRETRAINED = "_pretrained_"
 SPLITS = ("test", "val", "train")
 
 
-def processed_images(
-    dataset: Any,
-    processor: Any,
-    *,
-    batch_size: int,
-    num_workers: int,
-    dtype: torch.dtype,
-    indices: Optional[Sequence[int]],
-    desc: str,
-) -> TensorInputs:
-    """An image test set through a Hugging Face processor (FusionBench's ``ImageClassificationDataset``, as its
-    task pools read it), preprocessed once; ``indices``: only those rows."""
-    from fusion_bench.dataset.image_dataset import ImageClassificationDataset
-    from torch.utils.data import Subset
-
-    from ..data import cache_inputs
-
-    images = ImageClassificationDataset(dataset, processor)
-    if indices is not None:
-        images = Subset(images, list(indices))
-    image_processor = getattr(processor, "image_processor", processor)
-    return cache_inputs(
-        images,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        dtype=dtype,
-        desc=desc,
-        normalization=(image_processor.image_mean, image_processor.image_std),
-    )
-
-
 class ProcessedImageInputs:
-    """For a family whose images go through a Hugging Face processor (its ``processor``): the adaptation inputs."""
+    """For a family whose images go through a Hugging Face processor (its ``processor``): the adaptation inputs,
+    read as FusionBench's task pools read them (``ImageClassificationDataset``) and preprocessed once."""
 
     def adaptation_inputs(
         self,
@@ -68,14 +38,17 @@ class ProcessedImageInputs:
         dtype: torch.dtype,
         indices: Optional[Sequence[int]] = None,
     ) -> TensorInputs:
-        return processed_images(
-            self.adaptation_dataset(task),
-            self.processor,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            dtype=dtype,
-            indices=indices,
-            desc=f"Preprocessing {task}",
+        from fusion_bench.dataset.image_dataset import ImageClassificationDataset
+        from torch.utils.data import Subset
+
+        images = ImageClassificationDataset(self.adaptation_dataset(task), self.processor)
+        if indices is not None:
+            images = Subset(images, list(indices))
+        image_processor = getattr(self.processor, "image_processor", self.processor)
+        normalization = (image_processor.image_mean, image_processor.image_std)
+        desc = f"Preprocessing {task}"
+        return cache_inputs(
+            images, batch_size=batch_size, num_workers=num_workers, dtype=dtype, desc=desc, normalization=normalization
         )
 
 

@@ -1,4 +1,4 @@
-"""Which inputs the adaptation reads, and whether they are the ones the task pool scores.
+"""Whether the inputs the adaptation reads are the ones the task pool scores (:class:`OverlapWarningMixin`).
 
 The paper adapts on the unlabelled test inputs it then scores (transductive, as AdaMerging). With
 ``adaptation_data=val`` or ``train`` the method adapts on another split of the model pool while the task
@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from typing import Any, Optional, Set
+
+from .core.input_checks import reading, source_in_pool
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +56,16 @@ def warn_about_overlap(task: str, split: str, adaptation_dataset: Any, test_data
             split,
         )
     return shared
+
+
+class OverlapWarningMixin:
+    """Model Tinting that, adapting on another split than ``test``, warns of the test inputs it contains."""
+
+    def _plan(self, family: Any, start: Any) -> Any:
+        plan = super()._plan(family, start)
+        split, modelpool = self.adaptation_data, family.modelpool
+        for task in plan.tasks if split != "test" else ():
+            if task in modelpool.test_dataset_names:
+                with reading(f"the test set of task {task!r} ({source_in_pool(modelpool, task, 'test')})"):
+                    warn_about_overlap(task, split, family.adaptation_dataset(task), modelpool.load_test_dataset(task))
+        return plan
