@@ -1,16 +1,8 @@
-"""The test-time adaptation loop of Model Tinting (family-agnostic).
-
-Reference behaviour (docs/algorithm.md): Adam, one parameter group with the merging coefficients and every
-task's tinted layer; each iteration visits the tasks in a fresh random order and makes one optimizer
-step per task (gradients set to None first, so Adam leaves the other tasks' tinted layers alone).
-
-Teacher outputs are precomputed and the inputs preprocessed once. Each step reads the host once: Model
-Tinting++ must not step on a batch whose every sample it dropped, and no step may use a NaN or infinite loss
-(the plugin's loop makes both checks on the device, inside the fused Adam, with no host read per step).
-
-Data parallelism goes through ``data_parallel`` (one process here; the plugin's ``ProcessShare`` shares each
-batch among Fabric's processes and sums the gradients).
-"""
+"""The test-time adaptation loop (family-agnostic; docs/algorithm.md): Adam over the coefficients and every
+task's tinted layer, each iteration one step per task in a fresh random order (gradients set to None first, so
+Adam leaves the other tasks' tinted layers alone). Inputs and teacher outputs are precomputed. Each step reads the
+host once: Model Tinting++ must not step on a batch it emptied, and no step may use a NaN loss (the plugin's loop
+checks both on the device). Data parallelism goes through ``data_parallel`` (one process here)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""Model Tinting and Model Tinting++ as FusionBench algorithms.
-
-Model Tinting (arXiv 2412.19098) merges K fine-tuned encoders with layer-wise coefficients and gives
-each task one trainable layer of its own (by default its classification head); coefficients and
-tinted layers are trained together on the unlabelled test inputs against the fine-tuned models'
-predictions. Model Tinting++ drops the samples where the merged model disagrees with the teacher
-and is more confident than it. docs/algorithm.md is the specification.
-
-This module knows nothing of a particular model family: ``families`` adapts each kind of model pool.
-"""
+"""Model Tinting and Model Tinting++ (arXiv 2412.19098) as FusionBench algorithms; docs/algorithm.md is the
+specification. This module knows nothing of a particular model family: ``families`` adapts each kind of pool."""
 
 from __future__ import annotations
 
@@ -35,24 +27,16 @@ from .tinted_model import TintedModel
 from .tinting_options import TINTING_OPTIONS
 
 log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
-
-
 DEFAULT_SEED = 42
 
 
 @auto_register_config
 class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgorithm):
-    """Model Tinting (docs/algorithm.md): layer-wise merging coefficients and one trainable layer per task,
-    adapted together on the unlabelled test inputs against the fine-tuned models' predictions.
-
-    Every option, its default (the reference implementation's) and what it allows is declared once, in
-    :mod:`.tinting_options` (``config/method/model_tinting.yaml`` is written from it), and checked when the
-    method is built. ``run`` follows FusionBench's AdaMerging: resolve options -> build the merger -> each task's head,
-    task vector, inputs and teacher outputs -> adapt (or load saved weights) -> the tinted model and its report.
-    """
+    """Model Tinting: K fine-tuned encoders merged with layer-wise coefficients, and one trainable layer per
+    task (by default its head), adapted together on unlabelled inputs against the fine-tuned models' predictions.
+    Every option is declared once, in :mod:`.tinting_options`, and checked when the method is built."""
 
     def __init__(self, **options):
-        """Every option is declared once, with its default and what it allows, in :mod:`.tinting_options`."""
         self.OPTIONS.refuse_unknown(options)  # before any model is loaded: a bad option never wastes a run
         super().__init__(**{k: v for k, v in options.items() if k not in self.OPTIONS.names})
         self._check_options()
@@ -64,8 +48,8 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
     #: the adaptation loop (a front end may pass it more settings through :meth:`_trainer_settings`)
     trainer_class = TintingTrainer
 
-    # How, not what, a run computes: not options, set on an instance by the speed benchmark (docs/speed.md).
-    #: data-loading workers and batch size of the one preprocessing pass (auto: see ``data.resolve_num_workers``)
+    # How, not what, a run computes (not options; the speed benchmark sets them, docs/speed.md):
+    #: data-loading workers and batch size of the one preprocessing pass (auto: ``data.resolve_num_workers``)
     num_workers: Union[int, str] = "auto"
     preprocess_batch_size: int = 128
     #: computes each task's inputs and teacher outputs (the plugin's caches them)
@@ -107,8 +91,7 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
 
     # ----- run ---------------------------------------------------------------------------------
     def run(self, modelpool: BaseModelPool) -> TintedModel:
-        """Options (checked at construction) -> the plan for this pool -> the merger -> each task's state ->
-        adapt, or load saved weights -> the tinted model with its report."""
+        """The plan for this pool -> the merger -> each task's state -> adapt -> the tinted model and report."""
         start = self._start()
         plan = self._plan(self._family(modelpool), start)
         log_effective_options(self.method_name, plan.tasks, self._resolved_values(plan))
@@ -158,14 +141,12 @@ class ModelTintingAlgorithm(LightningFabricMixin, SimpleProfilerMixin, BaseAlgor
         return RunPlan(family, tasks, torch.device(self.fabric.device), lr, max_steps, init_value)
 
     def _options_as(self, options_class: type, **given: Any) -> Any:
-        """``options_class`` (a dataclass) with each field this method's option or setting of the same name,
-        unless ``given``."""
+        """``options_class`` (a dataclass) with each field this method's attribute of that name, or ``given``."""
         names = [f.name for f in dataclasses.fields(options_class)]
         return options_class(**{name: given[name] if name in given else getattr(self, name) for name in names})
 
     def _adapt(self, run: TintingRun) -> Optional[AdaptationStats]:
-        """Train coefficients and tinted layers; returns the adaptation's statistics (None: a front end loaded
-        them instead)."""
+        """Train coefficients and tinted layers (None: a front end loaded them instead)."""
         trainer = self._trainer(run)
         with (
             self.profile("adaptation"),

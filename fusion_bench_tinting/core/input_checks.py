@@ -1,10 +1,5 @@
-"""The files and test sets a run reads, checked before any adaptation: a failure names the task and the file.
-
-A truncated safetensors file, a config whose sizes disagree with its weights or an unreadable dataset
-otherwise surfaces as a library's own error (``incomplete metadata``, ``look at the above report``) that
-says neither which task nor which file; labels outside a head's classes would only fail in the evaluation,
-after the whole adaptation.
-"""
+"""The files and datasets a run reads, checked before any adaptation, a failure naming the task and the file
+(a library's own error, e.g. ``incomplete metadata``, says neither; bad labels would fail only in evaluation)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Per-sample objectives between the merged model (student) and a fine-tuned model (teacher).
-
-Every objective returns one loss per sample so that Model Tinting++'s confidence filter can drop
-samples before the batch mean. The default, ``ce``, is the reference code's cross-entropy against
-the teacher's hard argmax label. Regression tasks (one output) use the squared error. Dense predictions
-(batch, channels, *positions) get one loss per position, the channels taking the place of the classes.
-"""
+"""Per-sample objectives between the merged model (student) and a fine-tuned model (teacher), one loss per
+sample so that Model Tinting++'s filter can drop samples before the mean. ``ce`` (default): the reference's
+cross-entropy against the teacher's argmax. Regression heads use the squared error; dense predictions
+(batch, channels, *positions) one loss per position, the channels as classes."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
-"""Layer-wise merging of task vectors (AdaMerging's parameterisation) on one flat buffer.
-
-``theta(lambda)[p] = theta_pre[p] + sum_k c(lambda[k, p]) * tau_k[p]`` for every merged tensor p (one
-coefficient per task and tensor, AdaMerging's layer-wise layout), where ``c`` is the clamp to [0, 1] (optional).
-
-All task vectors live in one (K, N) buffer without grad (``torch.split`` gives each tensor back as a
-view); a merge is one fused multiply-add per tensor with no host synchronisation and no temporary
-the size of the task vectors.
-"""
+"""Layer-wise merging of task vectors (AdaMerging's parameterisation) on one flat buffer:
+``theta[p] = theta_pre[p] + sum_k c(lambda[k, p]) * tau_k[p]`` for every merged tensor p, ``c`` the optional
+clamp to [0, 1]. The K task vectors live in one (K, N) buffer without grad; a merge is one fused multiply-add
+per tensor, with no host synchronisation and no temporary the size of the task vectors."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Every option of the tinting methods, checked when the method is constructed (before any model is loaded).
-
-Each option has a rule: a test of its value and the words that say what is allowed. A value Hydra passes
-through unconverted (``max_steps=abc`` arrives as the string ``'abc'``, ``confidence_filter=maybe`` as
-``'maybe'``) fails its rule with one line naming the option, the value and what is allowed, instead of a
-conversion error deep in the run or a silently different run.
-"""
+"""The declared options of a method and their checks, made when the method is constructed: a value Hydra passes
+through unconverted (``max_steps=abc`` arrives as ``'abc'``) fails its rule with one line naming the option, the
+value and what is allowed, instead of a conversion error deep in the run or a silently different run."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Everything a tinting run needs before its first step: the merger over the pretrained encoder, and from
-each fine-tuned model its task vector, head, test inputs and teacher outputs.
-
-Each fine-tuned model is loaded once and let go after its turn, so at most one fine-tuned encoder is in
-memory at any time. A :class:`MergeStart` sees the merger and every fine-tuned model on the way, so that a
-start other than Task Arithmetic's can be computed in the same pass (the plugin's LOT and AdaMerging starts).
-"""
+"""Everything a run needs before its first step: the merger over the pretrained encoder, and from each
+fine-tuned model its task vector, head, inputs and teacher outputs. Each fine-tuned model is loaded once and let
+go after its turn; a :class:`MergeStart` sees each on the way (the plugin's LOT and AdaMerging starts)."""
 
 from __future__ import annotations
 

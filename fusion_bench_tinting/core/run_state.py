@@ -1,9 +1,6 @@
-"""What one tinting run works on, as plain values each made once by one step of the method:
-:class:`RunPlan` (the pool's tasks and what the ``auto`` options stand for), :class:`MergeBase` (the
-pretrained encoder and the merger over it), each task's :class:`TaskState`, and :class:`TintingRun`, all of
-them together for adaptation and the result. :func:`task_states` gives each task its own copy of what is
-tinted: its head (the teacher keeps the original) or one transformer block.
-"""
+"""What one run works on, each made once by one step of the method: :class:`RunPlan` (tasks, resolved ``auto``
+values), :class:`MergeBase` (pretrained encoder and merger), each task's :class:`TaskState` (its own copy of what
+is tinted: its head, the teacher keeping the original, or one transformer block) and :class:`TintingRun`."""
 
 from __future__ import annotations
 

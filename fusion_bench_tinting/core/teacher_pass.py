@@ -1,8 +1,5 @@
-"""Each task's unlabelled adaptation inputs, preprocessed once, and its teacher's outputs on them.
-
-The teacher of a task is its fine-tuned model; its outputs are the targets of the adaptation. Both are computed
-once, before the loop, so that no fine-tuned encoder stays on the device during adaptation.
-"""
+"""Each task's adaptation inputs, preprocessed once, and its teacher's (fine-tuned model's) outputs on them:
+computed before the loop, so that no fine-tuned encoder stays on the device during adaptation."""
 
 from __future__ import annotations
 

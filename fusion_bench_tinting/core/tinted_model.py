@@ -1,9 +1,5 @@
-"""The result of Model Tinting: one merged encoder plus one tinted layer per task.
-
-Built on FusionBench's ``ModulatedModel``/``TaskModulator`` (the abstraction EMR-Merging uses):
-``set_task(name)`` switches the per-task part in, and a task-aware task pool asks ``task_head(name)``
-for the head to evaluate the task with.
-"""
+"""The result: one merged encoder plus one tinted layer per task, on FusionBench's ``ModulatedModel`` (as
+EMR-Merging's): ``set_task(name)`` switches the task's part in, and ``task_head(name)`` gives its head."""
 
 from __future__ import annotations
 

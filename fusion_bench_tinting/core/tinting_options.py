@@ -1,9 +1,5 @@
-"""The options of Model Tinting, each declared once (see :mod:`.options` for what is derived from it).
-
-An option is here because it is the paper's, because a run needs it (paths, seed, saving), because it
-fits a model on a GPU, or because it was measured to change a result (docs/minilm_levers.md,
-docs/generalization.md).
-"""
+"""The options of Model Tinting, each declared once (:mod:`.options` derives the rest): the paper's, what a run
+needs, what fits a model on a GPU, or what was measured to change a result (docs/generalization.md)."""
 
 from __future__ import annotations
 

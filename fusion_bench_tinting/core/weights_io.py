@@ -1,10 +1,6 @@
-"""Saving a tinting result, whole or not at all: merging coefficients and tinted layers (safetensors).
-
-One file, ``model_tinting.safetensors``: tensor ``coefficients`` (tasks x coefficient groups, raw
-values before the clamp) and ``tinted.<task>.<name>`` for every tensor of each task's tinted layer.
-Its metadata records the task order, the coefficient groups and the tinted-layer choice, so that a reader
-can refuse a file made for another pool or another configuration.
-"""
+"""Saving a tinting result, whole or not at all: ``model_tinting.safetensors`` holds ``coefficients`` (tasks x
+tensors, before the clamp) and ``tinted.<task>.<name>`` for each task's tinted layer; its metadata (task order,
+coefficient groups, tinted layer) lets a reader refuse a file made for another pool or configuration."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""What the tinting algorithm needs to know about a kind of model pool.
-
-The algorithm (merge, teacher pass, adaptation loop, result model) is written against this
-interface only; each family (HF CLIP, OpenCLIP, sequence classification, ...) implements it in its
-own module. A family works on *encoders* (the merged part) and *heads* (one per task, mapping the
-encoder's features to the task's logits).
-"""
+"""What the algorithm needs to know about a kind of model pool: the merge, teacher pass, loop and result are
+written against this interface; each family implements it in its own module. A family works on *encoders* (the
+merged part) and *heads* (one per task, encoder features -> the task's logits)."""
 
 from __future__ import annotations
 

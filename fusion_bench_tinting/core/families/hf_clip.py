@@ -1,11 +1,7 @@
-"""Hugging Face CLIP vision towers (FusionBench's ``CLIPVisionModelPool``).
-
-Encoder: ``CLIPVisionModel``. Features: its pooled output through the pretrained CLIP's frozen
-``visual_projection``, L2-normalised (exactly what ``HFCLIPClassifier`` feeds its zero-shot head).
-Head of task k: a ``Linear`` with weight ``logit_scale.exp() * T_k`` (T_k the zero-shot text
-embeddings built by FusionBench from the task's class names and templates) and a zero bias, which
-reproduces the zero-shot logits and is what the reference code trains.
-"""
+"""Hugging Face CLIP vision towers (``CLIPVisionModelPool``). Features: the pooled output through the pretrained
+CLIP's frozen ``visual_projection``, L2-normalised (as ``HFCLIPClassifier``). Head of task k: ``Linear`` with weight
+``logit_scale.exp() * T_k`` (T_k: the zero-shot text embeddings of its classes and templates) and zero bias, which
+reproduces the zero-shot logits and is what the reference code trains."""
 
 from __future__ import annotations
 
