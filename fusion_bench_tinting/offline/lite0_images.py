@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..core.weights_io import write_atomically
 from .sources import debian_member, load_numpy_pickle, read_idx, wheel_member
 from .splits import disjoint_splits
 
@@ -231,8 +232,8 @@ def build_lite0_images(out, spec: Lite0ImagesSpec = Lite0ImagesSpec()) -> Path:
             spec.seed + index,
             f"fine-tune {task}",
         )
-        save_file(_plain_state(model), str(out / "models" / f"{task}.safetensors.tmp"))
-        (out / "models" / f"{task}.safetensors.tmp").rename(out / "models" / f"{task}.safetensors")
+        state = _plain_state(model)
+        write_atomically(str(out / "models" / f"{task}.safetensors"), lambda temporary: save_file(state, temporary))
     stamp.write_text(json.dumps({"spec": wanted, "tasks": list(spec.tasks)}, indent=2))
     return out
 
