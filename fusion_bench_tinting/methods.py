@@ -31,7 +31,7 @@ from .families import HEAD_PROJECTION_OPTION, FamilyOptionsMixin
 from .heatmap import CoefficientHeatmapMixin
 from .holdout import HOLDOUT_OPTION, HoldoutMixin, HoldoutTrainer
 from .lot_merging import algorithm as lot_algorithm
-from .quiet import profile_to_log_dir, quiet_run
+from .quiet import expected_load_reports, profile_to_log_dir, quiet_run
 from .resumable import RESUME_OPTIONS, ResumableMixin, ResumableTrainer
 from .saved_runs import WEIGHTS_OPTION, SavedRunMixin
 from .starts import START_OPTIONS, StartsMixin
@@ -87,7 +87,7 @@ class CommandLineMethod(SuiteTaskPoolMixin):
 
     def run(self, modelpool: BaseModelPool):
         with one_line_config_errors(), one_line_interruption(prints=self.fabric.is_global_zero):
-            with quiet_run(family_for(modelpool, self.fabric).expected_load_report):
+            with quiet_run(expected_load_reports(family_for(modelpool, self.fabric))):
                 return super().run(modelpool)
 
     def print_profile_summary(self, *args, **kwargs) -> None:

@@ -32,6 +32,23 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 #: (key, status) rows of a transformers load report, e.g. ("text_model.x.weight", "UNEXPECTED")
 ReportRows = List[Tuple[str, str]]
+#: the weights of a whole CLIP checkpoint that ``CLIPVisionModel`` does not read
+CLIP_PARTS_OUTSIDE_THE_VISION_TOWER = ("text_model.", "text_projection", "visual_projection", "logit_scale")
+
+
+def expected_load_reports(family: Any) -> Callable[[str, ReportRows], bool]:
+    """Which transformers load reports (``(key, status)`` rows for a source) a pool's model family expects, so
+    the run need not show them: the family's own ``expected_load_report`` (the plugin's families), or for HF CLIP a
+    vision tower read from a whole CLIP checkpoint, its text tower and projections left unused."""
+    from .core.families.hf_clip import HFCLIPVisionFamily
+
+    if hasattr(family, "expected_load_report"):
+        return family.expected_load_report
+    if isinstance(family, HFCLIPVisionFamily):
+        return lambda source, rows: all(
+            status == "UNEXPECTED" and key.startswith(CLIP_PARTS_OUTSIDE_THE_VISION_TOWER) for key, status in rows
+        )
+    return lambda source, rows: False
 
 
 def verbose() -> bool:

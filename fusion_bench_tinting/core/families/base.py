@@ -77,11 +77,6 @@ class ModelFamily(ABC):
         self.taskpool = taskpool
         self._datasets: Dict[str, Any] = {}
 
-    def expected_load_report(self, source: str, rows: List[Tuple[str, str]]) -> bool:
-        """Whether a transformers load report (``(key, status)`` rows) for ``source`` is expected for what the
-        family loads, so the run need not show it (e.g. the text tower left out of a CLIP vision model)."""
-        return False
-
     # ----- tasks -------------------------------------------------------------------------------
     def task_names(self) -> List[str]:
         names = list(self.modelpool.model_names)

@@ -6,7 +6,7 @@ reproduces the zero-shot logits and is what the reference code trains."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from fusion_bench.modelpool import CLIPVisionModelPool
@@ -16,9 +16,6 @@ from torch import Tensor, nn
 from ..console import progress
 from ..errors import TintingConfigError
 from .base import PRETRAINED, ModelFamily, ProcessedImageInputs
-
-#: the weights of a whole CLIP checkpoint that ``CLIPVisionModel`` does not read
-CLIP_PARTS_OUTSIDE_THE_VISION_TOWER = ("text_model.", "text_projection", "visual_projection", "logit_scale")
 
 
 @torch.no_grad()
@@ -58,12 +55,6 @@ class HFCLIPVisionFamily(ProcessedImageInputs, ModelFamily):
                 "(fusion_bench.tasks.clip_classification), so no zero-shot head can be built for it. "
                 f"Known tasks: {sorted(known)}."
             )
-
-    def expected_load_report(self, source: str, rows: List[Tuple[str, str]]) -> bool:
-        """A vision tower read from a whole CLIP checkpoint leaves the text tower and the projections unused."""
-        return all(
-            status == "UNEXPECTED" and key.startswith(CLIP_PARTS_OUTSIDE_THE_VISION_TOWER) for key, status in rows
-        )
 
     def load_encoder(self, name: str) -> nn.Module:
         encoder = self.modelpool.load_model(name)
