@@ -380,3 +380,16 @@ def test_batched_zero_shot_heads_equal_fusion_bench_s_per_class_ones():
         batched = zero_shot_embeddings(clip, processor.tokenizer, classnames, templates, batch_size=100)
         assert batched.shape == classifier.zeroshot_weights.shape
         assert torch.allclose(batched, classifier.zeroshot_weights, atol=1e-5)
+
+
+def test_profile_steps_times_each_part_of_a_step(tiny_suites):
+    algorithm = build_tinting(max_steps=1, profile_steps=True)  # a setting of the plugin's method, not an option
+    algorithm.fabric = cpu_fabric()
+    algorithm.run(load_pool(tiny_suites, "tiny-clip_TA4"))
+    recorded = set(algorithm.profiler.recorded_durations)
+    parts = {f"step: {part}" for part in ("data", "merge", "forward", "backward", "optimizer")}
+    assert parts <= recorded
+    quiet = build_tinting(max_steps=1)
+    quiet.fabric = cpu_fabric()
+    quiet.run(load_pool(tiny_suites, "tiny-clip_TA4"))
+    assert not parts & set(quiet.profiler.recorded_durations)  # off by default: no device syncs per part
