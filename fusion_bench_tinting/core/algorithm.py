@@ -9,7 +9,6 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from fusion_bench import BaseAlgorithm, BaseModelPool, auto_register_config
 from fusion_bench.mixins import LightningFabricMixin, SimpleProfilerMixin
-from fusion_bench.utils.pylogger import get_rankzero_logger
 
 from .adaptation import AdaptationOptions, TintingTrainer
 from .console import log_effective_options
@@ -26,7 +25,6 @@ from .teacher_pass import TeacherPass
 from .tinted_model import TintedModel
 from .tinting_options import TINTING_OPTIONS
 
-log = get_rankzero_logger(__name__)  # progress and summaries from the global-zero process only
 DEFAULT_SEED = 42
 
 

@@ -1,18 +1,14 @@
 """What the adaptation loop takes from Lightning Fabric: its gradient scaler under fp16 autocast, and the
-interface of data parallelism (one process here). The loop calls backward and the
-optimizer itself (one task per step, its own fused update), so it uses these pieces rather than
-``fabric.backward``."""
+interface of data parallelism (one process here). The loop calls backward and its own fused optimizer step
+(one task per step), so it uses these pieces rather than ``fabric.backward``."""
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, List, Optional
 
 import torch
 from torch import Tensor, nn
-
-log = logging.getLogger(__name__)
 
 
 class SingleProcess:
