@@ -36,6 +36,8 @@ WEIGHTS_OPTION = Option(
 
 @dataclass
 class SavedTinting:
+    """A saved run as read back: its metadata (what it must match) and its tensors, by task."""
+
     task_names: List[str]
     groups_fingerprint: str
     num_groups: int
@@ -56,6 +58,7 @@ def resolve_weights_path(path: str) -> str:
 
 
 def load_tinting(path: str) -> SavedTinting:
+    """Read and check a saved run: a safetensors file of this format, every tensor finite and of a saved task."""
     path = resolve_weights_path(path)
     try:
         with safe_open(path, framework="pt") as f:
